@@ -1,0 +1,132 @@
+// Package store declares the manager's durable state: tasks and their leases.
+// Implementations live in packages named after what they wrap
+// (manager/store/bolt, later manager/store/postgres) and all pass the one
+// conformance suite in manager/store/storetest.
+//
+// The store is the source of truth for asynchronous tasks only. Sync reads
+// (GetSecret, ListSecrets, TestConnector, sync pings) never touch it.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by Store implementations. Compare with errors.Is.
+var (
+	// ErrNotFound: no task with that id.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: a task with that id already exists.
+	ErrExists = errors.New("store: already exists")
+	// ErrConflict: the task is not in the state the call requires (a claim
+	// of a task that is not queued, a completion under a lease that is not
+	// the current one, a change to a final task). This is the fence that
+	// makes a task complete exactly once.
+	ErrConflict = errors.New("store: conflict")
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// State is a task's state.
+type State string
+
+// Task states. Succeeded and Failed are final.
+const (
+	StateQueued    State = "queued"
+	StateLeased    State = "leased"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+)
+
+// Final reports whether s is a final state.
+func (s State) Final() bool { return s == StateSucceeded || s == StateFailed }
+
+// Task is a persisted asynchronous task.
+type Task struct {
+	ID   string
+	Kind string // "ping", "secret.create", ...
+	// Selectors are normalized (trimmed, lower-cased, sorted, unique).
+	Selectors []string
+	// Payload is the marshaled delegate.v1.TaskPayload. Secret values in it
+	// are sealed by the caller before they reach the store.
+	Payload []byte
+	State   State
+	// Attempt counts dispatches; 0 while never dispatched.
+	Attempt     int
+	MaxAttempts int
+	// LeaseID and Delegate are set while leased, and kept once final.
+	LeaseID  string
+	Delegate string
+	// Code is the outcome code name ("OK", "DELEGATE_LOST", ...) once final.
+	Code string
+	// Outcome is the marshaled delegate.v1.Outcome once final.
+	Outcome   []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// Deadline is when the task fails TIMEOUT if it has not completed.
+	Deadline time.Time
+	// QueueDeadline is when a queued task fails NO_ELIGIBLE_DELEGATE if no
+	// delegate took it.
+	QueueDeadline time.Time
+}
+
+// Lease is a claim of a queued task by a delegate.
+type Lease struct {
+	ID       string
+	Delegate string
+	// Attempt is the attempt number this dispatch starts (previous + 1).
+	Attempt int
+}
+
+// Final is how a task ends.
+type Final struct {
+	State   State // StateSucceeded or StateFailed
+	Code    string
+	Outcome []byte
+}
+
+// Filter selects tasks for List.
+type Filter struct {
+	// States, when not empty, keeps only tasks in one of these states.
+	States []State
+	// Limit caps the number of tasks returned; 0 means no limit.
+	Limit int
+}
+
+// Store is the manager's durable task store. Every method is safe for
+// concurrent use. Methods return ErrClosed after Close.
+type Store interface {
+	// CreateTask persists a new task in StateQueued. It returns ErrExists if
+	// the id is taken. When it returns nil the task is durable.
+	CreateTask(ctx context.Context, t *Task) error
+
+	// GetTask returns the task, or ErrNotFound.
+	GetTask(ctx context.Context, id string) (*Task, error)
+
+	// ListTasks returns tasks matching f, newest first.
+	ListTasks(ctx context.Context, f Filter) ([]*Task, error)
+
+	// ListUnfinished returns every queued or leased task, oldest first: what
+	// a restarted manager recovers.
+	ListUnfinished(ctx context.Context) ([]*Task, error)
+
+	// Claim moves a queued task to StateLeased under l. It returns
+	// ErrNotFound for an unknown id and ErrConflict if the task is not
+	// queued (another replica or dispatch took it, or it is final).
+	Claim(ctx context.Context, id string, l Lease) error
+
+	// Requeue moves a leased task back to StateQueued, if leaseID is still
+	// its lease (ErrConflict otherwise), keeping its attempt count.
+	Requeue(ctx context.Context, id, leaseID string) error
+
+	// Complete makes a task final. If leaseID is not empty it must be the
+	// task's current lease and the task must be leased (ErrConflict
+	// otherwise: a stale result). If leaseID is empty the task may be
+	// queued or leased (queue timeout, deadline, attempts exhausted). A
+	// task that is already final gives ErrConflict.
+	Complete(ctx context.Context, id, leaseID string, f Final) error
+
+	// Close releases the store.
+	Close() error
+}
