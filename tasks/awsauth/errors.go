@@ -1,0 +1,73 @@
+package awsauth
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error this package returns wraps exactly one of them,
+// so callers translate with errors.Is and never by matching text.
+var (
+	// ErrInvalidSettings: a connector field has a value that can never work
+	// (a duration out of range, a malformed endpoint URL, no region). The
+	// caller maps it to INVALID_ARGUMENT.
+	ErrInvalidSettings = errors.New("invalid connector settings")
+
+	// ErrCredentials: credential material could not be resolved on this host
+	// (an env var not set, a file not readable) or the AWS credential provider
+	// failed (STS refused, instance metadata unreachable). The caller maps it
+	// to CREDENTIALS.
+	ErrCredentials = errors.New("credentials unavailable")
+)
+
+// FieldError says which connector field is wrong and why. Its message names
+// the field ("connector.access_key_id: env var AWS_KEY_X is not set") and
+// never holds the field's value.
+type FieldError struct {
+	// Field is the connector field in proto naming, e.g. "access_key_id".
+	Field string
+	// Reason is the rule or the failure, safe to show.
+	Reason string
+	// Kind is ErrInvalidSettings or ErrCredentials.
+	Kind error
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("connector.%s: %s", e.Field, e.Reason)
+}
+
+// Unwrap returns the sentinel kind.
+func (e *FieldError) Unwrap() error { return e.Kind }
+
+func invalidField(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Kind: ErrInvalidSettings}
+}
+
+func credentialField(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Kind: ErrCredentials}
+}
+
+// CredentialError marks a failure of the credential provider while the SDK
+// was signing a request (an AssumeRole refused, IMDS unreachable, a web
+// identity token rejected). The SDK wraps it in its operation error; callers
+// find it with errors.As and map it to CREDENTIALS, ahead of any AWS error
+// code inside it (an STS AccessDenied is a credentials problem, not a
+// Secrets Manager permission problem).
+//
+// Its message is the provider's error as the SDK wrote it; callers sanitize
+// it before showing it, as they do every AWS message.
+type CredentialError struct {
+	// CredentialType names the connector's credential type, e.g. "ASSUME_ROLE".
+	CredentialType string
+	Err            error
+}
+
+func (e *CredentialError) Error() string {
+	return fmt.Sprintf("%s credentials: %v", e.CredentialType, e.Err)
+}
+
+// Unwrap returns the provider's error.
+func (e *CredentialError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrCredentials) true for a CredentialError.
+func (e *CredentialError) Is(target error) bool { return target == ErrCredentials }
