@@ -1,0 +1,218 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// maxPingSleep bounds the sleep a ping may ask for.
+const maxPingSleep = 10 * time.Minute
+
+// managerService implements the operator API.
+type managerService struct {
+	delegatev1.UnimplementedManagerServiceServer
+	d *Dispatcher
+}
+
+func (s *managerService) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {
+	return &delegatev1.ListDelegatesResponse{Delegates: s.d.ListDelegates()}, nil
+}
+
+func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {
+	if sl := req.GetSleep().AsDuration(); sl < 0 || sl > maxPingSleep {
+		return nil, status.Errorf(codes.InvalidArgument, "sleep: must be between 0 and %s", maxPingSleep)
+	}
+	return s.submit(ctx, SubmitRequest{
+		Kind:      "ping",
+		Selectors: req.GetSelectors(),
+		Payload:   &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{Sleep: req.GetSleep()}}},
+		Async:     req.GetAsync(),
+	})
+}
+
+// submit runs a task: async tasks return once persisted; sync ones wait
+// for the outcome (and are cancelled if the caller goes away).
+func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delegatev1.TaskInfo, error) {
+	t, err := s.d.Submit(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.Async {
+		return s.d.info(t), nil
+	}
+	select {
+	case <-t.done:
+		return s.d.info(t), nil
+	case <-ctx.Done():
+		s.d.cancel(t, "the caller went away")
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskRequest) (*delegatev1.TaskInfo, error) {
+	info, _, err := s.d.getTask(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return info, nil
+}
+
+func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTasksRequest) (*delegatev1.ListTasksResponse, error) {
+	if req.GetLimit() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "limit: must not be negative")
+	}
+	f := store.Filter{Limit: int(req.GetLimit())}
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	if st := req.GetState(); st != delegatev1.TaskState_TASK_STATE_UNSPECIFIED {
+		f.States = []store.State{stateFromProto(st)}
+	}
+	ts, err := s.d.store.ListTasks(ctx, f)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &delegatev1.ListTasksResponse{}
+	for _, t := range ts {
+		out.Tasks = append(out.Tasks, storedInfo(t))
+	}
+	return out, nil
+}
+
+func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delegatev1.ManagerService_WatchTaskServer) error {
+	ctx := stream.Context()
+	var last *delegatev1.TaskInfo
+	for {
+		info, changed, err := s.d.getTask(ctx, req.GetId())
+		if err != nil {
+			return toStatus(err)
+		}
+		if last == nil || !proto.Equal(last, info) {
+			if err := stream.Send(info); err != nil {
+				return err
+			}
+			last = info
+		}
+		if changed == nil { // final
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-changed:
+		}
+	}
+}
+
+// getTask returns a task's view, and a channel closed at its next change
+// (nil once the task is final).
+func (d *Dispatcher) getTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
+	d.mu.Lock()
+	if t := d.tasks[id]; t != nil {
+		info, ch := d.infoLocked(t), t.changed
+		d.mu.Unlock()
+		return info, ch, nil
+	}
+	d.mu.Unlock()
+	st, err := d.store.GetTask(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, ErrTaskNotFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	info := storedInfo(st)
+	if !st.State.Final() {
+		// Between the store write and memory: look again shortly.
+		ch := make(chan struct{})
+		time.AfterFunc(50*time.Millisecond, func() { close(ch) })
+		return info, ch, nil
+	}
+	return info, nil, nil
+}
+
+func (d *Dispatcher) info(t *task) *delegatev1.TaskInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.infoLocked(t)
+}
+
+func (d *Dispatcher) infoLocked(t *task) *delegatev1.TaskInfo {
+	return &delegatev1.TaskInfo{
+		Id: t.id, Kind: t.kind, State: stateToProto(t.state), Selectors: t.selectors,
+		Attempt: int32(t.attempt), Delegate: t.holder, CreatedAt: timestamp(t.createdAt),
+		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async,
+	}
+}
+
+func storedInfo(t *store.Task) *delegatev1.TaskInfo {
+	info := &delegatev1.TaskInfo{
+		Id: t.ID, Kind: t.Kind, State: stateToProto(t.State), Selectors: t.Selectors,
+		Attempt: int32(t.Attempt), Delegate: t.Delegate, CreatedAt: timestamppb.New(t.CreatedAt),
+		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true,
+	}
+	if len(t.Outcome) > 0 {
+		o := &delegatev1.Outcome{}
+		if proto.Unmarshal(t.Outcome, o) == nil {
+			info.Outcome = o
+		}
+	}
+	return info
+}
+
+func stateToProto(s store.State) delegatev1.TaskState {
+	switch s {
+	case store.StateQueued:
+		return delegatev1.TaskState_QUEUED
+	case store.StateLeased:
+		return delegatev1.TaskState_LEASED
+	case store.StateSucceeded:
+		return delegatev1.TaskState_SUCCEEDED
+	case store.StateFailed:
+		return delegatev1.TaskState_FAILED
+	}
+	return delegatev1.TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func stateFromProto(s delegatev1.TaskState) store.State {
+	switch s {
+	case delegatev1.TaskState_QUEUED:
+		return store.StateQueued
+	case delegatev1.TaskState_LEASED:
+		return store.StateLeased
+	case delegatev1.TaskState_SUCCEEDED:
+		return store.StateSucceeded
+	case delegatev1.TaskState_FAILED:
+		return store.StateFailed
+	}
+	return ""
+}
+
+// toStatus translates errors to gRPC status once, at the API boundary.
+// Unknown errors become Internal with a generic message; the detail goes
+// only to the log.
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrTaskNotFound):
+		return status.Error(codes.NotFound, "task not found")
+	case errors.Is(err, ErrShuttingDown):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Internal, "internal error (see the manager log)")
+}

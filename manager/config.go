@@ -1,0 +1,168 @@
+package manager
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/smdelegate/smdelegate/internal/config"
+)
+
+// Config is the manager's configuration (configs/manager.yaml).
+type Config struct {
+	// Listen is the gRPC address agents and operators connect to.
+	Listen string `yaml:"listen"`
+	// HTTPListen serves /healthz, /readyz and /metrics ("" disables it).
+	HTTPListen string `yaml:"http_listen"`
+	// DataDir holds the embedded store (smd.db).
+	DataDir  string         `yaml:"data_dir"`
+	TLS      TLSConfig      `yaml:"tls"`
+	Auth     AuthConfig     `yaml:"auth"`
+	Dispatch DispatchConfig `yaml:"dispatch"`
+	Log      LogConfig      `yaml:"log"`
+	// ShutdownTimeout bounds GracefulStop before the server stops hard.
+	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
+}
+
+// TLSConfig configures the gRPC listener's TLS.
+type TLSConfig struct {
+	// Insecure serves plaintext. It must be said explicitly.
+	Insecure bool   `yaml:"insecure"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires client certificates signed by it (mTLS).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// AuthConfig lists the accepted bearer tokens, stored as SHA-256 hashes
+// (`smd token generate` prints a token and its hash).
+type AuthConfig struct {
+	DelegateTokens []TokenConfig `yaml:"delegate_tokens"`
+	OperatorTokens []TokenConfig `yaml:"operator_tokens"`
+}
+
+// TokenConfig is one accepted token.
+type TokenConfig struct {
+	// Name identifies the token in logs.
+	Name string `yaml:"name"`
+	// SHA256 is the hex SHA-256 of the token.
+	SHA256 string `yaml:"sha256"`
+	// AllowedTags, for a delegate token, restricts the tags a delegate
+	// using it may declare. Empty allows any.
+	AllowedTags []string `yaml:"allowed_tags"`
+}
+
+// DispatchConfig holds the dispatch defaults of design §4.
+type DispatchConfig struct {
+	// LeaseDuration is how long a dispatched task's lease lasts without a heartbeat.
+	LeaseDuration config.Duration `yaml:"lease_duration"`
+	// HeartbeatInterval is how often agents send heartbeats.
+	HeartbeatInterval config.Duration `yaml:"heartbeat_interval"`
+	// QueueTimeout fails a task NO_ELIGIBLE_DELEGATE if no delegate takes it.
+	QueueTimeout config.Duration `yaml:"queue_timeout"`
+	// TaskDeadline fails a task TIMEOUT if it has not completed.
+	TaskDeadline config.Duration `yaml:"task_deadline"`
+	// MaxAttempts is how many dispatches a task gets before DELEGATE_LOST.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns the defaults of design §4.
+func DefaultConfig() Config {
+	return Config{
+		Listen:     "127.0.0.1:7070",
+		HTTPListen: "127.0.0.1:7071",
+		DataDir:    "/var/lib/smd",
+		Dispatch: DispatchConfig{
+			LeaseDuration:     config.Duration(30 * time.Second),
+			HeartbeatInterval: config.Duration(10 * time.Second),
+			QueueTimeout:      config.Duration(30 * time.Second),
+			TaskDeadline:      config.Duration(60 * time.Second),
+			MaxAttempts:       3,
+		},
+		Log:             LogConfig{Level: "info"},
+		ShutdownTimeout: config.Duration(10 * time.Second),
+	}
+}
+
+// LoadConfig reads defaults, then the file at path (if not empty), then
+// SMD_* environment variables. The caller applies flags and calls Validate.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	if err := config.LoadFile(path, &c); err != nil {
+		return c, err
+	}
+	if err := config.ApplyEnv("SMD", &c, os.LookupEnv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Validate checks every field and names the first one that is wrong, with
+// the rule it breaks. It reports all problems joined.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	if c.Listen == "" {
+		add(config.Errf("listen", "must not be empty"))
+	}
+	if c.DataDir == "" {
+		add(config.Errf("data_dir", "must not be empty"))
+	}
+	if !c.TLS.Insecure && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		add(config.Errf("tls.cert_file", "tls.cert_file and tls.key_file are required unless tls.insecure is true"))
+	}
+	if c.TLS.Insecure && c.TLS.ClientCAFile != "" {
+		add(config.Errf("tls.client_ca_file", "needs TLS; it cannot be used with tls.insecure"))
+	}
+	for kind, toks := range map[string][]TokenConfig{"auth.delegate_tokens": c.Auth.DelegateTokens, "auth.operator_tokens": c.Auth.OperatorTokens} {
+		for i, t := range toks {
+			f := fmt.Sprintf("%s[%d]", kind, i)
+			if t.Name == "" {
+				add(config.Errf(f+".name", "must not be empty"))
+			}
+			if b, err := hex.DecodeString(t.SHA256); err != nil || len(b) != 32 {
+				add(config.Errf(f+".sha256", "must be the 64-character hex SHA-256 of the token (see smd token generate)"))
+			}
+			for j, tag := range t.AllowedTags {
+				if strings.TrimSpace(tag) == "" {
+					add(config.Errf(fmt.Sprintf("%s.allowed_tags[%d]", f, j), "must not be empty"))
+				}
+			}
+		}
+	}
+	if len(c.Auth.DelegateTokens) == 0 {
+		add(config.Errf("auth.delegate_tokens", "at least one delegate token is required"))
+	}
+	if len(c.Auth.OperatorTokens) == 0 {
+		add(config.Errf("auth.operator_tokens", "at least one operator token is required"))
+	}
+	d := c.Dispatch
+	if d.LeaseDuration.D() < 100*time.Millisecond {
+		add(config.Errf("dispatch.lease_duration", "must be at least 100ms"))
+	}
+	if d.HeartbeatInterval.D() <= 0 || d.HeartbeatInterval.D() >= d.LeaseDuration.D() {
+		add(config.Errf("dispatch.heartbeat_interval", "must be positive and shorter than dispatch.lease_duration"))
+	}
+	if d.QueueTimeout.D() <= 0 {
+		add(config.Errf("dispatch.queue_timeout", "must be positive"))
+	}
+	if d.TaskDeadline.D() <= 0 {
+		add(config.Errf("dispatch.task_deadline", "must be positive"))
+	}
+	if d.MaxAttempts < 1 || d.MaxAttempts > 100 {
+		add(config.Errf("dispatch.max_attempts", "must be between 1 and 100"))
+	}
+	if c.ShutdownTimeout.D() < 0 {
+		add(config.Errf("shutdown_timeout", "must not be negative"))
+	}
+	return errors.Join(errs...)
+}

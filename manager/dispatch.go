@@ -1,0 +1,311 @@
+package manager
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smdelegate/smdelegate/internal/ids"
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// task is a task the dispatcher holds in memory: every queued or leased
+// task, sync or async. Final tasks leave memory; async ones stay readable
+// from the store. All fields are guarded by Dispatcher.mu.
+type task struct {
+	id          string
+	kind        string
+	selectors   []string
+	selKey      string
+	payload     *delegatev1.TaskPayload
+	async       bool
+	state       store.State
+	attempt     int
+	maxAttempts int
+	leaseID     string
+	holder      string // delegate name while leased (and after, for display)
+	leaseExpiry time.Time
+	deadline    time.Time
+	queueDL     time.Time
+	createdAt   time.Time
+	updatedAt   time.Time
+	enqueuedAt  time.Time
+	seq         uint64 // FIFO order across queues
+	// busy is set while a store write for this task is in flight; the
+	// sweeper and result handling leave a busy task alone.
+	busy    bool
+	outcome *delegatev1.Outcome
+	// changed is closed and replaced at every state change (WatchTask).
+	changed chan struct{}
+	// done is closed when the task is final.
+	done chan struct{}
+	elem *list.Element // position in its queue while queued
+}
+
+// queue is the FIFO of queued tasks with one selector set.
+type queue struct {
+	selectors []string
+	l         list.List
+}
+
+// Dispatcher matches tasks to delegates: push on credit, selectors ⊆ tags,
+// least loaded first, leases renewed by heartbeats (design §4).
+type Dispatcher struct {
+	cfg     DispatchConfig
+	store   store.Store
+	log     zerolog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	mu        sync.Mutex // guards everything below
+	tasks     map[string]*task
+	queues    map[string]*queue // by selector key
+	queued    int
+	delegates map[string]*delegate // connected, by name
+	seq       uint64
+	closed    bool
+	// stopping is closed by close: streams end so agents reconnect.
+	stopping chan struct{}
+}
+
+// Errors of the dispatcher.
+var (
+	// ErrTaskNotFound: no such task.
+	ErrTaskNotFound = errors.New("task not found")
+	// ErrShuttingDown: the manager is stopping and takes no new tasks.
+	ErrShuttingDown = errors.New("manager is shutting down")
+)
+
+func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *metrics) *Dispatcher {
+	return &Dispatcher{
+		cfg:       cfg,
+		store:     st,
+		log:       log,
+		metrics:   m,
+		now:       time.Now,
+		tasks:     map[string]*task{},
+		queues:    map[string]*queue{},
+		delegates: map[string]*delegate{},
+		stopping:  make(chan struct{}),
+	}
+}
+
+// SubmitRequest is a task to run.
+type SubmitRequest struct {
+	Kind      string
+	Selectors []string
+	Payload   *delegatev1.TaskPayload
+	// Async tasks are persisted before Submit returns and survive manager
+	// restarts; sync tasks live only in memory while the caller waits.
+	Async bool
+}
+
+// Submit queues a task and dispatches it at once if a delegate has credit.
+func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, error) {
+	now := d.now()
+	t := &task{
+		id:          ids.New(),
+		kind:        req.Kind,
+		selectors:   normalizeTags(req.Selectors),
+		payload:     req.Payload,
+		async:       req.Async,
+		state:       store.StateQueued,
+		maxAttempts: d.cfg.MaxAttempts,
+		createdAt:   now,
+		updatedAt:   now,
+		deadline:    now.Add(d.cfg.TaskDeadline.D()),
+		changed:     make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	t.selKey = strings.Join(t.selectors, "\x00")
+	if req.Async {
+		raw, err := proto.Marshal(req.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("marshal payload: %w", err)
+		}
+		st := &store.Task{
+			ID: t.id, Kind: t.kind, Selectors: t.selectors, Payload: raw,
+			State: store.StateQueued, MaxAttempts: t.maxAttempts,
+			CreatedAt: now, UpdatedAt: now, Deadline: t.deadline,
+			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()),
+		}
+		if err := d.store.CreateTask(ctx, st); err != nil {
+			return nil, fmt.Errorf("persist task: %w", err)
+		}
+	}
+	d.metrics.submitted.WithLabelValues(t.kind).Inc()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, ErrShuttingDown
+	}
+	d.tasks[t.id] = t
+	d.enqueueLocked(t, now)
+	sends := d.dispatchTaskLocked(t)
+	d.mu.Unlock()
+	d.deliver(sends)
+	return t, nil
+}
+
+// enqueueLocked puts t at the back of its selector queue.
+func (d *Dispatcher) enqueueLocked(t *task, now time.Time) {
+	q := d.queues[t.selKey]
+	if q == nil {
+		q = &queue{selectors: t.selectors}
+		d.queues[t.selKey] = q
+	}
+	d.seq++
+	t.seq = d.seq
+	t.state = store.StateQueued
+	t.enqueuedAt = now
+	t.queueDL = now.Add(d.cfg.QueueTimeout.D())
+	t.elem = q.l.PushBack(t)
+	d.queued++
+	d.metrics.queued.Set(float64(d.queued))
+}
+
+// dequeueLocked removes a queued t from its queue.
+func (d *Dispatcher) dequeueLocked(t *task) {
+	if t.elem == nil {
+		return
+	}
+	q := d.queues[t.selKey]
+	q.l.Remove(t.elem)
+	t.elem = nil
+	if q.l.Len() == 0 {
+		delete(d.queues, t.selKey)
+	}
+	d.queued--
+	d.metrics.queued.Set(float64(d.queued))
+}
+
+// send is a dispatch decided under the lock and delivered after it.
+type send struct {
+	t     *task
+	to    *delegate
+	lease store.Lease
+	msg   *delegatev1.ManagerMessage
+}
+
+// dispatchTaskLocked gives a freshly queued t to the least loaded eligible
+// delegate with credit, if there is one and t is at the head of its queue.
+func (d *Dispatcher) dispatchTaskLocked(t *task) []send {
+	if q := d.queues[t.selKey]; q == nil || q.l.Front().Value.(*task) != t {
+		return nil // older tasks with these selectors wait for credit first
+	}
+	var best *delegate
+	for _, dg := range d.delegates {
+		if !dg.eligible() || !dg.tags.hasAll(t.selectors) {
+			continue
+		}
+		if best == nil || len(dg.running) < len(best.running) {
+			best = dg
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return []send{d.leaseLocked(t, best)}
+}
+
+// dispatchForLocked spends dg's credit on the oldest queued tasks it matches.
+func (d *Dispatcher) dispatchForLocked(dg *delegate) []send {
+	var sends []send
+	for dg.eligible() && d.queued > 0 {
+		var pick *task
+		for _, q := range d.queues {
+			head := q.l.Front().Value.(*task)
+			if (pick == nil || head.seq < pick.seq) && dg.tags.hasAll(q.selectors) {
+				pick = head
+			}
+		}
+		if pick == nil {
+			break
+		}
+		sends = append(sends, d.leaseLocked(pick, dg))
+	}
+	return sends
+}
+
+// leaseLocked moves t from its queue to dg under a new lease.
+func (d *Dispatcher) leaseLocked(t *task, dg *delegate) send {
+	now := d.now()
+	d.dequeueLocked(t)
+	t.attempt++
+	t.state = store.StateLeased
+	t.leaseID = ids.Random()
+	t.holder = dg.name
+	t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
+	t.updatedAt = now
+	t.busy = t.async // the claim is persisted before the task is sent
+	dg.credit--
+	dg.running[t.id] = t
+	d.metrics.dispatchLatency.Observe(now.Sub(t.enqueuedAt).Seconds())
+	d.notifyLocked(t)
+	return send{
+		t:     t,
+		to:    dg,
+		lease: store.Lease{ID: t.leaseID, Delegate: dg.name, Attempt: t.attempt},
+		msg: &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Task{Task: &delegatev1.Task{
+			Id: t.id, LeaseId: t.leaseID, Attempt: int32(t.attempt),
+			Deadline: timestamp(t.deadline), Payload: t.payload,
+		}}},
+	}
+}
+
+// deliver sends decided dispatches: sync ones at once, async ones after
+// their claim is durable, so a lease the agent acts on is never lost.
+func (d *Dispatcher) deliver(sends []send) {
+	for _, s := range sends {
+		if !s.t.async {
+			s.to.out.push(s.msg)
+			continue
+		}
+		go d.claimAndSend(s)
+	}
+}
+
+func (d *Dispatcher) claimAndSend(s send) {
+	err := d.store.Claim(context.Background(), s.t.id, s.lease)
+	d.mu.Lock()
+	s.t.busy = false
+	if err != nil {
+		d.log.Error().Err(err).Str("task_id", s.t.id).Msg("persist lease failed; task returns to the queue")
+		// Undo the lease: the agent never saw it.
+		if dg := d.delegates[s.to.name]; dg == s.to {
+			delete(dg.running, s.t.id)
+			dg.credit++
+		}
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			// Another manager owns this task now; forget it here.
+			delete(d.tasks, s.t.id)
+			d.mu.Unlock()
+			return
+		}
+		s.t.attempt--
+		s.t.leaseID, s.t.holder = "", ""
+		d.enqueueLocked(s.t, d.now())
+		sends := d.dispatchTaskLocked(s.t)
+		d.mu.Unlock()
+		d.deliver(sends)
+		return
+	}
+	d.mu.Unlock()
+	// A closed outbox means the delegate left in the meantime; the lease
+	// expires and the task is dispatched again.
+	s.to.out.push(s.msg)
+}
+
+// notifyLocked wakes watchers of t.
+func (d *Dispatcher) notifyLocked(t *task) {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}

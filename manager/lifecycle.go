@@ -1,0 +1,289 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// result handles a TaskResult from dg. Only the current lease's result
+// completes the task (fencing); any other is acknowledged and discarded.
+func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
+	d.mu.Lock()
+	t := d.tasks[r.GetTaskId()]
+	if t == nil || t.state != store.StateLeased || t.leaseID != r.GetLeaseId() || t.busy {
+		d.mu.Unlock()
+		d.metrics.staleResults.Inc()
+		d.log.Debug().Str("task_id", r.GetTaskId()).Str("delegate", dg.name).Msg("stale result discarded")
+		dg.out.push(ackMsg(r, false))
+		return
+	}
+	t.busy = true
+	delete(dg.running, t.id)
+	async := t.async
+	d.mu.Unlock()
+
+	if !async {
+		d.finish(t, r.GetOutcome())
+		dg.out.push(ackMsg(r, true))
+		return
+	}
+	// Persisting the completion can wait on an fsync: do not hold up the
+	// stream's receive loop.
+	go func() {
+		ok := d.persistFinal(t, r.GetLeaseId(), r.GetOutcome())
+		dg.out.push(ackMsg(r, ok))
+	}()
+}
+
+func ackMsg(r *delegatev1.TaskResult, accepted bool) *delegatev1.ManagerMessage {
+	return &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_ResultAck{ResultAck: &delegatev1.ResultAck{
+		TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId(), Accepted: accepted,
+	}}}
+}
+
+// persistFinal writes t's final state (fenced by leaseID when not empty)
+// and then finishes it in memory. t must be busy. It reports whether this
+// call completed the task.
+func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome) bool {
+	raw, _ := proto.Marshal(o)
+	f := store.Final{State: finalState(o), Code: o.GetCode().String(), Outcome: raw}
+	if err := d.store.Complete(context.Background(), t.id, leaseID, f); err != nil {
+		d.mu.Lock()
+		t.busy = false
+		d.mu.Unlock()
+		if !errors.Is(err, store.ErrConflict) {
+			d.log.Error().Err(err).Str("task_id", t.id).Msg("persist task outcome failed")
+		}
+		return false
+	}
+	d.finish(t, o)
+	return true
+}
+
+func finalState(o *delegatev1.Outcome) store.State {
+	if o.GetCode() == delegatev1.Code_OK {
+		return store.StateSucceeded
+	}
+	return store.StateFailed
+}
+
+// finish makes t final in memory and wakes its waiters.
+func (d *Dispatcher) finish(t *task, o *delegatev1.Outcome) {
+	d.mu.Lock()
+	d.dequeueLocked(t)
+	if dg := d.delegates[t.holder]; dg != nil {
+		delete(dg.running, t.id)
+	}
+	t.state = finalState(o)
+	t.outcome = o
+	t.busy = false
+	t.updatedAt = d.now()
+	delete(d.tasks, t.id)
+	d.notifyLocked(t)
+	close(t.done)
+	d.mu.Unlock()
+	d.metrics.outcomes.WithLabelValues(o.GetCode().String()).Inc()
+}
+
+// fail ends t with code unless it completed meanwhile. t must be busy.
+func (d *Dispatcher) fail(t *task, code delegatev1.Code, msg string) {
+	o := &delegatev1.Outcome{Code: code, Message: msg}
+	if !t.async {
+		d.finish(t, o)
+		return
+	}
+	d.persistFinal(t, "", o)
+}
+
+// sweep runs the timers of design §4: queue timeout, task deadline and
+// lease expiry. It runs every tick until ctx is done.
+func (d *Dispatcher) sweep(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			d.sweepOnce()
+		}
+	}
+}
+
+func (d *Dispatcher) sweepOnce() {
+	now := d.now()
+	type action struct {
+		t       *task
+		kind    delegatev1.Code // NO_ELIGIBLE_DELEGATE, TIMEOUT, DELEGATE_LOST, or OK for requeue
+		msg     string
+		leaseID string
+		holder  *delegate
+	}
+	var acts []action
+	d.mu.Lock()
+	for _, t := range d.tasks {
+		if t.busy {
+			continue
+		}
+		switch {
+		case now.After(t.deadline):
+			a := action{t: t, kind: delegatev1.Code_TIMEOUT, leaseID: t.leaseID,
+				msg: fmt.Sprintf("task did not complete within its deadline of %s", d.cfg.TaskDeadline)}
+			if t.state == store.StateLeased {
+				a.holder = d.delegates[t.holder]
+			}
+			acts = append(acts, a)
+		case t.state == store.StateQueued && now.After(t.queueDL):
+			acts = append(acts, action{t: t, kind: delegatev1.Code_NO_ELIGIBLE_DELEGATE, msg: d.noEligibleLocked(t)})
+		case t.state == store.StateLeased && now.After(t.leaseExpiry):
+			if t.attempt < t.maxAttempts {
+				acts = append(acts, action{t: t, kind: delegatev1.Code_OK, leaseID: t.leaseID})
+			} else {
+				acts = append(acts, action{t: t, kind: delegatev1.Code_DELEGATE_LOST, msg: fmt.Sprintf(
+					"delegate %s stopped renewing the lease and the task used all %d attempts", t.holder, t.maxAttempts)})
+			}
+		default:
+			continue
+		}
+		t.busy = true
+		d.dequeueLocked(t)
+	}
+	d.mu.Unlock()
+
+	for _, a := range acts {
+		switch a.kind {
+		case delegatev1.Code_OK:
+			go d.requeue(a.t, a.leaseID)
+		default:
+			if a.holder != nil {
+				a.holder.out.push(cancelMsg(a.t.id, a.leaseID, a.kind.String()))
+			}
+			if a.t.async {
+				go d.fail(a.t, a.kind, a.msg)
+			} else {
+				d.fail(a.t, a.kind, a.msg)
+			}
+		}
+	}
+}
+
+// noEligibleLocked is the NO_ELIGIBLE_DELEGATE message: which selectors
+// were required and what the connected delegates carry.
+func (d *Dispatcher) noEligibleLocked(t *task) string {
+	sel := "any delegate (no selectors)"
+	if len(t.selectors) > 0 {
+		sel = "a delegate with all of the selectors [" + strings.Join(t.selectors, ", ") + "]"
+	}
+	return fmt.Sprintf("no eligible delegate within %s: the task needs %s; %s",
+		d.cfg.QueueTimeout, sel, d.connectedTagsLocked())
+}
+
+// requeue returns a task whose lease expired to the queue.
+func (d *Dispatcher) requeue(t *task, leaseID string) {
+	if t.async {
+		if err := d.store.Requeue(context.Background(), t.id, leaseID); err != nil {
+			d.log.Error().Err(err).Str("task_id", t.id).Msg("requeue after lease expiry failed")
+			d.mu.Lock()
+			t.busy = false
+			d.mu.Unlock()
+			return
+		}
+	}
+	d.metrics.redispatched.Inc()
+	d.mu.Lock()
+	if dg := d.delegates[t.holder]; dg != nil {
+		delete(dg.running, t.id)
+	}
+	d.log.Info().Str("task_id", t.id).Str("delegate", t.holder).Int("attempt", t.attempt).Msg("lease expired; task returns to the queue")
+	t.busy = false
+	t.leaseID, t.holder = "", ""
+	t.updatedAt = d.now()
+	d.enqueueLocked(t, d.now())
+	d.notifyLocked(t)
+	sends := d.dispatchTaskLocked(t)
+	d.mu.Unlock()
+	d.deliver(sends)
+}
+
+// cancel ends a task whose caller gave up (sync tasks).
+func (d *Dispatcher) cancel(t *task, why string) {
+	d.mu.Lock()
+	if t.state.Final() || t.busy {
+		d.mu.Unlock()
+		return
+	}
+	t.busy = true
+	d.dequeueLocked(t)
+	holder := d.delegates[t.holder]
+	leaseID := t.leaseID
+	leased := t.state == store.StateLeased
+	d.mu.Unlock()
+	if leased && holder != nil {
+		holder.out.push(cancelMsg(t.id, leaseID, why))
+	}
+	d.fail(t, delegatev1.Code_CANCELLED, why)
+}
+
+// recover loads the unfinished tasks of a previous run. Queued tasks are
+// queued again; leased ones keep their lease for one lease duration, so
+// agents that reconnect with them in Hello carry on and their results count.
+func (d *Dispatcher) recover(ctx context.Context) (int, error) {
+	ts, err := d.store.ListUnfinished(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, st := range ts {
+		p := &delegatev1.TaskPayload{}
+		if err := proto.Unmarshal(st.Payload, p); err != nil {
+			d.log.Error().Err(err).Str("task_id", st.ID).Msg("recovered task has an unreadable payload; skipping")
+			continue
+		}
+		t := &task{
+			id: st.ID, kind: st.Kind, selectors: st.Selectors, selKey: strings.Join(st.Selectors, "\x00"),
+			payload: p, async: true, state: st.State, attempt: st.Attempt, maxAttempts: st.MaxAttempts,
+			leaseID: st.LeaseID, holder: st.Delegate, deadline: st.Deadline,
+			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt,
+			changed: make(chan struct{}), done: make(chan struct{}),
+		}
+		d.tasks[t.id] = t
+		if st.State == store.StateLeased {
+			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
+			continue
+		}
+		d.enqueueLocked(t, now)
+	}
+	return len(ts), nil
+}
+
+// close stops taking tasks and fails the sync tasks still waiting, so their
+// callers get an answer.
+func (d *Dispatcher) close() {
+	d.mu.Lock()
+	if !d.closed {
+		close(d.stopping)
+	}
+	d.closed = true
+	var sync []*task
+	for _, t := range d.tasks {
+		if !t.async && !t.busy {
+			t.busy = true
+			d.dequeueLocked(t)
+			sync = append(sync, t)
+		}
+	}
+	d.mu.Unlock()
+	for _, t := range sync {
+		d.fail(t, delegatev1.Code_UNAVAILABLE, "manager is shutting down")
+	}
+}

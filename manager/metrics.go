@@ -1,0 +1,51 @@
+package manager
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the manager's Prometheus collectors, on a registry of its
+// own so several managers can live in one test process.
+type metrics struct {
+	reg             *prometheus.Registry
+	delegates       prometheus.Gauge
+	queued          prometheus.Gauge
+	dispatchLatency prometheus.Histogram
+	outcomes        *prometheus.CounterVec
+	submitted       *prometheus.CounterVec
+	staleResults    prometheus.Counter
+	redispatched    prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		delegates: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smd_connected_delegates", Help: "Delegates with an open stream.",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smd_queued_tasks", Help: "Tasks waiting for an eligible delegate with credit.",
+		}),
+		dispatchLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "smd_dispatch_latency_seconds",
+			Help:    "Time from a task entering the queue to its dispatch to a delegate.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
+		}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smd_task_outcomes_total", Help: "Tasks completed, by outcome code.",
+		}, []string{"code"}),
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smd_tasks_submitted_total", Help: "Tasks submitted, by kind.",
+		}, []string{"kind"}),
+		staleResults: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smd_stale_results_total", Help: "Results discarded because their lease was no longer current.",
+		}),
+		redispatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smd_tasks_requeued_total", Help: "Tasks returned to the queue after their lease expired.",
+		}),
+	}
+	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

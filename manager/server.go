@@ -1,0 +1,233 @@
+// Package manager is the manager: the gRPC services agents and operators
+// talk to, the delegate registry, the dispatcher (selector matching,
+// leases) and the HTTP endpoints for health and metrics.
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/smdelegate/smdelegate/manager/store"
+	"github.com/smdelegate/smdelegate/manager/store/bolt"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// Server is a running manager. Build it with New, start it with Start,
+// stop it with Close.
+type Server struct {
+	cfg   Config
+	log   zerolog.Logger
+	store store.Store
+	disp  *Dispatcher
+	m     *metrics
+
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+	lis    net.Listener
+	hlis   net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ready  chan struct{}
+}
+
+// New validates cfg and opens the store (bolt under cfg.DataDir unless st
+// is given). Nothing listens until Start.
+func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		db, err := bolt.Open(filepath.Join(cfg.DataDir, "smd.db"), bolt.Options{})
+		if err != nil {
+			return nil, err
+		}
+		st = db
+	}
+	m := newMetrics()
+	s := &Server{cfg: cfg, log: log, store: st, m: m, ready: make(chan struct{})}
+	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
+	return s, nil
+}
+
+// Start recovers unfinished tasks, then listens on cfg.Listen (gRPC) and
+// cfg.HTTPListen (health, metrics) and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	n, err := s.disp.recover(ctx)
+	if err != nil {
+		return fmt.Errorf("recover tasks: %w", err)
+	}
+	if n > 0 {
+		s.log.Info().Int("tasks", n).Msg("recovered unfinished tasks")
+	}
+	creds, err := s.serverCreds()
+	if err != nil {
+		return err
+	}
+	auth := newAuthenticator(s.cfg.Auth)
+	s.grpc = grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.ChainUnaryInterceptor(auth.unary),
+		grpc.ChainStreamInterceptor(auth.stream),
+		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
+		// allow that, and probe idle agents ourselves.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	delegatev1.RegisterDelegateServiceServer(s.grpc, &delegateService{d: s.disp})
+	delegatev1.RegisterManagerServiceServer(s.grpc, &managerService{d: s.disp})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+
+	s.lis, err = net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if s.cfg.HTTPListen != "" {
+		s.hlis, err = net.Listen("tcp", s.cfg.HTTPListen)
+		if err != nil {
+			s.lis.Close()
+			return fmt.Errorf("http_listen: %w", err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.disp.sweep(runCtx, s.sweepEvery()) }()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.lis); err != nil {
+			s.log.Error().Err(err).Msg("grpc server stopped")
+		}
+	}()
+	if s.hlis != nil {
+		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.http.Serve(s.hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error().Err(err).Msg("http server stopped")
+			}
+		}()
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	close(s.ready)
+	s.log.Info().Str("grpc", s.lis.Addr().String()).Str("http", s.HTTPAddr()).Bool("tls", !s.cfg.TLS.Insecure).Msg("manager started")
+	return nil
+}
+
+// sweepEvery is the timer resolution: a tenth of the shortest timer,
+// between 5 ms and 250 ms.
+func (s *Server) sweepEvery() time.Duration {
+	d := min(s.cfg.Dispatch.LeaseDuration.D(), s.cfg.Dispatch.QueueTimeout.D(), s.cfg.Dispatch.TaskDeadline.D()) / 10
+	return max(5*time.Millisecond, min(d, 250*time.Millisecond))
+}
+
+func (s *Server) serverCreds() (credentials.TransportCredentials, error) {
+	if s.cfg.TLS.Insecure {
+		return insecureCreds(), nil
+	}
+	cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if s.cfg.TLS.ClientCAFile != "" {
+		pem, err := os.ReadFile(s.cfg.TLS.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.client_ca_file: no PEM certificates in %s", s.cfg.TLS.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(tc), nil
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.ready:
+			w.Write([]byte("ready\n"))
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Addr is the gRPC listener's address (useful with port 0).
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// HTTPAddr is the HTTP listener's address, or "" when disabled.
+func (s *Server) HTTPAddr() string {
+	if s.hlis == nil {
+		return ""
+	}
+	return s.hlis.Addr().String()
+}
+
+// Dispatcher returns the server's dispatcher (for in-process callers).
+func (s *Server) Dispatcher() *Dispatcher { return s.disp }
+
+// Close stops accepting, lets streams and calls finish within
+// cfg.ShutdownTimeout (then stops hard), and closes the store. Async tasks
+// stay in the store for the next start.
+func (s *Server) Close(ctx context.Context) error {
+	if s.health != nil {
+		s.health.Shutdown()
+	}
+	s.disp.close()
+	if s.grpc != nil {
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		timer := time.NewTimer(s.cfg.ShutdownTimeout.D())
+		select {
+		case <-done:
+		case <-timer.C:
+			s.grpc.Stop()
+			<-done
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+		timer.Stop()
+	}
+	if s.http != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		s.http.Shutdown(sctx)
+		cancel()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	return s.store.Close()
+}
