@@ -266,7 +266,7 @@ func (d *Dispatcher) leaseLocked(t *task, dg *delegate) send {
 func (d *Dispatcher) deliver(sends []send) {
 	for _, s := range sends {
 		if !s.t.async {
-			s.to.out.push(s.msg)
+			s.to.out.Push(s.msg)
 			continue
 		}
 		go d.claimAndSend(s)
@@ -301,7 +301,7 @@ func (d *Dispatcher) claimAndSend(s send) {
 	d.mu.Unlock()
 	// A closed outbox means the delegate left in the meantime; the lease
 	// expires and the task is dispatched again.
-	s.to.out.push(s.msg)
+	s.to.out.Push(s.msg)
 }
 
 // notifyLocked wakes watchers of t.

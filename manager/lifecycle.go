@@ -22,7 +22,7 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 		d.mu.Unlock()
 		d.metrics.staleResults.Inc()
 		d.log.Debug().Str("task_id", r.GetTaskId()).Str("delegate", dg.name).Msg("stale result discarded")
-		dg.out.push(ackMsg(r, false))
+		dg.out.Push(ackMsg(r, false))
 		return
 	}
 	t.busy = true
@@ -32,14 +32,14 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 
 	if !async {
 		d.finish(t, r.GetOutcome())
-		dg.out.push(ackMsg(r, true))
+		dg.out.Push(ackMsg(r, true))
 		return
 	}
 	// Persisting the completion can wait on an fsync: do not hold up the
 	// stream's receive loop.
 	go func() {
 		ok := d.persistFinal(t, r.GetLeaseId(), r.GetOutcome())
-		dg.out.push(ackMsg(r, ok))
+		dg.out.Push(ackMsg(r, ok))
 	}()
 }
 
@@ -164,7 +164,7 @@ func (d *Dispatcher) sweepOnce() {
 			go d.requeue(a.t, a.leaseID)
 		default:
 			if a.holder != nil {
-				a.holder.out.push(cancelMsg(a.t.id, a.leaseID, a.kind.String()))
+				a.holder.out.Push(cancelMsg(a.t.id, a.leaseID, a.kind.String()))
 			}
 			if a.t.async {
 				go d.fail(a.t, a.kind, a.msg)
@@ -227,7 +227,7 @@ func (d *Dispatcher) cancel(t *task, why string) {
 	leased := t.state == store.StateLeased
 	d.mu.Unlock()
 	if leased && holder != nil {
-		holder.out.push(cancelMsg(t.id, leaseID, why))
+		holder.out.Push(cancelMsg(t.id, leaseID, why))
 	}
 	d.fail(t, delegatev1.Code_CANCELLED, why)
 }

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"github.com/smdelegate/smdelegate/internal/outbox"
 	"slices"
 	"strings"
 	"time"
@@ -31,7 +32,7 @@ type delegate struct {
 	draining  bool
 	since     time.Time
 	lastHeard time.Time
-	out       *outbox
+	out       *outbox.Outbox[*delegatev1.ManagerMessage]
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
@@ -47,7 +48,7 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 // under the same name replaces its old stream and keeps the leases of the
 // tasks its Hello says it still runs. allowed, when not empty, restricts
 // the tags it may declare (the token's allowed_tags).
-func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox) (*delegate, error) {
+func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
 	declared := normalizeTags(h.GetTags())
 	if len(allowed) > 0 {
 		ok := newTagSet(allowed)
@@ -78,7 +79,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox)
 		LeaseDuration:     durationpb.New(d.cfg.LeaseDuration.D()),
 		Tags:              dg.tags.sorted(),
 	}}}
-	out.push(welcome)
+	out.Push(welcome)
 
 	d.mu.Lock()
 	if d.closed {
@@ -86,7 +87,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox)
 		return nil, ErrShuttingDown
 	}
 	if old := d.delegates[dg.name]; old != nil {
-		old.out.close()
+		old.out.Close()
 		d.log.Info().Str("delegate", dg.name).Msg("delegate reconnected; replacing its previous stream")
 	}
 	d.delegates[dg.name] = dg
@@ -99,7 +100,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox)
 			continue
 		}
 		// The manager no longer holds this lease for it: stop the work.
-		out.push(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
+		out.Push(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
 	}
 	dg.credit = max(dg.capacity-len(h.GetRunning()), 0)
 	d.metrics.delegates.Set(float64(len(d.delegates)))
@@ -112,7 +113,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox)
 // disconnect forgets dg's stream. Its leases stay until they expire or it
 // reconnects, so a brief disconnect does not re-dispatch its tasks.
 func (d *Dispatcher) disconnect(dg *delegate) {
-	dg.out.close()
+	dg.out.Close()
 	d.mu.Lock()
 	if d.delegates[dg.name] == dg {
 		delete(d.delegates, dg.name)
@@ -152,7 +153,7 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 	}
 	d.mu.Unlock()
 	for _, m := range cancels {
-		dg.out.push(m)
+		dg.out.Push(m)
 	}
 }
 

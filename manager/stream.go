@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"github.com/smdelegate/smdelegate/internal/outbox"
 	"io"
 	"sync"
 
@@ -39,7 +40,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		return status.Errorf(codes.InvalidArgument, "hello.capacity: must be between 1 and %d", maxCapacity)
 	}
 	id := identityFrom(ctx)
-	out := newOutbox()
+	out := outbox.New[*delegatev1.ManagerMessage]()
 	dg, err := s.d.connect(h, id.allowedTags, out)
 	if err != nil {
 		if errors.Is(err, ErrShuttingDown) {
@@ -62,7 +63,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		defer stopSend()
 		var buf []*delegatev1.ManagerMessage
 		for {
-			buf = out.take(sendCtx, buf)
+			buf = out.Take(sendCtx, buf)
 			if buf == nil {
 				return
 			}
@@ -73,7 +74,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 			}
 		}
 	}()
-	defer func() { out.close(); stopSend(); wg.Wait() }()
+	defer func() { out.Close(); stopSend(); wg.Wait() }()
 
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- s.recvLoop(stream, dg) }()

@@ -43,6 +43,10 @@ const (
 func (s State) Final() bool { return s == StateSucceeded || s == StateFailed }
 
 // Task is a persisted asynchronous task.
+//
+// Times round-trip with at least millisecond precision (an implementation
+// may keep more, PostgreSQL keeps microseconds) and without their location:
+// compare them with time.Time.Equal. A zero time stays zero.
 type Task struct {
 	ID   string
 	Kind string // "ping", "secret.create", ...
@@ -61,8 +65,13 @@ type Task struct {
 	// Code is the outcome code name ("OK", "DELEGATE_LOST", ...) once final.
 	Code string
 	// Outcome is the marshaled delegate.v1.Outcome once final.
-	Outcome   []byte
+	Outcome []byte
+	// CreatedAt orders tasks (ListUnfinished, ListTasks). CreateTask sets
+	// it to the current time if it is zero.
 	CreatedAt time.Time
+	// UpdatedAt is when the task last changed: CreateTask sets it to
+	// CreatedAt if it is zero; Claim, Requeue and Complete set it to the
+	// current time.
 	UpdatedAt time.Time
 	// Deadline is when the task fails TIMEOUT if it has not completed.
 	Deadline time.Time
@@ -98,7 +107,8 @@ type Filter struct {
 // concurrent use. Methods return ErrClosed after Close.
 type Store interface {
 	// CreateTask persists a new task in StateQueued. It returns ErrExists if
-	// the id is taken. When it returns nil the task is durable.
+	// the id is taken. When it returns nil the task is durable. It keeps
+	// no reference to t or its slices.
 	CreateTask(ctx context.Context, t *Task) error
 
 	// GetTask returns the task, or ErrNotFound.
@@ -117,16 +127,19 @@ type Store interface {
 	Claim(ctx context.Context, id string, l Lease) error
 
 	// Requeue moves a leased task back to StateQueued, if leaseID is still
-	// its lease (ErrConflict otherwise), keeping its attempt count.
+	// its lease (ErrConflict otherwise), keeping its attempt count and
+	// clearing LeaseID and Delegate. It returns ErrNotFound for an unknown
+	// id.
 	Requeue(ctx context.Context, id, leaseID string) error
 
 	// Complete makes a task final. If leaseID is not empty it must be the
 	// task's current lease and the task must be leased (ErrConflict
 	// otherwise: a stale result). If leaseID is empty the task may be
 	// queued or leased (queue timeout, deadline, attempts exhausted). A
-	// task that is already final gives ErrConflict.
+	// task that is already final gives ErrConflict, an unknown id
+	// ErrNotFound. LeaseID and Delegate are kept.
 	Complete(ctx context.Context, id, leaseID string, f Final) error
 
-	// Close releases the store.
+	// Close releases the store. A second Close returns ErrClosed.
 	Close() error
 }

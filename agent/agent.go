@@ -1,0 +1,250 @@
+// Package agent is the delegate daemon: it opens one outbound stream to the
+// manager, announces its tags and capacity, runs the tasks pushed to it
+// within its credit, renews their leases with heartbeats, and reconnects
+// with backoff, carrying its running tasks and unacknowledged results over
+// to the next stream.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// Handler runs one task and always returns an outcome.
+type Handler interface {
+	Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome
+}
+
+// FatalError stops the agent: retrying cannot help (a refused token, a
+// forbidden tag, a manager that does not speak the protocol).
+type FatalError struct {
+	Code codes.Code
+	Msg  string
+}
+
+func (e *FatalError) Error() string { return e.Msg }
+
+// Agent is the delegate daemon.
+type Agent struct {
+	cfg      Config
+	log      zerolog.Logger
+	handler  Handler
+	version  string
+	hostname string
+
+	mu       sync.Mutex // guards the fields below
+	running  map[string]*run
+	pending  map[string]*delegatev1.TaskResult // results the manager has not acked
+	cur      *session                          // the live stream, nil between streams
+	draining bool
+	// changed is closed and replaced whenever running or pending shrink,
+	// or draining starts: what the drain wait and Run's backoff watch.
+	changed chan struct{}
+
+	taskCtx    context.Context // parent of every task; cancelled by CancelRunning
+	cancelRuns context.CancelFunc
+}
+
+// run is one running task.
+type run struct {
+	leaseID string
+	cancel  context.CancelFunc
+}
+
+// New builds an agent. cfg must have passed Validate.
+func New(cfg Config, log zerolog.Logger, h Handler, version string) *Agent {
+	host, _ := os.Hostname()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Agent{
+		cfg: cfg, log: log, handler: h, version: version, hostname: host,
+		running: map[string]*run{}, pending: map[string]*delegatev1.TaskResult{},
+		changed: make(chan struct{}), taskCtx: ctx, cancelRuns: cancel,
+	}
+}
+
+// Drain stops taking tasks: the manager is told, running tasks finish (for
+// at most DrainTimeout), their results are delivered, and Run returns nil.
+func (a *Agent) Drain() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.draining {
+		return
+	}
+	a.draining = true
+	if a.cur != nil {
+		a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Draining{Draining: &delegatev1.Draining{}}})
+	}
+	a.notifyLocked()
+	if d := a.cfg.DrainTimeout.D(); d > 0 {
+		time.AfterFunc(d, func() {
+			if a.Running() > 0 {
+				a.log.Warn().Dur("drain_timeout", d).Msg("drain timeout reached")
+				a.CancelRunning()
+			}
+		})
+	}
+	a.log.Info().Int("running", len(a.running)).Msg("draining: no new tasks; waiting for running tasks to finish")
+}
+
+// CancelRunning cancels every running task; their (cancelled) results are
+// still reported.
+func (a *Agent) CancelRunning() {
+	a.log.Warn().Msg("cancelling running tasks")
+	a.cancelRuns()
+}
+
+// Running returns how many tasks are running.
+func (a *Agent) Running() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.running)
+}
+
+func (a *Agent) notifyLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// drained reports whether a draining agent has nothing left to do, and
+// returns a channel closed at the next change.
+func (a *Agent) drained() (bool, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.draining && len(a.running) == 0 && len(a.pending) == 0, a.changed
+}
+
+// Run connects and serves until ctx is done (hard stop), a drain
+// completes (nil), or the manager refuses the agent (*FatalError).
+func (a *Agent) Run(ctx context.Context) error {
+	creds, err := a.transportCreds()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(a.cfg.Manager,
+		grpc.WithTransportCredentials(creds),
+		// Ping below the typical 60 s idle timeout of load balancers.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	defer conn.Close()
+	client := delegatev1.NewDelegateServiceClient(conn)
+
+	var drainTimer <-chan time.Time
+	failures := 0
+	for {
+		welcomed, err := a.session(ctx, client)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if done, _ := a.drained(); done {
+			a.log.Info().Msg("drained; exiting")
+			return nil
+		}
+		if fe := fatal(err); fe != nil {
+			return fe
+		}
+		if welcomed {
+			failures = 0
+		}
+		failures++
+		wait := a.backoff(failures)
+		a.log.Warn().Err(err).Dur("retry_in", wait).Msg("stream to manager lost; reconnecting")
+		if a.isDraining() && drainTimer == nil {
+			drainTimer = time.After(a.cfg.DrainTimeout.D())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		case <-drainTimer:
+			a.log.Warn().Msg("drain timeout while disconnected; exiting with results undelivered (their leases expire and the tasks run again)")
+			a.CancelRunning()
+			return nil
+		}
+	}
+}
+
+func (a *Agent) isDraining() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.draining
+}
+
+// backoff is full jitter: uniform in [0, min(max, initial·2^(n-1))], and at
+// least 50 ms so a flapping manager is not hammered.
+func (a *Agent) backoff(n int) time.Duration {
+	ceil := a.cfg.Reconnect.Max.D()
+	if n < 30 {
+		ceil = min(ceil, a.cfg.Reconnect.Initial.D()<<(n-1))
+	}
+	return max(50*time.Millisecond, time.Duration(rand.Int64N(int64(ceil)+1)))
+}
+
+// fatal returns a *FatalError for the status codes that must not be
+// retried, with a message an operator can act on. Everything else
+// (Unavailable, Internal, deadline, transport errors) is retried.
+func fatal(err error) *FatalError {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	switch st.Code() {
+	case codes.Unauthenticated:
+		// The token was refused: wrong, revoked or missing.
+		return &FatalError{st.Code(), "manager refused the delegate token (" + st.Message() + "); check token, token_file or SMD_TOKEN"}
+	case codes.PermissionDenied:
+		// The token may not do this (an operator token, a forbidden tag).
+		return &FatalError{st.Code(), "manager denied this delegate: " + st.Message()}
+	case codes.Unimplemented:
+		// Not a manager, or one that does not speak delegate.v1.
+		return &FatalError{st.Code(), "the address is not an smd manager speaking delegate.v1: " + st.Message()}
+	case codes.InvalidArgument:
+		// The Hello was refused (bad name or capacity): a config error.
+		return &FatalError{st.Code(), "manager refused the delegate's hello: " + st.Message()}
+	}
+	return nil
+}
+
+func (a *Agent) transportCreds() (credentials.TransportCredentials, error) {
+	if a.cfg.TLS.Insecure {
+		return insecure.NewCredentials(), nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: a.cfg.TLS.ServerName}
+	if a.cfg.TLS.CAFile != "" {
+		pem, err := os.ReadFile(a.cfg.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: no PEM certificates in %s", a.cfg.TLS.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if a.cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.TLS.CertFile, a.cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(tc), nil
+}

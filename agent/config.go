@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/smdelegate/smdelegate/internal/config"
+)
+
+// Config is the agent's configuration (configs/agent.yaml).
+type Config struct {
+	// Manager is the manager's gRPC address, host:port.
+	Manager string `yaml:"manager"`
+	// Token is the delegate token. Prefer TokenFile or SMD_TOKEN.
+	Token string `yaml:"token"`
+	// TokenFile holds the delegate token (read at start, trimmed).
+	TokenFile string `yaml:"token_file"`
+	// Name identifies the delegate; it defaults to the hostname and is
+	// always one of its tags.
+	Name string `yaml:"name"`
+	// Tags are matched against connectors' delegate selectors.
+	Tags []string `yaml:"tags"`
+	// Group, if set, is also a tag.
+	Group string `yaml:"group"`
+	// Concurrency is how many tasks run at once.
+	Concurrency int `yaml:"concurrency"`
+	// DrainTimeout is how long a draining agent lets running tasks finish
+	// before it cancels them.
+	DrainTimeout config.Duration `yaml:"drain_timeout"`
+	TLS          TLSConfig       `yaml:"tls"`
+	Reconnect    ReconnectConfig `yaml:"reconnect"`
+	AWS          AWSConfig       `yaml:"aws"`
+	Log          LogConfig       `yaml:"log"`
+}
+
+// TLSConfig configures the connection to the manager.
+type TLSConfig struct {
+	// Insecure connects in plaintext. It must be said explicitly.
+	Insecure bool `yaml:"insecure"`
+	// CAFile verifies the manager's certificate (system roots when empty).
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the agent's client certificate (mTLS).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked in the manager's certificate.
+	ServerName string `yaml:"server_name"`
+}
+
+// ReconnectConfig is the backoff between stream attempts: full jitter,
+// doubling from Initial up to Max.
+type ReconnectConfig struct {
+	Initial config.Duration `yaml:"initial"`
+	Max     config.Duration `yaml:"max"`
+}
+
+// AWSConfig tunes the AWS SDK clients the agent keeps.
+type AWSConfig struct {
+	// RetryMode is "standard" or "adaptive".
+	RetryMode string `yaml:"retry_mode"`
+	// MaxAttempts is the SDK's attempts per call.
+	MaxAttempts int `yaml:"max_attempts"`
+	// ClientPoolSize bounds the pooled Secrets Manager clients.
+	ClientPoolSize int `yaml:"client_pool_size"`
+	// ClientTTL evicts a pooled client after this long.
+	ClientTTL config.Duration `yaml:"client_ttl"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns the agent's defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Manager:      "127.0.0.1:7070",
+		Name:         host,
+		Concurrency:  10,
+		DrainTimeout: config.Duration(5 * time.Minute),
+		Reconnect:    ReconnectConfig{Initial: config.Duration(time.Second), Max: config.Duration(60 * time.Second)},
+		AWS:          AWSConfig{RetryMode: "standard", MaxAttempts: 3, ClientPoolSize: 64, ClientTTL: config.Duration(time.Hour)},
+		Log:          LogConfig{Level: "info"},
+	}
+}
+
+// LoadConfig reads defaults, then the file at path (if not empty), then
+// SMD_* environment variables (SMD_MANAGER, SMD_TOKEN, SMD_TAGS, ...). The
+// caller applies flags and calls Validate.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	if err := config.LoadFile(path, &c); err != nil {
+		return c, err
+	}
+	if err := config.ApplyEnv("SMD", &c, os.LookupEnv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Validate checks every field, naming the field and the rule. It also
+// reads TokenFile into Token.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	if c.Manager == "" {
+		add(config.Errf("manager", "must not be empty (host:port of the manager)"))
+	}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			add(config.Errf("token_file", "cannot be read: %v", err))
+		} else {
+			c.Token = strings.TrimSpace(string(b))
+		}
+	}
+	if c.Token == "" {
+		add(config.Errf("token", "a delegate token is required (token, token_file or SMD_TOKEN)"))
+	}
+	if strings.TrimSpace(c.Name) == "" {
+		add(config.Errf("name", "must not be empty"))
+	}
+	for i, t := range c.Tags {
+		if strings.TrimSpace(t) == "" {
+			add(config.Errf(fmt.Sprintf("tags[%d]", i), "must not be empty"))
+		}
+	}
+	if c.Concurrency < 1 || c.Concurrency > 10000 {
+		add(config.Errf("concurrency", "must be between 1 and 10000"))
+	}
+	if c.DrainTimeout.D() < 0 {
+		add(config.Errf("drain_timeout", "must not be negative"))
+	}
+	if c.Reconnect.Initial.D() <= 0 || c.Reconnect.Max.D() < c.Reconnect.Initial.D() {
+		add(config.Errf("reconnect.initial", "must be positive and not above reconnect.max"))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		add(config.Errf("tls.cert_file", "tls.cert_file and tls.key_file go together"))
+	}
+	if c.TLS.Insecure && (c.TLS.CAFile != "" || c.TLS.CertFile != "") {
+		add(config.Errf("tls.insecure", "cannot be combined with tls.ca_file or tls.cert_file"))
+	}
+	switch c.AWS.RetryMode {
+	case "standard", "adaptive":
+	default:
+		add(config.Errf("aws.retry_mode", "must be standard or adaptive"))
+	}
+	if c.AWS.MaxAttempts < 1 || c.AWS.MaxAttempts > 20 {
+		add(config.Errf("aws.max_attempts", "must be between 1 and 20"))
+	}
+	if c.AWS.ClientPoolSize < 1 {
+		add(config.Errf("aws.client_pool_size", "must be at least 1"))
+	}
+	if c.AWS.ClientTTL.D() <= 0 {
+		add(config.Errf("aws.client_ttl", "must be positive"))
+	}
+	return errors.Join(errs...)
+}

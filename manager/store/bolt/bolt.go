@@ -1,0 +1,255 @@
+// Package bolt is the embedded store.Store: one bbolt file, no setup. It is
+// the manager's default store; a single manager process owns the file, which
+// is locked against a second process.
+//
+// # Layout
+//
+// Three buckets:
+//
+//   - "tasks": task id → the task, in the binary layout described in codec.go.
+//   - "created": creation key → empty, one entry per task. ListTasks walks it
+//     backwards (newest first) and Prune forwards (oldest first).
+//   - "unfinished": creation key → empty, one entry per queued or leased
+//     task, so ListUnfinished never scans finished history.
+//
+// A creation key is the task's CreatedAt (8 bytes of Unix seconds with the
+// sign bit flipped, then 4 bytes of nanoseconds, both big-endian, so byte
+// order is time order) followed by the task id. Tasks created at the same
+// instant are therefore ordered by id.
+//
+// # Durability and throughput
+//
+// Every mutation returns only after its transaction has been committed and
+// fsynced. Mutations go through bbolt's DB.Batch, so concurrent callers share
+// one transaction and one fsync; see Options.MaxBatchDelay.
+//
+// # Times
+//
+// Times keep nanosecond precision and come back in UTC (compare with
+// time.Time.Equal). CreateTask sets a zero CreatedAt to the current time and
+// a zero UpdatedAt to CreatedAt; Claim, Requeue and Complete set UpdatedAt to
+// the current time.
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/smdelegate/smdelegate/manager/store"
+)
+
+var _ store.Store = (*DB)(nil)
+
+// Errors returned by this package, beside the store sentinels. Compare with
+// errors.Is.
+var (
+	// ErrInUse: Open could not lock the file within Options.LockTimeout,
+	// because another process (or another Open in this one) holds it.
+	ErrInUse = errors.New("bolt: database file in use")
+)
+
+// FileName is the name of the database file inside a data directory, for
+// callers that are given a directory: Open(filepath.Join(dir, FileName), ...).
+const FileName = "smd.db"
+
+// Defaults for Options fields left zero.
+const (
+	DefaultLockTimeout   = 1 * time.Second
+	DefaultMaxBatchDelay = 2 * time.Millisecond
+	DefaultPruneInterval = 10 * time.Minute
+)
+
+var (
+	bucketTasks      = []byte("tasks")
+	bucketCreated    = []byte("created")
+	bucketUnfinished = []byte("unfinished")
+)
+
+// Options configures Open. The zero value is usable.
+type Options struct {
+	// LockTimeout is how long Open waits for the file lock held by another
+	// process before it fails with ErrInUse. Zero means DefaultLockTimeout;
+	// negative means fail at once.
+	LockTimeout time.Duration
+
+	// MaxBatchDelay is how long the first of several concurrent mutations
+	// waits for others to join its transaction (bbolt's DB.MaxBatchDelay).
+	// Longer delays mean fewer, larger fsyncs under load and more latency
+	// when idle. Zero means DefaultMaxBatchDelay.
+	MaxBatchDelay time.Duration
+
+	// MaxBatchSize caps the mutations in one transaction; a full batch is
+	// committed without waiting for MaxBatchDelay. Zero means bbolt's
+	// default (1000).
+	MaxBatchSize int
+
+	// KeepFinished, when positive, makes the DB delete final tasks that
+	// finished (UpdatedAt) more than KeepFinished ago, every PruneInterval,
+	// from a goroutine that Close stops. Zero keeps history forever; callers
+	// may still call Prune themselves.
+	KeepFinished time.Duration
+
+	// PruneInterval is how often KeepFinished is applied. Zero means
+	// DefaultPruneInterval.
+	PruneInterval time.Duration
+
+	// Logger receives the errors of the background prune. The zero value
+	// logs nothing.
+	Logger zerolog.Logger
+}
+
+// DB is a store.Store in one bbolt file. Create it with Open; it is safe for
+// concurrent use.
+type DB struct {
+	bdb  *bbolt.DB
+	path string
+	log  zerolog.Logger
+
+	// mu guards closed. Every method holds a read lock for its whole call,
+	// so Close (which takes the write lock) waits for calls in flight and
+	// no call ever reaches a closed bbolt.DB.
+	mu     sync.RWMutex
+	closed bool
+
+	// cancel stops the prune loop; done is closed when it has returned.
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Open opens or creates the database file at path (creating its directory
+// with mode 0700 if needed) and takes an exclusive lock on it. It returns an
+// error wrapping ErrInUse if another process holds the lock for longer than
+// opts.LockTimeout.
+func Open(path string, opts Options) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+	}
+	timeout := opts.LockTimeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultLockTimeout
+	case timeout < 0:
+		// bbolt treats 0 as "wait forever"; the smallest positive value
+		// makes it try once more and give up.
+		timeout = time.Nanosecond
+	}
+	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout: timeout,
+		// The freelist is rebuilt by scanning at open instead of being
+		// written on every commit: smaller commits on the hot path.
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("bolt: open %s: %w: another smd process is using this data directory (gave up after %s)",
+			path, ErrInUse, timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+	}
+	bdb.MaxBatchDelay = DefaultMaxBatchDelay
+	if opts.MaxBatchDelay > 0 {
+		bdb.MaxBatchDelay = opts.MaxBatchDelay
+	}
+	if opts.MaxBatchSize > 0 {
+		bdb.MaxBatchSize = opts.MaxBatchSize
+	}
+	err = bdb.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketTasks, bucketCreated, bucketUnfinished} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("bolt: open %s: create buckets: %w", path, err)
+	}
+
+	db := &DB{
+		bdb:  bdb,
+		path: path,
+		log:  opts.Logger.With().Str("component", "store.bolt").Logger(),
+		done: make(chan struct{}),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	db.cancel = cancel
+	if opts.KeepFinished > 0 {
+		interval := opts.PruneInterval
+		if interval <= 0 {
+			interval = DefaultPruneInterval
+		}
+		go db.pruneLoop(ctx, opts.KeepFinished, interval)
+	} else {
+		close(db.done)
+	}
+	return db, nil
+}
+
+// Path returns the database file's path.
+func (db *DB) Path() string { return db.path }
+
+// Close stops the prune loop, waits for calls in flight, and closes the
+// file, releasing its lock. Calls after Close, Close included, return
+// store.ErrClosed.
+func (db *DB) Close() error {
+	// Stop the prune loop first, so that Close does not wait for a long
+	// prune to finish.
+	db.cancel()
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return store.ErrClosed
+	}
+	db.closed = true
+	db.mu.Unlock()
+
+	<-db.done
+	if err := db.bdb.Close(); err != nil {
+		return fmt.Errorf("bolt: close %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// enter starts a call: it returns ErrClosed after Close, or ctx's error if it
+// is done; otherwise the caller must call db.exit when finished.
+func (db *DB) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return store.ErrClosed
+	}
+	return nil
+}
+
+func (db *DB) exit() { db.mu.RUnlock() }
+
+// creationKey returns the "created"/"unfinished" key of a task: CreatedAt in
+// an order-preserving 12-byte form, then the id.
+func creationKey(createdAt time.Time, id string) []byte {
+	k := make([]byte, timeKeyLen, timeKeyLen+len(id))
+	putTimeKey(k, createdAt)
+	return append(k, id...)
+}
+
+// timeKeyLen is the length of the time prefix of a creation key.
+const timeKeyLen = 12
+
+func putTimeKey(k []byte, t time.Time) {
+	binary.BigEndian.PutUint64(k, uint64(t.Unix())^(1<<63))
+	binary.BigEndian.PutUint32(k[8:], uint32(t.Nanosecond()))
+}
