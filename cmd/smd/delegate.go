@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+func newDelegateCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "delegate", Short: "List and ping delegates"}
+	cf.register(cmd)
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List connected delegates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListDelegates(ctx, &delegatev1.ListDelegatesRequest{})
+			if err != nil {
+				return apiErr(err)
+			}
+			w := cmd.OutOrStdout()
+			if cf.output == "json" {
+				return printJSON(w, resp)
+			}
+			rows := [][]string{}
+			for _, d := range resp.GetDelegates() {
+				state := "connected"
+				if d.GetDraining() {
+					state = "draining"
+				}
+				rows = append(rows, []string{d.GetName(), state, strings.Join(d.GetTags(), ","),
+					fmt.Sprintf("%d/%d", len(d.GetRunningTasks()), d.GetCapacity()), orDash(d.GetVersion()),
+					ago(d.GetConnectedSince()), ago(d.GetLastHeartbeat())})
+			}
+			return table(w, []string{"NAME", "STATE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}, rows)
+		},
+	}
+
+	var selectors []string
+	var sleep time.Duration
+	var async bool
+	ping := &cobra.Command{
+		Use:   "ping",
+		Short: "Run a ping task on a delegate matching the selectors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			start := time.Now()
+			info, err := c.Ping(ctx, &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async})
+			if err != nil {
+				return apiErr(err)
+			}
+			w := cmd.OutOrStdout()
+			if cf.output == "json" {
+				if err := printJSON(w, info); err != nil {
+					return err
+				}
+			} else if async {
+				fmt.Fprintln(w, info.GetId())
+			} else if info.GetOutcome().GetCode() == delegatev1.Code_OK {
+				p := info.GetOutcome().GetPing()
+				fmt.Fprintf(w, "pong from %s (version %s, host %s) in %s\n", p.GetDelegateName(), p.GetVersion(),
+					p.GetHostname(), time.Since(start).Round(time.Microsecond))
+			}
+			return taskErr(info)
+		},
+	}
+	pf := ping.Flags()
+	pf.StringArrayVar(&selectors, "selector", nil, "delegate selector the delegate's tags must include (repeatable)")
+	pf.DurationVar(&sleep, "sleep", 0, "how long the delegate sleeps before answering (tests, benchmarks)")
+	pf.BoolVar(&async, "async", false, "queue the ping durably and print its task id")
+
+	cmd.AddCommand(list, ping)
+	return cmd
+}
+
+// taskErr turns a failed task into an error with the matching exit code.
+func taskErr(info *delegatev1.TaskInfo) error {
+	o := info.GetOutcome()
+	if o == nil || o.GetCode() == delegatev1.Code_OK {
+		return nil
+	}
+	err := fmt.Errorf("task %s failed: %s: %s", info.GetId(), o.GetCode(), o.GetMessage())
+	switch o.GetCode() {
+	case delegatev1.Code_INVALID_ARGUMENT:
+		return &codedError{exitInvalid, err}
+	case delegatev1.Code_NOT_FOUND:
+		return &codedError{exitNotFound, err}
+	case delegatev1.Code_ACCESS_DENIED, delegatev1.Code_CREDENTIALS:
+		return &codedError{exitDenied, err}
+	case delegatev1.Code_NO_ELIGIBLE_DELEGATE, delegatev1.Code_UNAVAILABLE, delegatev1.Code_TIMEOUT,
+		delegatev1.Code_DELEGATE_LOST, delegatev1.Code_THROTTLED:
+		return &codedError{exitUnavailable, err}
+	}
+	return &codedError{exitTaskFailed, err}
+}
+
+func itoa(n int32) string { return strconv.Itoa(int(n)) }

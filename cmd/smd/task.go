@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+func newTaskCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "task", Short: "Inspect tasks"}
+	cf.register(cmd)
+
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a task",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			info, err := c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: args[0]})
+			if err != nil {
+				return apiErr(err)
+			}
+			return printTasks(cmd.OutOrStdout(), cf.output, info)
+		},
+	}
+
+	var state string
+	var limit int32
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List recent async tasks, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &delegatev1.ListTasksRequest{Limit: limit}
+			if state != "" {
+				v, ok := delegatev1.TaskState_value[strings.ToUpper(state)]
+				if !ok || v == 0 {
+					return usageErr(fmt.Errorf("--state: must be queued, leased, succeeded or failed (got %q)", state))
+				}
+				req.State = delegatev1.TaskState(v)
+			}
+			c, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListTasks(ctx, req)
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			return printTasks(cmd.OutOrStdout(), cf.output, resp.GetTasks()...)
+		},
+	}
+	list.Flags().StringVar(&state, "state", "", "only tasks in this state: queued, leased, succeeded, failed")
+	list.Flags().Int32Var(&limit, "limit", 50, "at most this many tasks")
+
+	watch := &cobra.Command{
+		Use:   "watch ID",
+		Short: "Print a task's state changes until it is final",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			stream, err := c.WatchTask(ctx, &delegatev1.GetTaskRequest{Id: args[0]})
+			if err != nil {
+				return apiErr(err)
+			}
+			var last *delegatev1.TaskInfo
+			for {
+				info, err := stream.Recv()
+				if err == io.EOF {
+					return taskErr(last)
+				}
+				if err != nil {
+					return apiErr(err)
+				}
+				last = info
+				if cf.output == "json" {
+					if err := printJSON(cmd.OutOrStdout(), info); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\tattempt %d\t%s\n", info.GetId(), stateName(info.GetState()),
+					info.GetAttempt(), orDash(info.GetDelegate()))
+			}
+		},
+	}
+	cmd.AddCommand(get, list, watch)
+	return cmd
+}
+
+func stateName(s delegatev1.TaskState) string { return strings.ToLower(s.String()) }
+
+func printTasks(w io.Writer, format string, ts ...*delegatev1.TaskInfo) error {
+	if format == "json" && len(ts) == 1 {
+		return printJSON(w, ts[0])
+	}
+	rows := [][]string{}
+	for _, t := range ts {
+		code, msg := "-", ""
+		if o := t.GetOutcome(); o != nil {
+			code, msg = o.GetCode().String(), o.GetMessage()
+		}
+		rows = append(rows, []string{t.GetId(), t.GetKind(), stateName(t.GetState()), code, itoa(t.GetAttempt()),
+			orDash(t.GetDelegate()), orDash(strings.Join(t.GetSelectors(), ",")), ago(t.GetCreatedAt()), msg})
+	}
+	return table(w, []string{"ID", "KIND", "STATE", "CODE", "ATTEMPT", "DELEGATE", "SELECTORS", "CREATED", "MESSAGE"}, rows)
+}
