@@ -1,0 +1,88 @@
+package tasks
+
+import (
+	"errors"
+	"fmt"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// Sentinel errors, one per task outcome code. Every *Error unwraps to the
+// sentinel of its code, so callers test with errors.Is(err, tasks.ErrNotFound).
+var (
+	// ErrInvalidArgument: the task or the connector is malformed; fix it and
+	// resubmit. Never retryable.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrNotFound: the secret (or the JSON key in it) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists: a create named a secret that exists.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrScheduledForDeletion: the secret is scheduled for deletion; restore
+	// it or wait for the deletion date.
+	ErrScheduledForDeletion = errors.New("scheduled for deletion")
+	// ErrAccessDenied: the connector's identity lacks an IAM permission.
+	ErrAccessDenied = errors.New("access denied")
+	// ErrThrottled: AWS throttled the call even after the SDK's retries.
+	// Retryable.
+	ErrThrottled = errors.New("throttled")
+	// ErrCredentials: the connector's credentials could not be obtained or
+	// were rejected.
+	ErrCredentials = errors.New("credentials")
+	// ErrUnavailable: AWS answered 5xx or could not be reached. Retryable.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrTimeout: the task's deadline passed.
+	ErrTimeout = errors.New("timeout")
+	// ErrCancelled: the task was cancelled.
+	ErrCancelled = errors.New("cancelled")
+	// ErrInternal: anything else; the detail is only in the debug log.
+	ErrInternal = errors.New("internal error")
+)
+
+var codeSentinels = map[delegatev1.Code]error{
+	delegatev1.Code_INVALID_ARGUMENT:       ErrInvalidArgument,
+	delegatev1.Code_NOT_FOUND:              ErrNotFound,
+	delegatev1.Code_ALREADY_EXISTS:         ErrAlreadyExists,
+	delegatev1.Code_SCHEDULED_FOR_DELETION: ErrScheduledForDeletion,
+	delegatev1.Code_ACCESS_DENIED:          ErrAccessDenied,
+	delegatev1.Code_THROTTLED:              ErrThrottled,
+	delegatev1.Code_CREDENTIALS:            ErrCredentials,
+	delegatev1.Code_UNAVAILABLE:            ErrUnavailable,
+	delegatev1.Code_TIMEOUT:                ErrTimeout,
+	delegatev1.Code_CANCELLED:              ErrCancelled,
+	delegatev1.Code_INTERNAL:               ErrInternal,
+}
+
+// Error is a task failure with its outcome code. Msg is safe to show to the
+// caller: it never holds a secret value, credential, token or signature.
+type Error struct {
+	// Op is the task operation, e.g. "get".
+	Op        string
+	Code      delegatev1.Code
+	Msg       string
+	Retryable bool
+}
+
+func (e *Error) Error() string {
+	if e.Op == "" {
+		return e.Msg
+	}
+	return fmt.Sprintf("%s: %s", e.Op, e.Msg)
+}
+
+// Unwrap returns the sentinel of the error's code.
+func (e *Error) Unwrap() error {
+	if s, ok := codeSentinels[e.Code]; ok {
+		return s
+	}
+	return ErrInternal
+}
+
+func newError(code delegatev1.Code, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// invalid is an INVALID_ARGUMENT naming the field and the rule:
+// invalid("name", "must be 1-512 characters ...").
+func invalid(field, rule string) *Error {
+	return &Error{Code: delegatev1.Code_INVALID_ARGUMENT, Msg: field + ": " + rule}
+}

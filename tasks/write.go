@@ -1,0 +1,261 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// managedByValue is the value of the connector's managed_by_tag_key tag
+// that creates set.
+const managedByValue = "smdelegate"
+
+// Names of the AWS APIs that make changes, as SecretResult.action reports.
+const (
+	actionCreate  = "CreateSecret"
+	actionUpdate  = "UpdateSecret"
+	actionPut     = "PutSecretValue"
+	actionDelete  = "DeleteSecret"
+	actionRestore = "RestoreSecret"
+)
+
+// createInput validates a create (or the create half of an upsert) and
+// builds its input. The token makes a re-run of the task idempotent.
+func (x *execution) createInput(name string, value *delegatev1.SecretValue, desc string, tags map[string]string, kms string) (*secretsmanager.CreateSecretInput, *Error) {
+	full, err := fullName(x.prefix, name)
+	if err != nil {
+		return nil, err
+	}
+	str, bin, err := secretValue(value, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDescription(desc); err != nil {
+		return nil, err
+	}
+	if kms == "" {
+		kms = x.conn.GetKmsKeyId()
+	}
+	if err := checkKMSKeyID(kms); err != nil {
+		return nil, err
+	}
+	all := make(map[string]string, len(tags)+1)
+	for k, v := range tags {
+		all[k] = v
+	}
+	if k := x.conn.GetManagedByTagKey(); k != "" {
+		if _, ok := all[k]; !ok {
+			all[k] = managedByValue
+		}
+	}
+	if err := checkTags(all); err != nil {
+		return nil, err
+	}
+	tok, err := x.token()
+	if err != nil {
+		return nil, err
+	}
+	in := &secretsmanager.CreateSecretInput{
+		Name:               aws.String(full),
+		ClientRequestToken: aws.String(tok),
+		SecretString:       str,
+		SecretBinary:       bin,
+		Tags:               sortedTags(all),
+	}
+	if desc != "" {
+		in.Description = aws.String(desc)
+	}
+	if kms != "" {
+		in.KmsKeyId = aws.String(kms)
+	}
+	return in, nil
+}
+
+func sortedTags(m map[string]string) []types.Tag {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]types.Tag, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
+	}
+	return out
+}
+
+// create runs CreateSecret. A ResourceExists whose secret already holds the
+// version this task's token names is this task's own earlier run (a lease
+// lost after AWS created the secret) and is success.
+func (x *execution) create(ctx context.Context, op *delegatev1.CreateSecretOp) (*delegatev1.SecretResult, *Error) {
+	in, verr := x.createInput(op.GetName(), op.GetValue(), op.GetDescription(), op.GetTags(), op.GetKmsKeyId())
+	if verr != nil {
+		return nil, verr
+	}
+	sm, verr := x.api(ctx)
+	if verr != nil {
+		return nil, verr
+	}
+	out, err := sm.CreateSecret(ctx, in)
+	if err != nil {
+		var exists *types.ResourceExistsException
+		if errors.As(err, &exists) {
+			if res, ok := x.ownVersion(ctx, *in.Name, *in.ClientRequestToken); ok {
+				x.log.Debug().Msg("create found its own version from an earlier run")
+				res.Action, res.Created = actionCreate, true
+				return res, nil
+			}
+		}
+		return nil, x.fail(ctx, op.GetName(), err)
+	}
+	return &delegatev1.SecretResult{
+		Name:      x.prefix.Strip(aws.ToString(out.Name)),
+		Arn:       aws.ToString(out.ARN),
+		VersionId: aws.ToString(out.VersionId),
+		Created:   true,
+		Action:    actionCreate,
+	}, nil
+}
+
+// ownVersion reports whether secret full has a version with id token.
+func (x *execution) ownVersion(ctx context.Context, full, token string) (*delegatev1.SecretResult, bool) {
+	d, err := x.sm.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(full)})
+	if err != nil {
+		return nil, false
+	}
+	stages, ok := d.VersionIdsToStages[token]
+	if !ok {
+		return nil, false
+	}
+	return &delegatev1.SecretResult{
+		Name:          x.prefix.Strip(aws.ToString(d.Name)),
+		Arn:           aws.ToString(d.ARN),
+		VersionId:     token,
+		VersionStages: stages,
+	}, true
+}
+
+// upsert creates the secret, or, when it exists, writes the value with
+// UpdateSecret (or PutSecretValue when the connector says so) under the same
+// token. A re-run whose first run created the secret therefore takes the
+// update path with the same token and value, which AWS treats as a repeat:
+// no new version, created reported false. Tags apply on creation only.
+func (x *execution) upsert(ctx context.Context, op *delegatev1.UpsertSecretOp) (*delegatev1.SecretResult, *Error) {
+	in, verr := x.createInput(op.GetName(), op.GetValue(), op.GetDescription(), op.GetTags(), "")
+	if verr != nil {
+		return nil, verr
+	}
+	sm, verr := x.api(ctx)
+	if verr != nil {
+		return nil, verr
+	}
+	out, err := sm.CreateSecret(ctx, in)
+	if err == nil {
+		return &delegatev1.SecretResult{
+			Name:      x.prefix.Strip(aws.ToString(out.Name)),
+			Arn:       aws.ToString(out.ARN),
+			VersionId: aws.ToString(out.VersionId),
+			Created:   true,
+			Action:    actionCreate,
+		}, nil
+	}
+	var exists *types.ResourceExistsException
+	if !errors.As(err, &exists) {
+		return nil, x.fail(ctx, op.GetName(), err)
+	}
+	return x.write(ctx, op.GetName(), *in.Name, *in.ClientRequestToken, in.SecretString, in.SecretBinary, op.GetDescription(), "")
+}
+
+// update writes a new value (UpdateSecret, or PutSecretValue when the
+// connector has use_put_secret_value) and/or changes the description or
+// KMS key (always UpdateSecret: PutSecretValue cannot).
+func (x *execution) update(ctx context.Context, op *delegatev1.UpdateSecretOp) (*delegatev1.SecretResult, *Error) {
+	full, verr := fullName(x.prefix, op.GetName())
+	if verr != nil {
+		return nil, verr
+	}
+	str, bin, verr := secretValue(op.GetValue(), false)
+	if verr != nil {
+		return nil, verr
+	}
+	if verr := checkDescription(op.GetDescription()); verr != nil {
+		return nil, verr
+	}
+	if verr := checkKMSKeyID(op.GetKmsKeyId()); verr != nil {
+		return nil, verr
+	}
+	hasValue := str != nil || bin != nil
+	if !hasValue && op.GetDescription() == "" && op.GetKmsKeyId() == "" {
+		return nil, invalid("value", "an update needs a value, a description or a kms_key_id")
+	}
+	tok := ""
+	if hasValue {
+		if tok, verr = x.token(); verr != nil {
+			return nil, verr
+		}
+	}
+	if _, verr := x.api(ctx); verr != nil {
+		return nil, verr
+	}
+	return x.write(ctx, op.GetName(), full, tok, str, bin, op.GetDescription(), op.GetKmsKeyId())
+}
+
+// write is the update half of upsert and update. With a value it sends the
+// token; with use_put_secret_value the value goes through PutSecretValue
+// and a description or KMS change through a separate UpdateSecret, and
+// action is "PutSecretValue" (or "PutSecretValue,UpdateSecret").
+func (x *execution) write(ctx context.Context, name, full, tok string, str *string, bin []byte, desc, kms string) (*delegatev1.SecretResult, *Error) {
+	hasValue := str != nil || bin != nil
+	res := &delegatev1.SecretResult{Name: x.prefix.Strip(full)}
+	meta := desc != "" || kms != ""
+	if hasValue && x.conn.GetUsePutSecretValue() {
+		out, err := x.sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{
+			SecretId:           aws.String(full),
+			ClientRequestToken: aws.String(tok),
+			SecretString:       str,
+			SecretBinary:       bin,
+		})
+		if err != nil {
+			return nil, x.fail(ctx, name, err)
+		}
+		res.Arn, res.VersionId, res.VersionStages = aws.ToString(out.ARN), aws.ToString(out.VersionId), out.VersionStages
+		res.Action = actionPut
+		if !meta {
+			return res, nil
+		}
+		hasValue = false
+		res.Action = actionPut + "," + actionUpdate
+	}
+	in := &secretsmanager.UpdateSecretInput{SecretId: aws.String(full)}
+	if hasValue {
+		in.ClientRequestToken = aws.String(tok)
+		in.SecretString, in.SecretBinary = str, bin
+	}
+	if desc != "" {
+		in.Description = aws.String(desc)
+	}
+	if kms != "" {
+		in.KmsKeyId = aws.String(kms)
+	}
+	out, err := x.sm.UpdateSecret(ctx, in)
+	if err != nil {
+		return nil, x.fail(ctx, name, err)
+	}
+	res.Arn = aws.ToString(out.ARN)
+	if hasValue {
+		res.VersionId = aws.ToString(out.VersionId)
+	}
+	if res.Action == "" {
+		res.Action = actionUpdate
+	}
+	return res, nil
+}
