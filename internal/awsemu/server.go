@@ -20,7 +20,6 @@
 package awsemu
 
 import (
-	"context"
 	"errors"
 	"io"
 	"maps"
@@ -59,7 +58,7 @@ type Options struct {
 	Roles map[string]Role
 	// OIDCProviders trusted by AssumeRoleWithWebIdentity, by issuer URL (the token's "iss").
 	OIDCProviders map[string]OIDCProvider
-	Now func() time.Time // default time.Now
+	Now           func() time.Time // default time.Now
 }
 
 // Role is an IAM role that STS lets callers assume.
@@ -102,7 +101,7 @@ type Server struct {
 
 	conns atomic.Int64 // TCP connections accepted since New or ResetCounters
 
-	srvMu sync.Mutex // guards httpSrv
+	srvMu   sync.Mutex // guards httpSrv
 	httpSrv *http.Server
 
 	mu       sync.Mutex // guards every field below
@@ -144,7 +143,7 @@ func New(opts Options) *Server {
 	if s.providers == nil {
 		s.providers = map[string]OIDCProvider{}
 	}
-	s.jwks = newJWKSCache(s.now)
+	s.jwks = newJWKSCache()
 	if len(opts.Credentials) == 0 {
 		s.AddCredentials(DefaultAccessKeyID, DefaultSecretAccessKey)
 	}
