@@ -194,9 +194,11 @@ func (sec *secret) state() SecretState {
 	for _, v := range sec.versions {
 		vs := VersionState{
 			VersionID:    v.id,
-			Stages:       slices.Clone(v.stages),
 			SecretBinary: bytes.Clone(v.bin),
 			CreatedDate:  v.created,
+		}
+		if len(v.stages) > 0 {
+			vs.Stages = slices.Clone(v.stages)
 		}
 		if v.str != nil {
 			vs.SecretString = *v.str

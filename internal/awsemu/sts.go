@@ -22,7 +22,7 @@ const (
 
 var (
 	roleSessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
-	externalIDRE      = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	externalIDRE      = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
 func (s *Server) serveSTS(w http.ResponseWriter, c *call) {
@@ -160,7 +160,7 @@ func (s *Server) assumeRole(c *call) (any, *apiError) {
 		return nil, e
 	}
 	externalID, hasExternalID := c.form["ExternalId"]
-	if hasExternalID && !externalIDRE.MatchString(externalID[0]) {
+	if hasExternalID && (len(externalID[0]) < 2 || len(externalID[0]) > 1224 || !externalIDRE.MatchString(externalID[0])) {
 		return nil, errSTSValidation("1 validation error detected: Value at 'externalId' failed to satisfy constraint: " +
 			"Member must satisfy regular expression pattern: [\\w+=,.@:\\/-]* and have length between 2 and 1224")
 	}
