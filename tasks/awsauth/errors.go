@@ -24,7 +24,8 @@ var (
 // the field ("connector.access_key_id: env var AWS_KEY_X is not set") and
 // never holds the field's value.
 type FieldError struct {
-	// Field is the connector field in proto naming, e.g. "access_key_id".
+	// Field is the setting in proto naming, e.g. "connector.access_key_id",
+	// or the delegate's environment variable, e.g. "AWS_CA_BUNDLE".
 	Field string
 	// Reason is the rule or the failure, safe to show.
 	Reason string
@@ -33,18 +34,18 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("connector.%s: %s", e.Field, e.Reason)
+	return fmt.Sprintf("%s: %s", e.Field, e.Reason)
 }
 
 // Unwrap returns the sentinel kind.
 func (e *FieldError) Unwrap() error { return e.Kind }
 
 func invalidField(field, format string, args ...any) error {
-	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Kind: ErrInvalidSettings}
+	return &FieldError{Field: "connector." + field, Reason: fmt.Sprintf(format, args...), Kind: ErrInvalidSettings}
 }
 
 func credentialField(field, format string, args ...any) error {
-	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Kind: ErrCredentials}
+	return &FieldError{Field: "connector." + field, Reason: fmt.Sprintf(format, args...), Kind: ErrCredentials}
 }
 
 // CredentialError marks a failure of the credential provider while the SDK

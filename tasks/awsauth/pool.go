@@ -9,9 +9,12 @@ package awsauth
 import (
 	"container/list"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -67,7 +70,10 @@ type Pool struct {
 	maxAttempts int
 	maxBackoff  time.Duration
 	httpClient  *http.Client
-	now         func() time.Time
+	// httpErr is why the default HTTP client could not be built (an
+	// unreadable AWS_CA_BUNDLE); every SecretsManager call returns it.
+	httpErr error
+	now     func() time.Time
 
 	mu sync.Mutex // guards lru and entries
 	// lru holds *entry values, most recently used at the front.
@@ -114,7 +120,7 @@ func NewPool(opts PoolOptions) *Pool {
 		p.retryMode = RetryModeStandard
 	}
 	if p.httpClient == nil {
-		p.httpClient = NewHTTPClient()
+		p.httpClient, p.httpErr = NewHTTPClient()
 	}
 	return p
 }
@@ -122,8 +128,9 @@ func NewPool(opts PoolOptions) *Pool {
 // NewHTTPClient returns the pool's default HTTP client: keep-alive
 // connections, enough idle connections per host for a busy delegate, and
 // bounded dial, TLS and response-header waits. Call deadlines come from the
-// task's context.
-func NewHTTPClient() *http.Client {
+// task's context. When AWS_CA_BUNDLE names a PEM file, its certificates are
+// the trusted roots, as the SDK does for its own clients.
+func NewHTTPClient() (*http.Client, error) {
 	t := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
@@ -138,7 +145,18 @@ func NewHTTPClient() *http.Client {
 		ResponseHeaderTimeout: 30 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{Transport: t}
+	if path := os.Getenv("AWS_CA_BUNDLE"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, &FieldError{Field: "AWS_CA_BUNDLE", Reason: fmt.Sprintf("file %s cannot be read", path), Kind: ErrInvalidSettings}
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(b) {
+			return nil, &FieldError{Field: "AWS_CA_BUNDLE", Reason: fmt.Sprintf("file %s holds no PEM certificate", path), Kind: ErrInvalidSettings}
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: t}, nil
 }
 
 // SecretsManager returns a client for connector c, from the cache when one
@@ -152,6 +170,9 @@ func NewHTTPClient() *http.Client {
 // provider itself surface later, from the client's calls, as
 // *CredentialError.
 func (p *Pool) SecretsManager(ctx context.Context, c *delegatev1.ConnectorSettings) (*secretsmanager.Client, error) {
+	if p.httpErr != nil {
+		return nil, p.httpErr
+	}
 	r, err := resolve(c)
 	if err != nil {
 		return nil, err
@@ -228,7 +249,7 @@ func (p *Pool) build(ctx context.Context, r *resolved) (*secretsmanager.Client, 
 	if err != nil {
 		// LoadDefaultConfig fails on a malformed shared config or env
 		// setting; its message names the setting, not secret material.
-		return nil, nil, &FieldError{Field: "credential_type", Reason: "cannot load the delegate's AWS configuration: " + err.Error(), Kind: ErrCredentials}
+		return nil, nil, &FieldError{Field: "connector.credential_type", Reason: "cannot load the delegate's AWS configuration: " + err.Error(), Kind: ErrCredentials}
 	}
 	if base.Region == "" {
 		return nil, nil, invalidField("region", "is not set and the delegate has no AWS_REGION")

@@ -117,14 +117,23 @@ func (t *tokenHolder) GetIdentityToken() ([]byte, error) {
 // connector or AWS_REGION/shared config, the SDK default credential chain,
 // endpoint environment variables (AWS_ENDPOINT_URL,
 // AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_STS, honoured by the
-// service clients built from it), the pool's HTTP client and retryer.
+// service clients built from it) and the pool's retryer.
+//
+// The pool's shared HTTP client is set after loading rather than passed in:
+// LoadDefaultConfig refuses a plain *http.Client when AWS_CA_BUNDLE is set,
+// and the pool's default client already trusts that bundle. The default
+// chain's own credential clients (IMDS, ECS) keep the SDK's client.
 func (p *Pool) loadBase(ctx context.Context, r *resolved) (aws.Config, error) {
 	opts := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(p.httpClient),
 		config.WithRetryer(p.newRetryer),
 	}
 	if r.region != "" {
 		opts = append(opts, config.WithRegion(r.region))
 	}
-	return config.LoadDefaultConfig(ctx, opts...)
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, err
+	}
+	cfg.HTTPClient = p.httpClient
+	return cfg, nil
 }
