@@ -231,3 +231,8 @@ func (s *Server) Close(ctx context.Context) error {
 	s.wg.Wait()
 	return s.store.Close()
 }
+
+// StaleResults counts results discarded because their lease was not current.
+func (s *Server) StaleResults() int {
+	return int(testutilValue(s.m.staleResults))
+}

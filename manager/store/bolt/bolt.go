@@ -121,6 +121,9 @@ type DB struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// pruneChunk is how many tasks one prune transaction examines.
+	pruneChunk int
+
 	// cancel stops the prune loop; done is closed when it has returned.
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -182,6 +185,8 @@ func Open(path string, opts Options) (*DB, error) {
 		path: path,
 		log:  opts.Logger.With().Str("component", "store.bolt").Logger(),
 		done: make(chan struct{}),
+
+		pruneChunk: defaultPruneChunk,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	db.cancel = cancel

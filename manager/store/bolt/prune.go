@@ -9,10 +9,10 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// pruneChunk caps the tasks one prune transaction examines, so that Prune
-// holds the single writer lock (and so delays claims and completions) for a
-// few milliseconds at a time, not for the whole history.
-const pruneChunk = 2000
+// defaultPruneChunk caps the tasks one prune transaction examines, so that
+// Prune holds the single writer lock (and so delays claims and completions)
+// for a few milliseconds at a time, not for the whole history.
+const defaultPruneChunk = 2000
 
 // Prune deletes the final (succeeded or failed) tasks that finished, by
 // UpdatedAt, before cutoff, and returns how many it deleted. Queued and
@@ -23,7 +23,7 @@ const pruneChunk = 2000
 //
 // Prune is not part of store.Store: retention is the embedded store's
 // concern (a PostgreSQL deployment has its own). Options.KeepFinished runs it
-// periodically. It works in transactions of at most pruneChunk examined
+// periodically. It works in transactions of at most a few thousand examined
 // tasks and checks ctx between them, so a cancelled ctx stops it part-way
 // with ctx's error and the count deleted so far. It returns store.ErrClosed
 // after Close.
@@ -58,7 +58,7 @@ func (db *DB) Prune(ctx context.Context, cutoff time.Time) (int, error) {
 				if bytes.Compare(k[:min(len(k), timeKeyLen)], limit) >= 0 {
 					break
 				}
-				if examined == pruneChunk {
+				if examined == db.pruneChunk {
 					next = bytes.Clone(k)
 					break
 				}
