@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -79,7 +79,7 @@ func TestValidation(t *testing.T) {
 	}
 }
 
-func second[A any](_ A, e *Error) *Error         { return e }
+func second[A any](_ A, e *Error) *Error        { return e }
 func third[A, B any](_ A, _ B, e *Error) *Error { return e }
 
 func manyTags(n int) map[string]string {
