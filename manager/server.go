@@ -63,7 +63,7 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 		st = db
 	}
 	m := newMetrics()
-	s := &Server{cfg: cfg, log: log, store: st, m: m, ready: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
 	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
 	return s, nil
 }

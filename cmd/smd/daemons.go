@@ -47,7 +47,6 @@ func newManagerCmd() *cobra.Command {
 			if err != nil {
 				return usageErr(err)
 			}
-			log = log.With().Str("component", "manager").Logger()
 			srv, err := manager.New(cfg, log, nil)
 			if err != nil {
 				return err

@@ -1,12 +1,34 @@
 package main
 
 import (
+	"context"
+
 	"github.com/rs/zerolog"
 
 	"github.com/smdelegate/smdelegate/agent"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+	"github.com/smdelegate/smdelegate/tasks"
+	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
-// newTaskHandler wires the agent's task handlers.
+// newTaskHandler wires the agent's task handlers: pings, and secret tasks
+// on a pool of AWS clients sized by the agent's aws.* settings.
 func newTaskHandler(cfg agent.Config, log zerolog.Logger) agent.Handler {
-	return &agent.Tasks{Name: cfg.Name, Version: Version}
+	pool := awsauth.NewPool(awsauth.PoolOptions{
+		MaxClients:  cfg.AWS.ClientPoolSize,
+		TTL:         cfg.AWS.ClientTTL.D(),
+		SessionName: cfg.Name,
+		RetryMode:   cfg.AWS.RetryMode,
+		MaxAttempts: cfg.AWS.MaxAttempts,
+	})
+	r := tasks.NewRunner(tasks.RunnerOptions{Logger: log, Pool: pool})
+	return &agent.Tasks{Name: cfg.Name, Version: Version, Secrets: secretRunner{r}}
+}
+
+// secretRunner adapts tasks.Runner to the agent: the task id seeds the
+// ClientRequestToken and the attempt decides retry semantics of deletes.
+type secretRunner struct{ r *tasks.Runner }
+
+func (s secretRunner) Run(ctx context.Context, t *delegatev1.Task, st *delegatev1.SecretTask) *delegatev1.Outcome {
+	return s.r.Run(tasks.WithAttempt(ctx, t.GetAttempt()), t.GetId(), st)
 }

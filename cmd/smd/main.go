@@ -30,6 +30,7 @@ func newRoot() *cobra.Command {
 		return usageErr(fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
 	})
 	root.AddCommand(
+		newDevCmd(),
 		newManagerCmd(),
 		newAgentCmd(),
 		newVersionCmd(),

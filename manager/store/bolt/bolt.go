@@ -65,7 +65,7 @@ const FileName = "smd.db"
 // Defaults for Options fields left zero.
 const (
 	DefaultLockTimeout   = 1 * time.Second
-	DefaultMaxBatchDelay = 2 * time.Millisecond
+	DefaultMaxBatchDelay = 1 * time.Millisecond
 	DefaultPruneInterval = 10 * time.Minute
 )
 
