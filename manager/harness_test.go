@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
@@ -230,4 +231,18 @@ func (p *proxy) pause(v bool) {
 
 func metadataCtx(t testing.TB, token string) context.Context {
 	return metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token)
+}
+
+func operatorTLS(t testing.TB, addr, caFile string) (delegatev1.ManagerServiceClient, context.Context) {
+	t.Helper()
+	creds, err := credentials.NewClientTLSFromFile(caFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return delegatev1.NewManagerServiceClient(conn), metadataCtx(t, operatorToken)
 }

@@ -1,0 +1,61 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/smdelegate/smdelegate/agent"
+)
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	valid := func() agent.Config {
+		c := agent.DefaultConfig()
+		c.Token = "t"
+		c.Name = "n"
+		c.TLS.Insecure = true
+		return c
+	}
+	if c := valid(); c.Validate() != nil {
+		t.Fatalf("valid config: %v", c.Validate())
+	}
+	for _, tc := range []struct {
+		name  string
+		tweak func(*agent.Config)
+		want  string
+	}{
+		{"no token", func(c *agent.Config) { c.Token = "" }, "token: a delegate token is required"},
+		{"empty tag", func(c *agent.Config) { c.Tags = []string{"a", " "} }, "tags[1]: must not be empty"},
+		{"zero concurrency", func(c *agent.Config) { c.Concurrency = 0 }, "concurrency: must be between 1 and 10000"},
+		{"bad retry mode", func(c *agent.Config) { c.AWS.RetryMode = "fast" }, "aws.retry_mode: must be standard or adaptive"},
+		{"cert without key", func(c *agent.Config) { c.TLS.Insecure = false; c.TLS.CertFile = "x" }, "tls.cert_file: tls.cert_file and tls.key_file go together"},
+		{"missing token file", func(c *agent.Config) { c.TokenFile = "/nonexistent/token" }, "token_file: cannot be read"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.tweak(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate() = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestTokenFileIsReadAndNeverEchoed(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(p, []byte("  s3cr3t-token\n"), 0o600)
+	c := agent.DefaultConfig()
+	c.TokenFile = p
+	c.Concurrency = 0 // make Validate fail for another reason
+	err := c.Validate()
+	if c.Token != "s3cr3t-token" {
+		t.Errorf("Token = %q, want the trimmed file content", c.Token)
+	}
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("Validate() = %v; want an error that does not contain the token", err)
+	}
+}

@@ -1,0 +1,47 @@
+package manager_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager"
+)
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	valid := func() manager.Config {
+		c := manager.DefaultConfig()
+		c.TLS.Insecure = true
+		c.Auth.DelegateTokens = []manager.TokenConfig{{Name: "d", SHA256: manager.HashToken("x")}}
+		c.Auth.OperatorTokens = []manager.TokenConfig{{Name: "o", SHA256: manager.HashToken("y")}}
+		return c
+	}
+	if c := valid(); c.Validate() != nil {
+		t.Fatalf("valid config: %v", c.Validate())
+	}
+	for _, tc := range []struct {
+		name  string
+		tweak func(*manager.Config)
+		want  string
+	}{
+		{"no TLS and not insecure", func(c *manager.Config) { c.TLS.Insecure = false }, "tls.cert_file: "},
+		{"bad hash", func(c *manager.Config) { c.Auth.OperatorTokens[0].SHA256 = "abc" }, "auth.operator_tokens[0].sha256: must be the 64-character hex"},
+		{"no delegate tokens", func(c *manager.Config) { c.Auth.DelegateTokens = nil }, "auth.delegate_tokens: at least one"},
+		{"heartbeat not below lease", func(c *manager.Config) { c.Dispatch.HeartbeatInterval = c.Dispatch.LeaseDuration }, "dispatch.heartbeat_interval: must be positive and shorter"},
+		{"zero attempts", func(c *manager.Config) { c.Dispatch.MaxAttempts = 0 }, "dispatch.max_attempts: must be between 1 and 100"},
+		{"zero queue timeout", func(c *manager.Config) { c.Dispatch.QueueTimeout = 0 }, "dispatch.queue_timeout: must be positive"},
+		{"tiny lease", func(c *manager.Config) { c.Dispatch.LeaseDuration = config.Duration(time.Millisecond) }, "dispatch.lease_duration: must be at least 100ms"},
+		{"empty data dir", func(c *manager.Config) { c.DataDir = "" }, "data_dir: must not be empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.tweak(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate() = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
