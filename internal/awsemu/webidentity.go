@@ -18,10 +18,9 @@ import (
 
 const (
 	// jwksTTL is how long a fetched JWKS is trusted; a token whose key id is
-	// not in the cached set refetches sooner, at most every jwksMinRefetch.
-	jwksTTL        = 30 * time.Second
-	jwksMinRefetch = time.Second
-	jwksTimeout    = 5 * time.Second
+	// not in the cached set refetches at once.
+	jwksTTL     = 30 * time.Second
+	jwksTimeout = 5 * time.Second
 	// clockLeeway tolerates small clock differences on nbf.
 	clockLeeway = time.Minute
 )
@@ -113,26 +112,25 @@ func (s *Server) verifyWebIdentityToken(ctx context.Context, raw string) (jwt.Cl
 	}
 
 	kid := tok.Headers[0].KeyID
-	keys, err := s.providerKeys(ctx, provider, kid, false)
+	idpErr := errf(400, "IDPCommunicationError", "Couldn't retrieve verification key from your identity provider, "+
+		"please reference AssumeRoleWithWebIdentity documentation for requirements")
+	keys, err := s.providerKeys(ctx, provider, false)
 	if err != nil {
-		return claims, "", "", errf(400, "IDPCommunicationError", "Couldn't retrieve verification key from your identity provider, please reference AssumeRoleWithWebIdentity documentation for requirements")
+		return claims, "", "", idpErr
+	}
+	candidates := candidateKeys(keys, kid)
+	if len(candidates) == 0 && provider.JWKSURL != "" {
+		// The issuer may have rotated its keys since the set was cached.
+		if keys, err = s.providerKeys(ctx, provider, true); err != nil {
+			return claims, "", "", idpErr
+		}
+		candidates = candidateKeys(keys, kid)
 	}
 	verified := false
-	for attempt := 0; attempt < 2 && !verified; attempt++ {
-		if attempt == 1 {
-			if provider.JWKSURL == "" {
-				break
-			}
-			// The key may have rotated since the set was cached.
-			if keys, err = s.providerKeys(ctx, provider, kid, true); err != nil {
-				return claims, "", "", errf(400, "IDPCommunicationError", "Couldn't retrieve verification key from your identity provider, please reference AssumeRoleWithWebIdentity documentation for requirements")
-			}
-		}
-		for _, k := range candidateKeys(keys, kid) {
-			if err := tok.Claims(k.Public(), &claims); err == nil {
-				verified = true
-				break
-			}
+	for _, k := range candidates {
+		if err := tok.Claims(k.Public(), &claims); err == nil {
+			verified = true
+			break
 		}
 	}
 	if !verified {
@@ -187,7 +185,7 @@ func providerHost(issuer string) string {
 	return strings.TrimSuffix(issuer, "/")
 }
 
-func (s *Server) providerKeys(ctx context.Context, p OIDCProvider, kid string, refresh bool) (*jose.JSONWebKeySet, error) {
+func (s *Server) providerKeys(ctx context.Context, p OIDCProvider, refresh bool) (*jose.JSONWebKeySet, error) {
 	if p.JWKSURL == "" {
 		if p.Keys == nil {
 			return &jose.JSONWebKeySet{}, nil
@@ -225,14 +223,13 @@ func newJWKSCache() *jwksCache {
 	}
 }
 
-// get returns the key set at url, from the cache while it is fresh. With
-// refresh it refetches unless the cached copy is under jwksMinRefetch old.
+// get returns the key set at url, from the cache while it is fresh, or
+// fetched anew with refresh.
 func (c *jwksCache) get(ctx context.Context, url string, refresh bool) (*jose.JSONWebKeySet, error) {
 	c.mu.Lock()
 	e, ok := c.entries[url]
 	c.mu.Unlock()
-	age := time.Since(e.fetched)
-	if ok && (age < jwksMinRefetch || !refresh && age < jwksTTL) {
+	if ok && !refresh && time.Since(e.fetched) < jwksTTL {
 		return e.keys, nil
 	}
 	keys, err := c.fetch(ctx, url)
