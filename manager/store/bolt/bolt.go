@@ -62,7 +62,7 @@ var (
 // callers that are given a directory: Open(filepath.Join(dir, FileName), ...).
 const FileName = "smd.db"
 
-// Defaults for Options fields left zero.
+// Defaults for Options fields left zero. See the fields for why.
 const (
 	DefaultLockTimeout   = 1 * time.Second
 	DefaultMaxBatchDelay = 1 * time.Millisecond
@@ -83,9 +83,13 @@ type Options struct {
 	LockTimeout time.Duration
 
 	// MaxBatchDelay is how long the first of several concurrent mutations
-	// waits for others to join its transaction (bbolt's DB.MaxBatchDelay).
-	// Longer delays mean fewer, larger fsyncs under load and more latency
-	// when idle. Zero means DefaultMaxBatchDelay.
+	// waits for others to join its transaction (bbolt's DB.MaxBatchDelay),
+	// and so the least latency of a lone mutation. Zero means
+	// DefaultMaxBatchDelay. Under load, callers pile up while the previous
+	// batch commits anyway, so a long delay mostly adds idle time: with 64
+	// goroutines on a 2-core VM (fdatasync about 0.6 ms),
+	// BenchmarkCreateClaimComplete measured about 20,000 mutations/s at
+	// 1 ms and 4,400 at bbolt's own default of 10 ms.
 	MaxBatchDelay time.Duration
 
 	// MaxBatchSize caps the mutations in one transaction; a full batch is
