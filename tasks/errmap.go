@@ -215,7 +215,8 @@ func awsMessage(c call, cl awsClass, api smithy.APIError, action string, n int) 
 
 func scheduledForDeletion(msg string) bool {
 	m := strings.ToLower(msg)
-	return strings.Contains(m, "marked for deletion") || strings.Contains(m, "scheduled for deletion")
+	return strings.Contains(m, "marked for deletion") || strings.Contains(m, "scheduled for deletion") ||
+		strings.Contains(m, "marked deleted")
 }
 
 // iamActions names the permissions a denied call needs.

@@ -1,0 +1,457 @@
+package tasks_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smdelegate/smdelegate/internal/awsemu"
+	"github.com/smdelegate/smdelegate/tasks"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// TestOperationsPerCredentialType runs every operation through the real SDK
+// against the emulator with access-key, assume-role (with external id) and
+// OIDC connectors. The instance-role run is TestInstanceRoleOperations.
+func TestOperationsPerCredentialType(t *testing.T) {
+	t.Parallel()
+	for _, ct := range []delegatev1.CredentialType{
+		delegatev1.CredentialType_ACCESS_KEY,
+		delegatev1.CredentialType_ASSUME_ROLE,
+		delegatev1.CredentialType_OIDC,
+	} {
+		t.Run(ct.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOptions{})
+			conn := e.connector(t, ct)
+			exerciseOps(t, e, conn)
+
+			signers := signingKeys(e)
+			switch ct {
+			case delegatev1.CredentialType_ACCESS_KEY:
+				if len(signers) != 1 || !signers[connKeyID] {
+					t.Errorf("secretsmanager calls signed by %v, want only %s", signers, connKeyID)
+				}
+				if n := e.emu.Calls("sts.AssumeRole") + e.emu.Calls("sts.AssumeRoleWithWebIdentity"); n != 0 {
+					t.Errorf("STS calls = %d, want 0", n)
+				}
+			case delegatev1.CredentialType_ASSUME_ROLE:
+				if n := e.emu.Calls("sts.AssumeRole"); n != 1 {
+					t.Errorf("sts.AssumeRole calls = %d, want 1", n)
+				}
+				ar := stsRequest(t, e, "AssumeRole")
+				if ar.AccessKeyID != baseKeyID {
+					t.Errorf("AssumeRole signed by %q, want the delegate's default chain key %q", ar.AccessKeyID, baseKeyID)
+				}
+				if got := param(ar, "ExternalId"); got != externalID {
+					t.Errorf("AssumeRole ExternalId = %q, want %q", got, externalID)
+				}
+				if got := param(ar, "RoleSessionName"); got != "test-delegate-01" {
+					t.Errorf("AssumeRole RoleSessionName = %q, want the sanitized delegate name", got)
+				}
+				if got := param(ar, "DurationSeconds"); got != "900" {
+					t.Errorf("AssumeRole DurationSeconds = %q, want 900", got)
+				}
+				wantTemporarySigners(t, signers)
+			case delegatev1.CredentialType_OIDC:
+				if n := e.emu.Calls("sts.AssumeRoleWithWebIdentity"); n != 1 {
+					t.Errorf("sts.AssumeRoleWithWebIdentity calls = %d, want 1 (credentials reused across tasks and tokens)", n)
+				}
+				if ar := stsRequest(t, e, "AssumeRoleWithWebIdentity"); ar.AccessKeyID != "" {
+					t.Errorf("AssumeRoleWithWebIdentity signed by %q, want unsigned", ar.AccessKeyID)
+				}
+				wantTemporarySigners(t, signers)
+			}
+		})
+	}
+}
+
+func wantTemporarySigners(t *testing.T, signers map[string]bool) {
+	t.Helper()
+	if len(signers) != 1 {
+		t.Errorf("secretsmanager calls signed by %v, want one cached role session", signers)
+	}
+	for k := range signers {
+		if !strings.HasPrefix(k, "ASIA") {
+			t.Errorf("secretsmanager call signed by %q, want temporary role-session credentials", k)
+		}
+	}
+}
+
+// signingKeys is the set of access key ids that signed secretsmanager calls.
+func signingKeys(e *env) map[string]bool {
+	m := map[string]bool{}
+	for _, r := range e.emu.Requests() {
+		if r.Service == "secretsmanager" {
+			m[r.AccessKeyID] = true
+		}
+	}
+	return m
+}
+
+func stsRequest(t *testing.T, e *env, action string) (r awsemu.Request) {
+	t.Helper()
+	for _, q := range e.emu.Requests() {
+		if q.Service == "sts" && q.Action == action {
+			return q
+		}
+	}
+	t.Fatalf("no sts.%s request", action)
+	return r
+}
+
+// exerciseOps runs create, get (whole and JSON key), upsert (both paths),
+// update (UpdateSecret, PutSecretValue, description only), describe, list,
+// test connection, delete with a window, restore and force delete, and
+// checks what the emulator recorded for each.
+func exerciseOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) {
+	t.Helper()
+	const name, full = "app-db", prefix + "/app-db"
+	value := `{"user":"app","password":"PLANTED-pw-1","port":5432}`
+	task := func(op any) *delegatev1.SecretTask {
+		st := &delegatev1.SecretTask{Connector: conn}
+		switch o := op.(type) {
+		case *delegatev1.CreateSecretOp:
+			st.Op = &delegatev1.SecretTask_Create{Create: o}
+		case *delegatev1.UpsertSecretOp:
+			st.Op = &delegatev1.SecretTask_Upsert{Upsert: o}
+		case *delegatev1.GetSecretOp:
+			st.Op = &delegatev1.SecretTask_Get{Get: o}
+		case *delegatev1.UpdateSecretOp:
+			st.Op = &delegatev1.SecretTask_Update{Update: o}
+		case *delegatev1.DeleteSecretOp:
+			st.Op = &delegatev1.SecretTask_Delete{Delete: o}
+		case *delegatev1.RestoreSecretOp:
+			st.Op = &delegatev1.SecretTask_Restore{Restore: o}
+		case *delegatev1.ListSecretsOp:
+			st.Op = &delegatev1.SecretTask_List{List: o}
+		case *delegatev1.DescribeSecretOp:
+			st.Op = &delegatev1.SecretTask_Describe{Describe: o}
+		case *delegatev1.TestConnectionOp:
+			st.Op = &delegatev1.SecretTask_TestConnection{TestConnection: o}
+		}
+		// A fresh OIDC token per task, as the manager sends.
+		if conn.GetCredentialType() == delegatev1.CredentialType_OIDC {
+			c := proto.Clone(conn).(*delegatev1.ConnectorSettings)
+			c.WebIdentityToken = testIssuer(t).token(t, "account/acme/connector/"+c.Id)
+			st.Connector = c
+		}
+		return st
+	}
+	checkWrite := func(action, taskID, wantName string) {
+		t.Helper()
+		r := e.lastRequest(t, action)
+		id := param(r, "SecretId")
+		if action == "CreateSecret" {
+			id = param(r, "Name")
+		}
+		if id != wantName {
+			t.Errorf("%s name = %q, want %q (prefixed once)", action, id, wantName)
+		}
+		if got := param(r, "ClientRequestToken"); got != tasks.RequestToken(taskID) {
+			t.Errorf("%s ClientRequestToken = %q, want RequestToken(%q)", action, got, taskID)
+		}
+	}
+
+	// Create.
+	res := mustOK(t, "create", e.run(t, "t-create", task(&delegatev1.CreateSecretOp{
+		Name: name, Value: str(value), Description: "app database", Tags: map[string]string{"team": "platform"}})))
+	if res.GetName() != name || !res.GetCreated() || res.GetAction() != "CreateSecret" || res.GetVersionId() != tasks.RequestToken("t-create") {
+		t.Errorf("create result = %v", res)
+	}
+	checkWrite("CreateSecret", "t-create", full)
+	if st, ok := e.emu.Secret(full); !ok || st.Tags["team"] != "platform" || st.Description != "app database" {
+		t.Errorf("emulator secret after create = %+v, %v", st, ok)
+	}
+
+	// Get, whole and by JSON key.
+	res = mustOK(t, "get", e.run(t, "t-get", task(&delegatev1.GetSecretOp{Name: name})))
+	if res.GetValue().GetStringValue() != value || res.GetName() != name {
+		t.Errorf("get result name %q, value mismatch", res.GetName())
+	}
+	if r := e.lastRequest(t, "GetSecretValue"); param(r, "SecretId") != full {
+		t.Errorf("GetSecretValue SecretId = %q, want %q", param(r, "SecretId"), full)
+	}
+	res = mustOK(t, "get#password", e.run(t, "t-get2", task(&delegatev1.GetSecretOp{Name: name + "#password"})))
+	if res.GetValue().GetStringValue() != "PLANTED-pw-1" {
+		t.Error("get#password returned the wrong value")
+	}
+	// Already-prefixed names are not prefixed again.
+	mustOK(t, "get prefixed", e.run(t, "t-get3", task(&delegatev1.GetSecretOp{Name: full, VersionStage: "AWSCURRENT"})))
+
+	// Upsert of an existing secret: UpdateSecret (the connector's default).
+	res = mustOK(t, "upsert existing", e.run(t, "t-upsert", task(&delegatev1.UpsertSecretOp{Name: name, Value: str(`{"v":2}`)})))
+	if res.GetCreated() || res.GetAction() != "UpdateSecret" {
+		t.Errorf("upsert existing = created %v action %q, want false UpdateSecret", res.GetCreated(), res.GetAction())
+	}
+	checkWrite("UpdateSecret", "t-upsert", full)
+	// Upsert of a new secret: CreateSecret.
+	res = mustOK(t, "upsert new", e.run(t, "t-upsert-new", task(&delegatev1.UpsertSecretOp{Name: "other", Value: str("v1")})))
+	if !res.GetCreated() || res.GetAction() != "CreateSecret" {
+		t.Errorf("upsert new = created %v action %q, want true CreateSecret", res.GetCreated(), res.GetAction())
+	}
+	checkWrite("CreateSecret", "t-upsert-new", prefix+"/other")
+
+	// Update: UpdateSecret with a value.
+	res = mustOK(t, "update", e.run(t, "t-update", task(&delegatev1.UpdateSecretOp{Name: name, Value: str(`{"v":3}`)})))
+	if res.GetAction() != "UpdateSecret" || res.GetVersionId() != tasks.RequestToken("t-update") {
+		t.Errorf("update result = %v", res)
+	}
+	checkWrite("UpdateSecret", "t-update", full)
+	// Update through PutSecretValue when the connector says so; upsert too.
+	putConn := proto.Clone(conn).(*delegatev1.ConnectorSettings)
+	putConn.UsePutSecretValue = true
+	putTask := func(op any) *delegatev1.SecretTask {
+		st := task(op)
+		c := proto.Clone(st.Connector).(*delegatev1.ConnectorSettings)
+		c.UsePutSecretValue = true
+		st.Connector = c
+		return st
+	}
+	updates := e.emu.Calls("secretsmanager.UpdateSecret")
+	res = mustOK(t, "update put", e.run(t, "t-put", putTask(&delegatev1.UpdateSecretOp{Name: name, Value: str(`{"v":4}`)})))
+	if res.GetAction() != "PutSecretValue" {
+		t.Errorf("update with use_put_secret_value action = %q, want PutSecretValue", res.GetAction())
+	}
+	checkWrite("PutSecretValue", "t-put", full)
+	res = mustOK(t, "upsert put", e.run(t, "t-upsert-put", putTask(&delegatev1.UpsertSecretOp{Name: name, Value: str(`{"v":5}`)})))
+	if res.GetAction() != "PutSecretValue" || res.GetCreated() {
+		t.Errorf("upsert with use_put_secret_value = %v", res)
+	}
+	checkWrite("PutSecretValue", "t-upsert-put", full)
+	if n := e.emu.Calls("secretsmanager.UpdateSecret"); n != updates {
+		t.Errorf("UpdateSecret calls went from %d to %d with use_put_secret_value", updates, n)
+	}
+	// A description-only update is UpdateSecret without a value, even with
+	// use_put_secret_value.
+	res = mustOK(t, "update description", e.run(t, "t-desc", putTask(&delegatev1.UpdateSecretOp{Name: name, Description: "new description"})))
+	if res.GetAction() != "UpdateSecret" {
+		t.Errorf("description-only update action = %q, want UpdateSecret", res.GetAction())
+	}
+	if r := e.lastRequest(t, "UpdateSecret"); r.Params["SecretString"] != nil || param(r, "Description") != "new description" {
+		t.Errorf("description-only UpdateSecret params = %v", r.Params)
+	}
+	if st, _ := e.emu.Secret(full); len(st.Versions) == 0 || st.Versions[len(st.Versions)-1].SecretString != `{"v":5}` {
+		t.Error("current value after the updates is not the last one written")
+	}
+
+	// Describe.
+	res = mustOK(t, "describe", e.run(t, "t-describe", task(&delegatev1.DescribeSecretOp{Name: name})))
+	if m := res.GetMeta(); m.GetName() != name || m.GetDescription() != "new description" || m.GetTags()["team"] != "platform" || len(m.GetVersionStages()) == 0 {
+		t.Errorf("describe meta = %v", m)
+	}
+
+	// List, under the prefix, names stripped.
+	e.emu.PutSecretDirect("elsewhere/x", "v", nil)
+	res = mustOK(t, "list", e.run(t, "t-list", task(&delegatev1.ListSecretsOp{MaxResults: 100})))
+	var names []string
+	for _, s := range res.GetSecrets() {
+		names = append(names, s.GetName())
+	}
+	sort.Strings(names)
+	if strings.Join(names, ",") != "app-db,other" {
+		t.Errorf("list names = %v, want [app-db other]", names)
+	}
+	if r := e.lastRequest(t, "ListSecrets"); !strings.Contains(stringify(r.Params["Filters"]), prefix+"/") {
+		t.Errorf("ListSecrets Filters = %v, want a name filter on %s/", r.Params["Filters"], prefix)
+	}
+	res = mustOK(t, "list page", e.run(t, "t-list2", task(&delegatev1.ListSecretsOp{MaxResults: 1})))
+	if len(res.GetSecrets()) != 1 || res.GetNextToken() == "" {
+		t.Fatalf("list with max_results 1 = %d secrets, next token %q", len(res.GetSecrets()), res.GetNextToken())
+	}
+	page1 := res.GetSecrets()[0].GetName()
+	res = mustOK(t, "list next", e.run(t, "t-list3", task(&delegatev1.ListSecretsOp{MaxResults: 1, NextToken: res.GetNextToken()})))
+	if len(res.GetSecrets()) != 1 || res.GetSecrets()[0].GetName() == page1 {
+		t.Errorf("second list page = %v after %q", res.GetSecrets(), page1)
+	}
+	res = mustOK(t, "list name prefix", e.run(t, "t-list4", task(&delegatev1.ListSecretsOp{NamePrefix: "oth"})))
+	if len(res.GetSecrets()) != 1 || res.GetSecrets()[0].GetName() != "other" {
+		t.Errorf("list with name_prefix oth = %v", res.GetSecrets())
+	}
+
+	// Test connection.
+	res = mustOK(t, "test connection", e.run(t, "t-test", task(&delegatev1.TestConnectionOp{})))
+	if len(res.GetChecks()) != 2 || !res.GetChecks()[0].GetOk() || !res.GetChecks()[1].GetOk() {
+		t.Errorf("test connection checks = %v", res.GetChecks())
+	}
+	if r := e.lastRequest(t, "GetSecretValue"); !strings.HasPrefix(param(r, "SecretId"), prefix+"/smd-connection-test-") {
+		t.Errorf("connection test probe = %q, want a random name under the prefix", param(r, "SecretId"))
+	}
+
+	// Delete with a recovery window, then restore, then force delete.
+	res = mustOK(t, "delete", e.run(t, "t-delete", task(&delegatev1.DeleteSecretOp{Name: name, RecoveryWindowDays: 7})))
+	if res.GetDeletionDate() == nil || res.GetAction() != "DeleteSecret" {
+		t.Errorf("delete result = %v", res)
+	}
+	if r := e.lastRequest(t, "DeleteSecret"); stringify(r.Params["RecoveryWindowInDays"]) != "7" || param(r, "SecretId") != full {
+		t.Errorf("DeleteSecret params = %v", r.Params)
+	}
+	wantCode(t, "get scheduled", e.run(t, "t-get4", task(&delegatev1.GetSecretOp{Name: name})),
+		delegatev1.Code_SCHEDULED_FOR_DELETION, "smd secret restore app-db")
+	mustOK(t, "restore", e.run(t, "t-restore", task(&delegatev1.RestoreSecretOp{Name: name})))
+	mustOK(t, "get restored", e.run(t, "t-get5", task(&delegatev1.GetSecretOp{Name: name})))
+	force := true
+	mustOK(t, "force delete", e.run(t, "t-force", task(&delegatev1.DeleteSecretOp{Name: name, ForceDeleteWithoutRecovery: &force})))
+	if r := e.lastRequest(t, "DeleteSecret"); r.Params["ForceDeleteWithoutRecovery"] != true {
+		t.Errorf("force DeleteSecret params = %v", r.Params)
+	}
+	wantCode(t, "get deleted", e.run(t, "t-get6", task(&delegatev1.GetSecretOp{Name: name})), delegatev1.Code_NOT_FOUND, `secret "app-db" not found`)
+}
+
+// TestRerunIsIdempotent runs each write twice with the same task id, as a
+// re-dispatch after a lost lease does, and counts the versions AWS holds.
+func TestRerunIsIdempotent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	conn := e.connector(t, delegatev1.CredentialType_ACCESS_KEY)
+	putConn := proto.Clone(conn).(*delegatev1.ConnectorSettings)
+	putConn.UsePutSecretValue = true
+	full := prefix + "/idem"
+	versions := func() int {
+		st, ok := e.emu.Secret(full)
+		if !ok {
+			t.Fatalf("secret %s missing", full)
+		}
+		return len(st.Versions)
+	}
+	twice := func(what, taskID string, task *delegatev1.SecretTask, wantVersions int) {
+		t.Helper()
+		for i := range 2 {
+			ctx := tasks.WithAttempt(context.Background(), int32(i+1))
+			if out := e.runCtx(ctx, t, taskID, task); out.GetCode() != delegatev1.Code_OK {
+				t.Fatalf("%s run %d: %v %q", what, i+1, out.GetCode(), out.GetMessage())
+			}
+		}
+		if n := versions(); n != wantVersions {
+			t.Errorf("after %s twice: %d versions, want %d", what, n, wantVersions)
+		}
+	}
+	twice("create", "idem-create", &delegatev1.SecretTask{Connector: conn,
+		Op: &delegatev1.SecretTask_Create{Create: &delegatev1.CreateSecretOp{Name: "idem", Value: str("v1")}}}, 1)
+	twice("update", "idem-update", &delegatev1.SecretTask{Connector: conn,
+		Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: "idem", Value: str("v2")}}}, 2)
+	twice("put", "idem-put", &delegatev1.SecretTask{Connector: putConn,
+		Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: "idem", Value: str("v3")}}}, 3)
+	twice("upsert", "idem-upsert", &delegatev1.SecretTask{Connector: conn,
+		Op: &delegatev1.SecretTask_Upsert{Upsert: &delegatev1.UpsertSecretOp{Name: "idem", Value: str("v4")}}}, 4)
+	if st, _ := e.emu.Secret(full); st.Versions[len(st.Versions)-1].SecretString != "v4" {
+		t.Error("current version is not the last write")
+	}
+	// A delete re-run after the secret is gone succeeds on attempt 2.
+	force := true
+	del := &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "idem", ForceDeleteWithoutRecovery: &force}}}
+	mustOK(t, "delete", e.run(t, "idem-delete", del))
+	gone := &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "never-existed"}}}
+	wantCode(t, "delete missing, attempt 1", e.run(t, "idem-gone", gone), delegatev1.Code_NOT_FOUND, "")
+	mustOK(t, "delete missing, attempt 2", e.runCtx(tasks.WithAttempt(context.Background(), 2), t, "idem-gone", gone))
+	// Windowed delete retried while the first attempt's schedule stands.
+	e.emu.PutSecretDirect(prefix+"/sched", "v", nil)
+	sched := &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "sched"}}}
+	mustOK(t, "windowed delete", e.run(t, "idem-sched", sched))
+	mustOK(t, "windowed delete, attempt 2", e.runCtx(tasks.WithAttempt(context.Background(), 2), t, "idem-sched", sched))
+}
+
+// TestThousandGetsOneAssumeRole shows the pool's credentials cache: 1,000
+// concurrent gets on one assume-role connector make one AssumeRole call and
+// reuse a handful of connections.
+func TestThousandGetsOneAssumeRole(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	conn := e.connector(t, delegatev1.CredentialType_ASSUME_ROLE)
+	e.emu.PutSecretDirect(prefix+"/hot", "hot-value", nil)
+	const n, workers = 1000, 32
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > n {
+					return
+				}
+				out := e.runner.Run(context.Background(), "get", &delegatev1.SecretTask{Connector: conn,
+					Op: &delegatev1.SecretTask_Get{Get: &delegatev1.GetSecretOp{Name: "hot"}}})
+				if out.GetCode() != delegatev1.Code_OK || out.GetSecret().GetValue().GetStringValue() != "hot-value" {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f != 0 {
+		t.Fatalf("%d of %d gets failed", f, n)
+	}
+	if got := e.emu.Calls("secretsmanager.GetSecretValue"); got != n {
+		t.Errorf("GetSecretValue calls = %d, want %d", got, n)
+	}
+	if got := e.emu.Calls("sts.AssumeRole"); got != 1 {
+		t.Errorf("sts.AssumeRole calls = %d, want exactly 1", got)
+	}
+	// net/http may dial a spare connection while a busy one is being
+	// returned to the idle pool, so allow up to two per worker: without
+	// reuse it would be one per call.
+	if got := e.emu.Connections(); got > 2*workers {
+		t.Errorf("connections = %d for %d calls from %d workers, want reuse (at most %d)", got, n, workers, 2*workers)
+	}
+}
+
+// TestJSONReferences reads keys out of JSON secrets through the SDK.
+func TestJSONReferences(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	conn := e.connector(t, delegatev1.CredentialType_ACCESS_KEY)
+	const planted = "PLANTED-json-secret-77"
+	e.emu.PutSecretDirect(prefix+"/json", `{"password":"`+planted+`","db":{"conn":{"host":"db.internal"}},`+
+		`"a.b":"literal","a":{"b":"path"},"port":5432,"ratio":0.25,"tls":false,"opts":{"x":[1, "`+planted+`"]}}`, nil)
+	e.emu.PutSecretDirect(prefix+"/plain", planted+" not json", nil)
+	e.emu.PutSecretDirect(prefix+"/array", `["`+planted+`"]`, nil)
+	for _, tc := range []struct {
+		ref      string
+		want     string
+		wantCode delegatev1.Code
+		wantMsg  string
+	}{
+		{"json#password", planted, delegatev1.Code_OK, ""},
+		{"json#db.conn.host", "db.internal", delegatev1.Code_OK, ""},
+		{"json#a.b", "literal", delegatev1.Code_OK, ""},
+		{"json#port", "5432", delegatev1.Code_OK, ""},
+		{"json#ratio", "0.25", delegatev1.Code_OK, ""},
+		{"json#tls", "false", delegatev1.Code_OK, ""},
+		{"json#opts", `{"x":[1,"` + planted + `"]}`, delegatev1.Code_OK, ""},
+		{"json#missing", "", delegatev1.Code_NOT_FOUND, `JSON key "missing" not found`},
+		{"json#db.conn.port", "", delegatev1.Code_NOT_FOUND, `JSON key "db.conn.port" not found`},
+		{"json#password.inner", "", delegatev1.Code_INVALID_ARGUMENT, "is not a JSON object"},
+		{"plain#password", "", delegatev1.Code_INVALID_ARGUMENT, "is not JSON"},
+		{"array#0", "", delegatev1.Code_INVALID_ARGUMENT, "is not a JSON object"},
+		{"json#", "", delegatev1.Code_INVALID_ARGUMENT, "empty"},
+	} {
+		t.Run(tc.ref, func(t *testing.T) {
+			t.Parallel()
+			out := e.run(t, "json-"+tc.ref, &delegatev1.SecretTask{Connector: conn,
+				Op: &delegatev1.SecretTask_Get{Get: &delegatev1.GetSecretOp{Name: tc.ref}}})
+			if tc.wantCode == delegatev1.Code_OK {
+				res := mustOK(t, tc.ref, out)
+				if got := res.GetValue().GetStringValue(); got != tc.want {
+					t.Errorf("get %s = %q, want %q", tc.ref, got, tc.want)
+				}
+				return
+			}
+			wantCode(t, tc.ref, out, tc.wantCode, tc.wantMsg)
+			if strings.Contains(out.GetMessage(), planted) || out.GetSecret().GetValue() != nil {
+				t.Errorf("get %s failure echoes the value: %q", tc.ref, out.GetMessage())
+			}
+		})
+	}
+	if strings.Contains(e.logs.String(), planted) {
+		t.Error("the logs hold the secret value")
+	}
+}
+
+func stringify(v any) string { return fmt.Sprint(v) }
