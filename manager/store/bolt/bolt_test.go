@@ -56,7 +56,9 @@ func TestOpenLocked(t *testing.T) {
 	start := time.Now()
 	second, err := bolt.Open(first.Path(), bolt.Options{LockTimeout: 100 * time.Millisecond})
 	if !errors.Is(err, bolt.ErrInUse) {
-		second.Close()
+		if second != nil {
+			second.Close()
+		}
 		t.Fatalf("second Open(%q) = %v, want %v", first.Path(), err, bolt.ErrInUse)
 	}
 	if waited := time.Since(start); waited > 5*time.Second {
