@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,10 @@ const (
 )
 
 // Options configures a Server. The zero value is usable.
+//
+// Requests must be signed for Region (STS requests may also be signed for
+// us-east-1, its global endpoint's region), as AWS refuses a signature
+// scoped to another region.
 type Options struct {
 	Region    string // default "us-east-1"
 	AccountID string // default "123456789012"
@@ -261,9 +266,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := &call{requestID: newRequestID(), r: r, raw: raw, body: body}
-	if target := r.Header.Get("X-Amz-Target"); target != "" {
+	if isSecretsManager(r) {
 		c.service = serviceSM
-		c.action = actionFromTarget(target)
+		c.action = actionFromTarget(r.Header.Get("X-Amz-Target"))
 	} else {
 		c.service = serviceSTS
 		c.form, err = stsForm(r, body)
@@ -302,6 +307,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.serveSTS(w, c)
 	}
+}
+
+// isSecretsManager tells the two services apart: Secrets Manager requests
+// carry X-Amz-Target, a JSON 1.1 body, or a SigV4 scope for secretsmanager;
+// everything else is an STS query-protocol request.
+func isSecretsManager(r *http.Request) bool {
+	if r.Header.Get("X-Amz-Target") != "" || strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-amz-json") {
+		return true
+	}
+	a, ok := parseAuthorization(r.Header.Get("Authorization"))
+	return ok && a.service == serviceSM
 }
 
 // record counts the call and appends it to Requests.

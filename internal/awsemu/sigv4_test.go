@@ -122,12 +122,15 @@ func TestRawSignedRequests(t *testing.T) {
 			r.Header.Set("Authorization", "AWS4-HMAC-SHA256 nonsense")
 		}, 400, "IncompleteSignatureException"},
 		{"unknown action", []byte(`{}`), "", func(r *http.Request) {}, 400, "UnknownOperationException"},
+		{"JSON without X-Amz-Target", []byte(`{"SecretId":"raw"}`), "", func(r *http.Request) {
+			r.Header.Del("X-Amz-Target")
+		}, 400, "UnknownOperationException"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			action := "GetSecretValue"
-			if tt.wantType == "UnknownOperationException" {
+			if tt.name == "unknown action" {
 				action = "RotateSecret"
 			}
 			resp := signedRequest(t, url, action, tt.body, tt.encoding, tt.mutate)
