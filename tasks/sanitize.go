@@ -20,8 +20,8 @@ func RequestToken(taskID string) string {
 const redacted = "[REDACTED]"
 
 // minRedactLen is the shortest planted secret sanitize replaces in place.
-// A shorter secret would match ordinary words, so a message holding one is
-// dropped whole instead.
+// A shorter secret would match inside ordinary words, so only a whole-word
+// occurrence of one counts, and it drops the message whole.
 const minRedactLen = 6
 
 // Patterns of credential material that must never reach a message or log,
@@ -64,7 +64,12 @@ func sanitize(s, fallback string, secrets ...string) string {
 			continue
 		}
 		if len(sec) < minRedactLen {
-			return fallback
+			// Short: only a whole-word occurrence counts, and then the
+			// message is dropped rather than mangled.
+			if regexp.MustCompile(`(^|[^A-Za-z0-9])` + regexp.QuoteMeta(sec) + `($|[^A-Za-z0-9])`).MatchString(s) {
+				return fallback
+			}
+			continue
 		}
 		s = strings.ReplaceAll(s, sec, redacted)
 	}

@@ -311,6 +311,9 @@ func TestSanitize(t *testing.T) {
 	if got := sanitize("value abc here", "withheld", "abc"); got != "withheld" {
 		t.Errorf("sanitize with a short planted secret = %q, want the fallback", got)
 	}
+	if got := sanitize("InvalidParameterException", "withheld", "v"); got != "InvalidParameterException" {
+		t.Errorf("sanitize with a short planted secret = %q, want the fallback", got)
+	}
 	if got := sanitize("value PLANTED-long here", "withheld", "PLANTED-long"); got != "value [REDACTED] here" {
 		t.Errorf("sanitize = %q", got)
 	}
