@@ -25,6 +25,9 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	// ShutdownTimeout bounds GracefulStop before the server stops hard.
 	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
+	// TaskRetention is how long finished async tasks stay readable
+	// (smd task get/list) before they are pruned from the store.
+	TaskRetention config.Duration `yaml:"task_retention"`
 }
 
 // TLSConfig configures the gRPC listener's TLS.
@@ -90,6 +93,7 @@ func DefaultConfig() Config {
 		},
 		Log:             LogConfig{Level: "info"},
 		ShutdownTimeout: config.Duration(10 * time.Second),
+		TaskRetention:   config.Duration(7 * 24 * time.Hour),
 	}
 }
 
@@ -160,6 +164,9 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxAttempts < 1 || d.MaxAttempts > 100 {
 		add(config.Errf("dispatch.max_attempts", "must be between 1 and 100"))
+	}
+	if c.TaskRetention.D() < time.Minute {
+		add(config.Errf("task_retention", "must be at least 1m"))
 	}
 	if c.ShutdownTimeout.D() < 0 {
 		add(config.Errf("shutdown_timeout", "must not be negative"))

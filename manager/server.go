@@ -56,7 +56,10 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 		return nil, err
 	}
 	if st == nil {
-		db, err := bolt.Open(filepath.Join(cfg.DataDir, "smd.db"), bolt.Options{})
+		db, err := bolt.Open(filepath.Join(cfg.DataDir, bolt.FileName), bolt.Options{
+			KeepFinished: cfg.TaskRetention.D(),
+			Logger:       log.With().Str("component", "store").Logger(),
+		})
 		if err != nil {
 			return nil, err
 		}
