@@ -312,7 +312,7 @@ func TestSanitize(t *testing.T) {
 		t.Errorf("sanitize with a short planted secret = %q, want the fallback", got)
 	}
 	if got := sanitize("InvalidParameterException", "withheld", "v"); got != "InvalidParameterException" {
-		t.Errorf("sanitize with a short planted secret = %q, want the fallback", got)
+		t.Errorf("sanitize with a short secret inside a word = %q, want the text unchanged", got)
 	}
 	if got := sanitize("value PLANTED-long here", "withheld", "PLANTED-long"); got != "value [REDACTED] here" {
 		t.Errorf("sanitize = %q", got)
