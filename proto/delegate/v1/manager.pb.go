@@ -37,8 +37,10 @@ type DelegateInfo struct {
 	RunningTasks   []string               `protobuf:"bytes,10,rep,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
 	Draining       bool                   `protobuf:"varint,11,opt,name=draining,proto3" json:"draining,omitempty"`
 	Connected      bool                   `protobuf:"varint,12,opt,name=connected,proto3" json:"connected,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// operator_tags are the tags given by operators (smd delegate tag).
+	OperatorTags  []string `protobuf:"bytes,13,rep,name=operator_tags,json=operatorTags,proto3" json:"operator_tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DelegateInfo) Reset() {
@@ -153,6 +155,13 @@ func (x *DelegateInfo) GetConnected() bool {
 		return x.Connected
 	}
 	return false
+}
+
+func (x *DelegateInfo) GetOperatorTags() []string {
+	if x != nil {
+		return x.OperatorTags
+	}
+	return nil
 }
 
 type ListDelegatesRequest struct {
@@ -557,7 +566,7 @@ var File_delegate_v1_manager_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\"\x95\x03\n" +
+	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xba\x03\n" +
 	"\fDelegateInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -571,7 +580,8 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\rrunning_tasks\x18\n" +
 	" \x03(\tR\frunningTasks\x12\x1a\n" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12\x1c\n" +
-	"\tconnected\x18\f \x01(\bR\tconnected\"\x16\n" +
+	"\tconnected\x18\f \x01(\bR\tconnected\x12#\n" +
+	"\roperator_tags\x18\r \x03(\tR\foperatorTags\"\x16\n" +
 	"\x14ListDelegatesRequest\"P\n" +
 	"\x15ListDelegatesResponse\x127\n" +
 	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"r\n" +
@@ -599,13 +609,24 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\x05state\x18\x01 \x01(\x0e2\x16.delegate.v1.TaskStateR\x05state\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"@\n" +
 	"\x11ListTasksResponse\x12+\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x15.delegate.v1.TaskInfoR\x05tasks2\xef\x02\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x15.delegate.v1.TaskInfoR\x05tasks2\xf8\t\n" +
 	"\x0eManagerService\x12V\n" +
 	"\rListDelegates\x12!.delegate.v1.ListDelegatesRequest\x1a\".delegate.v1.ListDelegatesResponse\x127\n" +
 	"\x04Ping\x12\x18.delegate.v1.PingRequest\x1a\x15.delegate.v1.TaskInfo\x12=\n" +
 	"\aGetTask\x12\x1b.delegate.v1.GetTaskRequest\x1a\x15.delegate.v1.TaskInfo\x12J\n" +
 	"\tListTasks\x12\x1d.delegate.v1.ListTasksRequest\x1a\x1e.delegate.v1.ListTasksResponse\x12A\n" +
-	"\tWatchTask\x12\x1b.delegate.v1.GetTaskRequest\x1a\x15.delegate.v1.TaskInfo0\x01B?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
+	"\tWatchTask\x12\x1b.delegate.v1.GetTaskRequest\x1a\x15.delegate.v1.TaskInfo0\x01\x12P\n" +
+	"\vTagDelegate\x12\x1f.delegate.v1.TagDelegateRequest\x1a .delegate.v1.TagDelegateResponse\x12N\n" +
+	"\x0fCreateConnector\x12#.delegate.v1.CreateConnectorRequest\x1a\x16.delegate.v1.Connector\x12N\n" +
+	"\x0fUpdateConnector\x12#.delegate.v1.UpdateConnectorRequest\x1a\x16.delegate.v1.Connector\x12H\n" +
+	"\fGetConnector\x12 .delegate.v1.GetConnectorRequest\x1a\x16.delegate.v1.Connector\x12Y\n" +
+	"\x0eListConnectors\x12\".delegate.v1.ListConnectorsRequest\x1a#.delegate.v1.ListConnectorsResponse\x12\\\n" +
+	"\x0fDeleteConnector\x12#.delegate.v1.DeleteConnectorRequest\x1a$.delegate.v1.DeleteConnectorResponse\x12I\n" +
+	"\rTestConnector\x12!.delegate.v1.TestConnectorRequest\x1a\x15.delegate.v1.TaskInfo\x12K\n" +
+	"\rPutCredential\x12!.delegate.v1.PutCredentialRequest\x1a\x17.delegate.v1.Credential\x12\\\n" +
+	"\x0fListCredentials\x12#.delegate.v1.ListCredentialsRequest\x1a$.delegate.v1.ListCredentialsResponse\x12_\n" +
+	"\x10DeleteCredential\x12$.delegate.v1.DeleteCredentialRequest\x1a%.delegate.v1.DeleteCredentialResponse\x12;\n" +
+	"\x06Secret\x12\x1a.delegate.v1.SecretRequest\x1a\x15.delegate.v1.TaskInfoB?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
 
 var (
 	file_delegate_v1_manager_proto_rawDescOnce sync.Once
@@ -621,18 +642,36 @@ func file_delegate_v1_manager_proto_rawDescGZIP() []byte {
 
 var file_delegate_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_delegate_v1_manager_proto_goTypes = []any{
-	(*DelegateInfo)(nil),          // 0: delegate.v1.DelegateInfo
-	(*ListDelegatesRequest)(nil),  // 1: delegate.v1.ListDelegatesRequest
-	(*ListDelegatesResponse)(nil), // 2: delegate.v1.ListDelegatesResponse
-	(*PingRequest)(nil),           // 3: delegate.v1.PingRequest
-	(*TaskInfo)(nil),              // 4: delegate.v1.TaskInfo
-	(*GetTaskRequest)(nil),        // 5: delegate.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),      // 6: delegate.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),     // 7: delegate.v1.ListTasksResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(TaskState)(0),                // 10: delegate.v1.TaskState
-	(*Outcome)(nil),               // 11: delegate.v1.Outcome
+	(*DelegateInfo)(nil),             // 0: delegate.v1.DelegateInfo
+	(*ListDelegatesRequest)(nil),     // 1: delegate.v1.ListDelegatesRequest
+	(*ListDelegatesResponse)(nil),    // 2: delegate.v1.ListDelegatesResponse
+	(*PingRequest)(nil),              // 3: delegate.v1.PingRequest
+	(*TaskInfo)(nil),                 // 4: delegate.v1.TaskInfo
+	(*GetTaskRequest)(nil),           // 5: delegate.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),         // 6: delegate.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 7: delegate.v1.ListTasksResponse
+	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 9: google.protobuf.Duration
+	(TaskState)(0),                   // 10: delegate.v1.TaskState
+	(*Outcome)(nil),                  // 11: delegate.v1.Outcome
+	(*TagDelegateRequest)(nil),       // 12: delegate.v1.TagDelegateRequest
+	(*CreateConnectorRequest)(nil),   // 13: delegate.v1.CreateConnectorRequest
+	(*UpdateConnectorRequest)(nil),   // 14: delegate.v1.UpdateConnectorRequest
+	(*GetConnectorRequest)(nil),      // 15: delegate.v1.GetConnectorRequest
+	(*ListConnectorsRequest)(nil),    // 16: delegate.v1.ListConnectorsRequest
+	(*DeleteConnectorRequest)(nil),   // 17: delegate.v1.DeleteConnectorRequest
+	(*TestConnectorRequest)(nil),     // 18: delegate.v1.TestConnectorRequest
+	(*PutCredentialRequest)(nil),     // 19: delegate.v1.PutCredentialRequest
+	(*ListCredentialsRequest)(nil),   // 20: delegate.v1.ListCredentialsRequest
+	(*DeleteCredentialRequest)(nil),  // 21: delegate.v1.DeleteCredentialRequest
+	(*SecretRequest)(nil),            // 22: delegate.v1.SecretRequest
+	(*TagDelegateResponse)(nil),      // 23: delegate.v1.TagDelegateResponse
+	(*Connector)(nil),                // 24: delegate.v1.Connector
+	(*ListConnectorsResponse)(nil),   // 25: delegate.v1.ListConnectorsResponse
+	(*DeleteConnectorResponse)(nil),  // 26: delegate.v1.DeleteConnectorResponse
+	(*Credential)(nil),               // 27: delegate.v1.Credential
+	(*ListCredentialsResponse)(nil),  // 28: delegate.v1.ListCredentialsResponse
+	(*DeleteCredentialResponse)(nil), // 29: delegate.v1.DeleteCredentialResponse
 }
 var file_delegate_v1_manager_proto_depIdxs = []int32{
 	8,  // 0: delegate.v1.DelegateInfo.connected_since:type_name -> google.protobuf.Timestamp
@@ -650,13 +689,35 @@ var file_delegate_v1_manager_proto_depIdxs = []int32{
 	5,  // 12: delegate.v1.ManagerService.GetTask:input_type -> delegate.v1.GetTaskRequest
 	6,  // 13: delegate.v1.ManagerService.ListTasks:input_type -> delegate.v1.ListTasksRequest
 	5,  // 14: delegate.v1.ManagerService.WatchTask:input_type -> delegate.v1.GetTaskRequest
-	2,  // 15: delegate.v1.ManagerService.ListDelegates:output_type -> delegate.v1.ListDelegatesResponse
-	4,  // 16: delegate.v1.ManagerService.Ping:output_type -> delegate.v1.TaskInfo
-	4,  // 17: delegate.v1.ManagerService.GetTask:output_type -> delegate.v1.TaskInfo
-	7,  // 18: delegate.v1.ManagerService.ListTasks:output_type -> delegate.v1.ListTasksResponse
-	4,  // 19: delegate.v1.ManagerService.WatchTask:output_type -> delegate.v1.TaskInfo
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
+	12, // 15: delegate.v1.ManagerService.TagDelegate:input_type -> delegate.v1.TagDelegateRequest
+	13, // 16: delegate.v1.ManagerService.CreateConnector:input_type -> delegate.v1.CreateConnectorRequest
+	14, // 17: delegate.v1.ManagerService.UpdateConnector:input_type -> delegate.v1.UpdateConnectorRequest
+	15, // 18: delegate.v1.ManagerService.GetConnector:input_type -> delegate.v1.GetConnectorRequest
+	16, // 19: delegate.v1.ManagerService.ListConnectors:input_type -> delegate.v1.ListConnectorsRequest
+	17, // 20: delegate.v1.ManagerService.DeleteConnector:input_type -> delegate.v1.DeleteConnectorRequest
+	18, // 21: delegate.v1.ManagerService.TestConnector:input_type -> delegate.v1.TestConnectorRequest
+	19, // 22: delegate.v1.ManagerService.PutCredential:input_type -> delegate.v1.PutCredentialRequest
+	20, // 23: delegate.v1.ManagerService.ListCredentials:input_type -> delegate.v1.ListCredentialsRequest
+	21, // 24: delegate.v1.ManagerService.DeleteCredential:input_type -> delegate.v1.DeleteCredentialRequest
+	22, // 25: delegate.v1.ManagerService.Secret:input_type -> delegate.v1.SecretRequest
+	2,  // 26: delegate.v1.ManagerService.ListDelegates:output_type -> delegate.v1.ListDelegatesResponse
+	4,  // 27: delegate.v1.ManagerService.Ping:output_type -> delegate.v1.TaskInfo
+	4,  // 28: delegate.v1.ManagerService.GetTask:output_type -> delegate.v1.TaskInfo
+	7,  // 29: delegate.v1.ManagerService.ListTasks:output_type -> delegate.v1.ListTasksResponse
+	4,  // 30: delegate.v1.ManagerService.WatchTask:output_type -> delegate.v1.TaskInfo
+	23, // 31: delegate.v1.ManagerService.TagDelegate:output_type -> delegate.v1.TagDelegateResponse
+	24, // 32: delegate.v1.ManagerService.CreateConnector:output_type -> delegate.v1.Connector
+	24, // 33: delegate.v1.ManagerService.UpdateConnector:output_type -> delegate.v1.Connector
+	24, // 34: delegate.v1.ManagerService.GetConnector:output_type -> delegate.v1.Connector
+	25, // 35: delegate.v1.ManagerService.ListConnectors:output_type -> delegate.v1.ListConnectorsResponse
+	26, // 36: delegate.v1.ManagerService.DeleteConnector:output_type -> delegate.v1.DeleteConnectorResponse
+	4,  // 37: delegate.v1.ManagerService.TestConnector:output_type -> delegate.v1.TaskInfo
+	27, // 38: delegate.v1.ManagerService.PutCredential:output_type -> delegate.v1.Credential
+	28, // 39: delegate.v1.ManagerService.ListCredentials:output_type -> delegate.v1.ListCredentialsResponse
+	29, // 40: delegate.v1.ManagerService.DeleteCredential:output_type -> delegate.v1.DeleteCredentialResponse
+	4,  // 41: delegate.v1.ManagerService.Secret:output_type -> delegate.v1.TaskInfo
+	26, // [26:42] is the sub-list for method output_type
+	10, // [10:26] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -668,6 +729,7 @@ func file_delegate_v1_manager_proto_init() {
 		return
 	}
 	file_delegate_v1_common_proto_init()
+	file_delegate_v1_connectors_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

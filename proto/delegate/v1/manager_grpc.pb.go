@@ -19,11 +19,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ManagerService_ListDelegates_FullMethodName = "/delegate.v1.ManagerService/ListDelegates"
-	ManagerService_Ping_FullMethodName          = "/delegate.v1.ManagerService/Ping"
-	ManagerService_GetTask_FullMethodName       = "/delegate.v1.ManagerService/GetTask"
-	ManagerService_ListTasks_FullMethodName     = "/delegate.v1.ManagerService/ListTasks"
-	ManagerService_WatchTask_FullMethodName     = "/delegate.v1.ManagerService/WatchTask"
+	ManagerService_ListDelegates_FullMethodName    = "/delegate.v1.ManagerService/ListDelegates"
+	ManagerService_Ping_FullMethodName             = "/delegate.v1.ManagerService/Ping"
+	ManagerService_GetTask_FullMethodName          = "/delegate.v1.ManagerService/GetTask"
+	ManagerService_ListTasks_FullMethodName        = "/delegate.v1.ManagerService/ListTasks"
+	ManagerService_WatchTask_FullMethodName        = "/delegate.v1.ManagerService/WatchTask"
+	ManagerService_TagDelegate_FullMethodName      = "/delegate.v1.ManagerService/TagDelegate"
+	ManagerService_CreateConnector_FullMethodName  = "/delegate.v1.ManagerService/CreateConnector"
+	ManagerService_UpdateConnector_FullMethodName  = "/delegate.v1.ManagerService/UpdateConnector"
+	ManagerService_GetConnector_FullMethodName     = "/delegate.v1.ManagerService/GetConnector"
+	ManagerService_ListConnectors_FullMethodName   = "/delegate.v1.ManagerService/ListConnectors"
+	ManagerService_DeleteConnector_FullMethodName  = "/delegate.v1.ManagerService/DeleteConnector"
+	ManagerService_TestConnector_FullMethodName    = "/delegate.v1.ManagerService/TestConnector"
+	ManagerService_PutCredential_FullMethodName    = "/delegate.v1.ManagerService/PutCredential"
+	ManagerService_ListCredentials_FullMethodName  = "/delegate.v1.ManagerService/ListCredentials"
+	ManagerService_DeleteCredential_FullMethodName = "/delegate.v1.ManagerService/DeleteCredential"
+	ManagerService_Secret_FullMethodName           = "/delegate.v1.ManagerService/Secret"
 )
 
 // ManagerServiceClient is the client API for ManagerService service.
@@ -40,6 +51,22 @@ type ManagerServiceClient interface {
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// WatchTask streams the task's state changes until it is final.
 	WatchTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskInfo], error)
+	// TagDelegate adds and removes operator tags of a delegate, applied to
+	// dispatch at once and kept across reconnects and manager restarts.
+	TagDelegate(ctx context.Context, in *TagDelegateRequest, opts ...grpc.CallOption) (*TagDelegateResponse, error)
+	CreateConnector(ctx context.Context, in *CreateConnectorRequest, opts ...grpc.CallOption) (*Connector, error)
+	UpdateConnector(ctx context.Context, in *UpdateConnectorRequest, opts ...grpc.CallOption) (*Connector, error)
+	GetConnector(ctx context.Context, in *GetConnectorRequest, opts ...grpc.CallOption) (*Connector, error)
+	ListConnectors(ctx context.Context, in *ListConnectorsRequest, opts ...grpc.CallOption) (*ListConnectorsResponse, error)
+	DeleteConnector(ctx context.Context, in *DeleteConnectorRequest, opts ...grpc.CallOption) (*DeleteConnectorResponse, error)
+	// TestConnector runs a connection test on a delegate (sync).
+	TestConnector(ctx context.Context, in *TestConnectorRequest, opts ...grpc.CallOption) (*TaskInfo, error)
+	PutCredential(ctx context.Context, in *PutCredentialRequest, opts ...grpc.CallOption) (*Credential, error)
+	ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
+	DeleteCredential(ctx context.Context, in *DeleteCredentialRequest, opts ...grpc.CallOption) (*DeleteCredentialResponse, error)
+	// Secret runs a secret operation: reads are sync; mutations are
+	// persisted and, unless async, waited for.
+	Secret(ctx context.Context, in *SecretRequest, opts ...grpc.CallOption) (*TaskInfo, error)
 }
 
 type managerServiceClient struct {
@@ -109,6 +136,116 @@ func (c *managerServiceClient) WatchTask(ctx context.Context, in *GetTaskRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ManagerService_WatchTaskClient = grpc.ServerStreamingClient[TaskInfo]
 
+func (c *managerServiceClient) TagDelegate(ctx context.Context, in *TagDelegateRequest, opts ...grpc.CallOption) (*TagDelegateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TagDelegateResponse)
+	err := c.cc.Invoke(ctx, ManagerService_TagDelegate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) CreateConnector(ctx context.Context, in *CreateConnectorRequest, opts ...grpc.CallOption) (*Connector, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Connector)
+	err := c.cc.Invoke(ctx, ManagerService_CreateConnector_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) UpdateConnector(ctx context.Context, in *UpdateConnectorRequest, opts ...grpc.CallOption) (*Connector, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Connector)
+	err := c.cc.Invoke(ctx, ManagerService_UpdateConnector_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) GetConnector(ctx context.Context, in *GetConnectorRequest, opts ...grpc.CallOption) (*Connector, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Connector)
+	err := c.cc.Invoke(ctx, ManagerService_GetConnector_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) ListConnectors(ctx context.Context, in *ListConnectorsRequest, opts ...grpc.CallOption) (*ListConnectorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConnectorsResponse)
+	err := c.cc.Invoke(ctx, ManagerService_ListConnectors_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) DeleteConnector(ctx context.Context, in *DeleteConnectorRequest, opts ...grpc.CallOption) (*DeleteConnectorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConnectorResponse)
+	err := c.cc.Invoke(ctx, ManagerService_DeleteConnector_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) TestConnector(ctx context.Context, in *TestConnectorRequest, opts ...grpc.CallOption) (*TaskInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TaskInfo)
+	err := c.cc.Invoke(ctx, ManagerService_TestConnector_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) PutCredential(ctx context.Context, in *PutCredentialRequest, opts ...grpc.CallOption) (*Credential, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Credential)
+	err := c.cc.Invoke(ctx, ManagerService_PutCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCredentialsResponse)
+	err := c.cc.Invoke(ctx, ManagerService_ListCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) DeleteCredential(ctx context.Context, in *DeleteCredentialRequest, opts ...grpc.CallOption) (*DeleteCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCredentialResponse)
+	err := c.cc.Invoke(ctx, ManagerService_DeleteCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) Secret(ctx context.Context, in *SecretRequest, opts ...grpc.CallOption) (*TaskInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TaskInfo)
+	err := c.cc.Invoke(ctx, ManagerService_Secret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ManagerServiceServer is the server API for ManagerService service.
 // All implementations must embed UnimplementedManagerServiceServer
 // for forward compatibility.
@@ -123,6 +260,22 @@ type ManagerServiceServer interface {
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// WatchTask streams the task's state changes until it is final.
 	WatchTask(*GetTaskRequest, grpc.ServerStreamingServer[TaskInfo]) error
+	// TagDelegate adds and removes operator tags of a delegate, applied to
+	// dispatch at once and kept across reconnects and manager restarts.
+	TagDelegate(context.Context, *TagDelegateRequest) (*TagDelegateResponse, error)
+	CreateConnector(context.Context, *CreateConnectorRequest) (*Connector, error)
+	UpdateConnector(context.Context, *UpdateConnectorRequest) (*Connector, error)
+	GetConnector(context.Context, *GetConnectorRequest) (*Connector, error)
+	ListConnectors(context.Context, *ListConnectorsRequest) (*ListConnectorsResponse, error)
+	DeleteConnector(context.Context, *DeleteConnectorRequest) (*DeleteConnectorResponse, error)
+	// TestConnector runs a connection test on a delegate (sync).
+	TestConnector(context.Context, *TestConnectorRequest) (*TaskInfo, error)
+	PutCredential(context.Context, *PutCredentialRequest) (*Credential, error)
+	ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
+	DeleteCredential(context.Context, *DeleteCredentialRequest) (*DeleteCredentialResponse, error)
+	// Secret runs a secret operation: reads are sync; mutations are
+	// persisted and, unless async, waited for.
+	Secret(context.Context, *SecretRequest) (*TaskInfo, error)
 	mustEmbedUnimplementedManagerServiceServer()
 }
 
@@ -147,6 +300,39 @@ func (UnimplementedManagerServiceServer) ListTasks(context.Context, *ListTasksRe
 }
 func (UnimplementedManagerServiceServer) WatchTask(*GetTaskRequest, grpc.ServerStreamingServer[TaskInfo]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchTask not implemented")
+}
+func (UnimplementedManagerServiceServer) TagDelegate(context.Context, *TagDelegateRequest) (*TagDelegateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TagDelegate not implemented")
+}
+func (UnimplementedManagerServiceServer) CreateConnector(context.Context, *CreateConnectorRequest) (*Connector, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateConnector not implemented")
+}
+func (UnimplementedManagerServiceServer) UpdateConnector(context.Context, *UpdateConnectorRequest) (*Connector, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateConnector not implemented")
+}
+func (UnimplementedManagerServiceServer) GetConnector(context.Context, *GetConnectorRequest) (*Connector, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetConnector not implemented")
+}
+func (UnimplementedManagerServiceServer) ListConnectors(context.Context, *ListConnectorsRequest) (*ListConnectorsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListConnectors not implemented")
+}
+func (UnimplementedManagerServiceServer) DeleteConnector(context.Context, *DeleteConnectorRequest) (*DeleteConnectorResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteConnector not implemented")
+}
+func (UnimplementedManagerServiceServer) TestConnector(context.Context, *TestConnectorRequest) (*TaskInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TestConnector not implemented")
+}
+func (UnimplementedManagerServiceServer) PutCredential(context.Context, *PutCredentialRequest) (*Credential, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PutCredential not implemented")
+}
+func (UnimplementedManagerServiceServer) ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListCredentials not implemented")
+}
+func (UnimplementedManagerServiceServer) DeleteCredential(context.Context, *DeleteCredentialRequest) (*DeleteCredentialResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteCredential not implemented")
+}
+func (UnimplementedManagerServiceServer) Secret(context.Context, *SecretRequest) (*TaskInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Secret not implemented")
 }
 func (UnimplementedManagerServiceServer) mustEmbedUnimplementedManagerServiceServer() {}
 func (UnimplementedManagerServiceServer) testEmbeddedByValue()                        {}
@@ -252,6 +438,204 @@ func _ManagerService_WatchTask_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ManagerService_WatchTaskServer = grpc.ServerStreamingServer[TaskInfo]
 
+func _ManagerService_TagDelegate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TagDelegateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).TagDelegate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_TagDelegate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).TagDelegate(ctx, req.(*TagDelegateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_CreateConnector_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateConnectorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).CreateConnector(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_CreateConnector_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).CreateConnector(ctx, req.(*CreateConnectorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_UpdateConnector_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateConnectorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).UpdateConnector(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_UpdateConnector_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).UpdateConnector(ctx, req.(*UpdateConnectorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_GetConnector_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConnectorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).GetConnector(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_GetConnector_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).GetConnector(ctx, req.(*GetConnectorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_ListConnectors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConnectorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).ListConnectors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_ListConnectors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).ListConnectors(ctx, req.(*ListConnectorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_DeleteConnector_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConnectorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).DeleteConnector(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_DeleteConnector_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).DeleteConnector(ctx, req.(*DeleteConnectorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_TestConnector_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TestConnectorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).TestConnector(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_TestConnector_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).TestConnector(ctx, req.(*TestConnectorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_PutCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).PutCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_PutCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).PutCredential(ctx, req.(*PutCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_ListCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).ListCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_ListCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).ListCredentials(ctx, req.(*ListCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_DeleteCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).DeleteCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_DeleteCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).DeleteCredential(ctx, req.(*DeleteCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_Secret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).Secret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_Secret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).Secret(ctx, req.(*SecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ManagerService_ServiceDesc is the grpc.ServiceDesc for ManagerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -274,6 +658,50 @@ var ManagerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTasks",
 			Handler:    _ManagerService_ListTasks_Handler,
+		},
+		{
+			MethodName: "TagDelegate",
+			Handler:    _ManagerService_TagDelegate_Handler,
+		},
+		{
+			MethodName: "CreateConnector",
+			Handler:    _ManagerService_CreateConnector_Handler,
+		},
+		{
+			MethodName: "UpdateConnector",
+			Handler:    _ManagerService_UpdateConnector_Handler,
+		},
+		{
+			MethodName: "GetConnector",
+			Handler:    _ManagerService_GetConnector_Handler,
+		},
+		{
+			MethodName: "ListConnectors",
+			Handler:    _ManagerService_ListConnectors_Handler,
+		},
+		{
+			MethodName: "DeleteConnector",
+			Handler:    _ManagerService_DeleteConnector_Handler,
+		},
+		{
+			MethodName: "TestConnector",
+			Handler:    _ManagerService_TestConnector_Handler,
+		},
+		{
+			MethodName: "PutCredential",
+			Handler:    _ManagerService_PutCredential_Handler,
+		},
+		{
+			MethodName: "ListCredentials",
+			Handler:    _ManagerService_ListCredentials_Handler,
+		},
+		{
+			MethodName: "DeleteCredential",
+			Handler:    _ManagerService_DeleteCredential_Handler,
+		},
+		{
+			MethodName: "Secret",
+			Handler:    _ManagerService_Secret_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
