@@ -173,7 +173,11 @@ type TaskPayload struct {
 	//
 	//	*TaskPayload_Ping
 	//	*TaskPayload_Secret
-	Op            isTaskPayload_Op `protobuf_oneof:"op"`
+	Op isTaskPayload_Op `protobuf_oneof:"op"`
+	// connector names the connector of a secret task. The manager resolves
+	// it into secret.connector (settings, credentials, OIDC token) each time
+	// it sends the task, so stored tasks never hold credentials.
+	Connector     *ConnectorRef `protobuf:"bytes,10,opt,name=connector,proto3" json:"connector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +233,13 @@ func (x *TaskPayload) GetSecret() *SecretTask {
 		if x, ok := x.Op.(*TaskPayload_Secret); ok {
 			return x.Secret
 		}
+	}
+	return nil
+}
+
+func (x *TaskPayload) GetConnector() *ConnectorRef {
+	if x != nil {
+		return x.Connector
 	}
 	return nil
 }
@@ -545,10 +556,12 @@ var File_delegate_v1_common_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x18delegate/v1/common.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19delegate/v1/secrets.proto\"s\n" +
+	"\x18delegate/v1/common.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cdelegate/v1/connectors.proto\x1a\x19delegate/v1/secrets.proto\"\xac\x01\n" +
 	"\vTaskPayload\x12+\n" +
 	"\x04ping\x18\x01 \x01(\v2\x15.delegate.v1.PingTaskH\x00R\x04ping\x121\n" +
-	"\x06secret\x18\x02 \x01(\v2\x17.delegate.v1.SecretTaskH\x00R\x06secretB\x04\n" +
+	"\x06secret\x18\x02 \x01(\v2\x17.delegate.v1.SecretTaskH\x00R\x06secret\x127\n" +
+	"\tconnector\x18\n" +
+	" \x01(\v2\x19.delegate.v1.ConnectorRefR\tconnectorB\x04\n" +
 	"\x02op\";\n" +
 	"\bPingTask\x12/\n" +
 	"\x05sleep\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05sleep\"g\n" +
@@ -620,24 +633,26 @@ var file_delegate_v1_common_proto_goTypes = []any{
 	(*Outcome)(nil),               // 5: delegate.v1.Outcome
 	(*Task)(nil),                  // 6: delegate.v1.Task
 	(*SecretTask)(nil),            // 7: delegate.v1.SecretTask
-	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
-	(*SecretResult)(nil),          // 9: delegate.v1.SecretResult
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*ConnectorRef)(nil),          // 8: delegate.v1.ConnectorRef
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(*SecretResult)(nil),          // 10: delegate.v1.SecretResult
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_delegate_v1_common_proto_depIdxs = []int32{
 	3,  // 0: delegate.v1.TaskPayload.ping:type_name -> delegate.v1.PingTask
 	7,  // 1: delegate.v1.TaskPayload.secret:type_name -> delegate.v1.SecretTask
-	8,  // 2: delegate.v1.PingTask.sleep:type_name -> google.protobuf.Duration
-	0,  // 3: delegate.v1.Outcome.code:type_name -> delegate.v1.Code
-	4,  // 4: delegate.v1.Outcome.ping:type_name -> delegate.v1.PingResult
-	9,  // 5: delegate.v1.Outcome.secret:type_name -> delegate.v1.SecretResult
-	10, // 6: delegate.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	2,  // 7: delegate.v1.Task.payload:type_name -> delegate.v1.TaskPayload
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 2: delegate.v1.TaskPayload.connector:type_name -> delegate.v1.ConnectorRef
+	9,  // 3: delegate.v1.PingTask.sleep:type_name -> google.protobuf.Duration
+	0,  // 4: delegate.v1.Outcome.code:type_name -> delegate.v1.Code
+	4,  // 5: delegate.v1.Outcome.ping:type_name -> delegate.v1.PingResult
+	10, // 6: delegate.v1.Outcome.secret:type_name -> delegate.v1.SecretResult
+	11, // 7: delegate.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	2,  // 8: delegate.v1.Task.payload:type_name -> delegate.v1.TaskPayload
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_common_proto_init() }
@@ -645,6 +660,7 @@ func file_delegate_v1_common_proto_init() {
 	if File_delegate_v1_common_proto != nil {
 		return
 	}
+	file_delegate_v1_connectors_proto_init()
 	file_delegate_v1_secrets_proto_init()
 	file_delegate_v1_common_proto_msgTypes[0].OneofWrappers = []any{
 		(*TaskPayload_Ping)(nil),
