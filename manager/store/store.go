@@ -26,6 +26,8 @@ var (
 	ErrConflict = errors.New("store: conflict")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrDefaultTaken: another connector is already the default of the scope.
+	ErrDefaultTaken = errors.New("store: the scope already has a default connector")
 )
 
 // State is a task's state.

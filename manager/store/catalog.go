@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Scope is where a connector or credential lives. Org requires Account;
+// Project requires Org.
+type Scope struct {
+	Account string
+	Org     string
+	Project string
+}
+
+// String is account, account/org or account/org/project.
+func (s Scope) String() string {
+	out := s.Account
+	if s.Org != "" {
+		out += "/" + s.Org
+	}
+	if s.Project != "" {
+		out += "/" + s.Project
+	}
+	return out
+}
+
+// Parent returns the scope above s and whether there is one.
+func (s Scope) Parent() (Scope, bool) {
+	switch {
+	case s.Project != "":
+		return Scope{Account: s.Account, Org: s.Org}, true
+	case s.Org != "":
+		return Scope{Account: s.Account}, true
+	}
+	return Scope{}, false
+}
+
+// Connector is a stored connector. The store indexes it by Scope and ID and
+// enforces one Default per scope; Data is the marshaled
+// delegate.v1.Connector, opaque to the store.
+type Connector struct {
+	Scope     Scope
+	ID        string
+	Default   bool
+	Data      []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Credential is a builtin secret. Sealed is its value encrypted by the
+// manager (AES-256-GCM); the store never sees plaintext.
+type Credential struct {
+	Scope     Scope
+	Name      string
+	Sealed    []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// SigningKey is an OIDC issuer key. Private is sealed by the manager;
+// Public is the public JWK (JSON). A retired key signs nothing new but its
+// public key stays published until Expires, when its tokens have expired.
+type SigningKey struct {
+	ID        string
+	Private   []byte
+	Public    []byte
+	CreatedAt time.Time
+	// RetiredAt is zero for the active key.
+	RetiredAt time.Time
+	// Expires is zero until the key is retired.
+	Expires time.Time
+}
+
+// Catalog is the manager's durable configuration besides tasks:
+// connectors, builtin credentials, OIDC signing keys and operator-assigned
+// delegate tags. Every method is safe for concurrent use and returns
+// ErrClosed after Close.
+type Catalog interface {
+	// CreateConnector stores a new connector. ErrExists if Scope+ID is
+	// taken; ErrDefaultTaken if c.Default and the scope has another
+	// default connector. Timestamps are set by the store.
+	CreateConnector(ctx context.Context, c *Connector) error
+	// UpdateConnector replaces an existing connector (CreatedAt kept).
+	// ErrNotFound if missing; ErrDefaultTaken as for create.
+	UpdateConnector(ctx context.Context, c *Connector) error
+	// GetConnector returns the connector, or ErrNotFound. It does not fall
+	// back to parent scopes: callers walk Scope.Parent.
+	GetConnector(ctx context.Context, s Scope, id string) (*Connector, error)
+	// DefaultConnector returns the scope's default connector, or
+	// ErrNotFound. No fallback either.
+	DefaultConnector(ctx context.Context, s Scope) (*Connector, error)
+	// ListConnectors returns the connectors of exactly scope s, by ID.
+	ListConnectors(ctx context.Context, s Scope) ([]*Connector, error)
+	// DeleteConnector removes a connector, or returns ErrNotFound.
+	DeleteConnector(ctx context.Context, s Scope, id string) error
+
+	// PutCredential creates or replaces a credential (CreatedAt kept on replace).
+	PutCredential(ctx context.Context, c *Credential) error
+	// GetCredential returns the credential, or ErrNotFound (no fallback).
+	GetCredential(ctx context.Context, s Scope, name string) (*Credential, error)
+	// ListCredentials returns the credentials of exactly scope s, by name,
+	// with Sealed left empty.
+	ListCredentials(ctx context.Context, s Scope) ([]*Credential, error)
+	// DeleteCredential removes a credential, or returns ErrNotFound.
+	DeleteCredential(ctx context.Context, s Scope, name string) error
+
+	// PutSigningKey creates or replaces a key by ID.
+	PutSigningKey(ctx context.Context, k *SigningKey) error
+	// ListSigningKeys returns every key, oldest first.
+	ListSigningKeys(ctx context.Context) ([]*SigningKey, error)
+	// DeleteSigningKey removes a key, or returns ErrNotFound.
+	DeleteSigningKey(ctx context.Context, id string) error
+
+	// SetDelegateTags replaces the operator tags of the named delegate
+	// (nil or empty removes the entry).
+	SetDelegateTags(ctx context.Context, name string, tags []string) error
+	// DelegateTags returns the operator tags of every delegate that has some.
+	DelegateTags(ctx context.Context) (map[string][]string, error)
+}
