@@ -117,8 +117,9 @@ func classify(ctx context.Context, c call, err error) *Error {
 		if errors.Is(fe, awsauth.ErrCredentials) {
 			code = delegatev1.Code_CREDENTIALS
 		}
-		// FieldError messages are built from field names and rules only.
-		return newError(code, "%s", fe.Error())
+		// FieldError messages name fields and rules; one that quotes the
+		// SDK's configuration loader is sanitized like any SDK text.
+		return newError(code, "%s", sanitize(fe.Error(), fe.Field+": invalid", c.secrets...))
 	case errors.As(err, &ce):
 		// Ahead of the table: an STS AccessDenied while assuming the role
 		// is a credentials problem, not a Secrets Manager permission.

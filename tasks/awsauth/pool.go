@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -179,19 +180,29 @@ func (p *Pool) SecretsManager(ctx context.Context, c *delegatev1.ConnectorSettin
 	}
 	key := r.cacheKey(p.sessionName)
 
-	e, build := p.lookup(key)
-	if build {
-		e.client, e.token, e.err = p.build(ctx, r)
-		if e.err != nil {
-			p.remove(e)
+	var e *entry
+	for {
+		var build bool
+		e, build = p.lookup(key)
+		if build {
+			e.client, e.token, e.err = p.build(ctx, r)
+			if e.err != nil {
+				p.remove(e)
+			}
+			close(e.ready)
+			break
 		}
-		close(e.ready)
-	} else {
 		select {
 		case <-e.ready:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		// Another task's build failed because its own context ended: build
+		// again under this task's context.
+		if e.err != nil && (errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			continue
+		}
+		break
 	}
 	if e.err != nil {
 		return nil, e.err

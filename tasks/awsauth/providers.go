@@ -26,6 +26,9 @@ func credentialsFor(r *resolved, base aws.Config, sessionName string, token *tok
 		p = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(r.accessKeyID, r.secretAccessKey, ""))
 	case delegatev1.CredentialType_INSTANCE_ROLE:
 		p = base.Credentials
+		if _, cached := p.(*aws.CredentialsCache); !cached && p != nil {
+			p = aws.NewCredentialsCache(p)
+		}
 	case delegatev1.CredentialType_ASSUME_ROLE:
 		// The STS client signs with the delegate's own default chain.
 		stsClient := sts.NewFromConfig(base, stsEndpoint(r))
