@@ -50,6 +50,11 @@ func TestErrorCodes(t *testing.T) {
 			e.emu.PutSecretDirect(prefix+"/x", "v", nil)
 			return createTask(c, "x", "other")
 		}, want: delegatev1.Code_ALREADY_EXISTS, msg: `secret "x" already exists`},
+		{name: "already exists injected", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
+			e.emu.PutSecretDirect(prefix+"/x", "v", nil)
+			e.emu.FailNext("secretsmanager.CreateSecret", 1, "ResourceExistsException")
+			return createTask(c, "x", "v")
+		}, want: delegatev1.Code_ALREADY_EXISTS, msg: `secret "x" already exists`},
 		{name: "scheduled for deletion on get", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
 			e.emu.PutSecretDirect(prefix+"/x", "v", nil)
 			if out := e.run(t, "del", &delegatev1.SecretTask{Connector: c, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "x"}}}); out.GetCode() != delegatev1.Code_OK {
@@ -206,6 +211,18 @@ func TestErrorCodes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCancelled: a task cancelled while AWS is answering ends CANCELLED.
+func TestCancelled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	conn := e.connector(t, delegatev1.CredentialType_ACCESS_KEY)
+	e.emu.SetLatency("secretsmanager.GetSecretValue", 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	out := e.runCtx(ctx, t, "cancel", getTask(conn, "x"))
+	wantCode(t, "cancelled get", out, delegatev1.Code_CANCELLED, "cancelled")
 }
 
 // TestRetriesBeforeSurfacing shows the SDK retrying THROTTLED and

@@ -144,6 +144,7 @@ type env struct {
 type envOptions struct {
 	maxAttempts int
 	retryMode   string
+	emuNow      func() time.Time // the emulator's clock; default time.Now
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -159,6 +160,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		OIDCProviders: map[string]awsemu.OIDCProvider{
 			iss.url: {ClientIDs: []string{oidcAudience}, JWKSURL: iss.url},
 		},
+		Now: opts.emuNow,
 	})
 	url, err := emu.Start("127.0.0.1:0")
 	if err != nil {

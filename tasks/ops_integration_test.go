@@ -2,12 +2,16 @@ package tasks_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -303,6 +307,35 @@ func exerciseOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) {
 		t.Errorf("force DeleteSecret params = %v", r.Params)
 	}
 	wantCode(t, "get deleted", e.run(t, "t-get6", task(&delegatev1.GetSecretOp{Name: name})), delegatev1.Code_NOT_FOUND, `secret "app-db" not found`)
+}
+
+// TestOIDCRefreshesNearExpiryWithLatestToken: role-session credentials that
+// are close to expiry are refreshed on the next task, with the token that
+// task brought. The emulator's clock runs 14 minutes behind, so a 900 s
+// session expires a minute after it is issued, inside the pool's expiry
+// window.
+func TestOIDCRefreshesNearExpiryWithLatestToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{maxAttempts: 1, emuNow: func() time.Time { return time.Now().Add(-14 * time.Minute) }})
+	conn := e.connector(t, delegatev1.CredentialType_OIDC)
+	conn.AssumeRoleDurationSeconds = 900
+	e.emu.PutSecretDirect(prefix+"/x", "v", nil)
+	for i := range 2 {
+		c := proto.Clone(conn).(*delegatev1.ConnectorSettings)
+		c.WebIdentityToken = testIssuer(t).token(t, fmt.Sprintf("task-%d", i))
+		mustOK(t, "get", e.run(t, fmt.Sprintf("near-%d", i), getTask(c, "x")))
+	}
+	if n := e.emu.Calls("sts.AssumeRoleWithWebIdentity"); n != 2 {
+		t.Errorf("AssumeRoleWithWebIdentity calls = %d, want 2 (a refresh per task near expiry)", n)
+	}
+	// The refresh uses the latest task's token: an untrusted one fails it.
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := proto.Clone(conn).(*delegatev1.ConnectorSettings)
+	c.WebIdentityToken = signToken(t, other, testIssuer(t).url, "intruder")
+	wantCode(t, "get with an untrusted token", e.run(t, "near-bad", getTask(c, "x")), delegatev1.Code_CREDENTIALS, "InvalidIdentityToken")
 }
 
 // TestRerunIsIdempotent runs each write twice with the same task id, as a

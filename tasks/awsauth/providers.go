@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -40,7 +41,7 @@ func credentialsFor(r *resolved, base aws.Config, sessionName string, token *tok
 			if r.externalID != "" {
 				o.ExternalID = aws.String(r.externalID)
 			}
-		}))
+		}), refreshEarly)
 	case delegatev1.CredentialType_OIDC:
 		// AssumeRoleWithWebIdentity is unsigned; anonymous credentials make
 		// sure the delegate's own chain is never consulted for it.
@@ -52,9 +53,20 @@ func credentialsFor(r *resolved, base aws.Config, sessionName string, token *tok
 			if r.duration != 0 {
 				o.Duration = r.duration
 			}
-		}))
+		}), refreshEarly)
 	}
 	return &markingProvider{credType: r.credType.String(), inner: p}
+}
+
+// ExpiryWindow is how long before their expiry the pool refreshes STS
+// session credentials, so that no call is signed with credentials that
+// expire in flight. Part of it (up to half) is random, so that many
+// connectors do not refresh at once.
+const ExpiryWindow = 2 * time.Minute
+
+func refreshEarly(o *aws.CredentialsCacheOptions) {
+	o.ExpiryWindow = ExpiryWindow
+	o.ExpiryWindowJitterFrac = 0.5
 }
 
 func stsEndpoint(r *resolved) func(*sts.Options) {
