@@ -62,6 +62,7 @@ type Error struct {
 	Retryable bool
 }
 
+// Error returns "op: message", safe to show.
 func (e *Error) Error() string {
 	if e.Op == "" {
 		return e.Msg

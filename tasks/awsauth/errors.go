@@ -33,6 +33,7 @@ type FieldError struct {
 	Kind error
 }
 
+// Error returns "field: reason".
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Field, e.Reason)
 }
@@ -63,6 +64,7 @@ type CredentialError struct {
 	Err            error
 }
 
+// Error names the credential type and quotes the provider's error.
 func (e *CredentialError) Error() string {
 	return fmt.Sprintf("%s credentials: %v", e.CredentialType, e.Err)
 }
