@@ -167,7 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		failures++
 		wait := a.backoff(failures)
 		a.log.Warn().Err(err).Dur("retry_in", wait).Msg("stream to manager lost; reconnecting")
-		if a.isDraining() && drainTimer == nil {
+		if a.isDraining() && drainTimer == nil && a.cfg.DrainTimeout.D() > 0 {
 			drainTimer = time.After(a.cfg.DrainTimeout.D())
 		}
 		select {
@@ -216,6 +216,9 @@ func fatal(err error) *FatalError {
 	case codes.Unimplemented:
 		// Not a manager, or one that does not speak delegate.v1.
 		return &FatalError{st.Code(), "the address is not an smd manager speaking delegate.v1: " + st.Message()}
+	case codes.AlreadyExists:
+		// Another delegate connected under the same name and took over.
+		return &FatalError{st.Code(), "manager ended this stream: " + st.Message()}
 	case codes.InvalidArgument:
 		// The Hello was refused (bad name or capacity): a config error.
 		return &FatalError{st.Code(), "manager refused the delegate's hello: " + st.Message()}

@@ -28,7 +28,7 @@ type Config struct {
 	// Concurrency is how many tasks run at once.
 	Concurrency int `yaml:"concurrency"`
 	// DrainTimeout is how long a draining agent lets running tasks finish
-	// before it cancels them.
+	// before it cancels them; 0 waits without limit.
 	DrainTimeout config.Duration `yaml:"drain_timeout"`
 	TLS          TLSConfig       `yaml:"tls"`
 	Reconnect    ReconnectConfig `yaml:"reconnect"`
@@ -110,7 +110,7 @@ func (c *Config) Validate() error {
 	if c.Manager == "" {
 		add(config.Errf("manager", "must not be empty (host:port of the manager)"))
 	}
-	if c.TokenFile != "" {
+	if c.TokenFile != "" && c.Token == "" { // token (or SMD_TOKEN) wins over token_file
 		b, err := os.ReadFile(c.TokenFile)
 		if err != nil {
 			add(config.Errf("token_file", "cannot be read: %v", err))

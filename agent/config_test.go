@@ -31,7 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero concurrency", func(c *agent.Config) { c.Concurrency = 0 }, "concurrency: must be between 1 and 10000"},
 		{"bad retry mode", func(c *agent.Config) { c.AWS.RetryMode = "fast" }, "aws.retry_mode: must be standard or adaptive"},
 		{"cert without key", func(c *agent.Config) { c.TLS.Insecure = false; c.TLS.CertFile = "x" }, "tls.cert_file: tls.cert_file and tls.key_file go together"},
-		{"missing token file", func(c *agent.Config) { c.TokenFile = "/nonexistent/token" }, "token_file: cannot be read"},
+		{"missing token file", func(c *agent.Config) { c.Token = ""; c.TokenFile = "/nonexistent/token" }, "token_file: cannot be read"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

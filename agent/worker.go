@@ -15,8 +15,12 @@ func (a *Agent) start(t *delegatev1.Task) {
 	a.mu.Lock()
 	if r, dup := a.running[t.GetId()]; dup {
 		// The same task again under a new lease (ours expired meanwhile):
-		// keep running it and report under the newest lease.
+		// keep running it and report under the newest lease. The manager
+		// spent a credit on this dispatch that no new run uses: give it back.
 		r.leaseID = t.GetLeaseId()
+		if a.cur != nil {
+			a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Credit{Credit: &delegatev1.Credit{Credits: 1}}})
+		}
 		a.mu.Unlock()
 		return
 	}
