@@ -123,9 +123,20 @@ func TestCacheKeyIgnoresWebIdentityToken(t *testing.T) {
 	}
 }
 
-func TestPoolLRUAndTTL(t *testing.T) {
+// isolate points the SDK away from the host's AWS configuration.
+func isolate(t *testing.T) {
+	t.Helper()
+	for _, k := range []string{"AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_STS", "AWS_REGION", "AWS_DEFAULT_REGION"} {
+		t.Setenv(k, "")
+	}
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+func TestPoolLRUAndTTL(t *testing.T) {
+	isolate(t)
 	now := time.Unix(1_000_000, 0)
 	p := NewPool(PoolOptions{MaxClients: 2, TTL: time.Minute})
 	p.now = func() time.Time { return now }
@@ -164,10 +175,19 @@ func TestPoolLRUAndTTL(t *testing.T) {
 	}
 }
 
+func TestPoolCABundle(t *testing.T) {
+	isolate(t)
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	t.Setenv("AWS_CA_BUNDLE", missing)
+	p := NewPool(PoolOptions{})
+	_, err := p.SecretsManager(t.Context(), &delegatev1.ConnectorSettings{Region: "us-east-1", CredentialType: delegatev1.CredentialType_INSTANCE_ROLE})
+	if want := "AWS_CA_BUNDLE: file " + missing + " cannot be read"; err == nil || err.Error() != want || !errors.Is(err, ErrInvalidSettings) {
+		t.Fatalf("SecretsManager() = %v, want %q", err, want)
+	}
+}
+
 func TestPoolNeedsRegion(t *testing.T) {
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_REGION", "")
-	t.Setenv("AWS_DEFAULT_REGION", "")
+	isolate(t)
 	p := NewPool(PoolOptions{})
 	_, err := p.SecretsManager(t.Context(), &delegatev1.ConnectorSettings{CredentialType: delegatev1.CredentialType_INSTANCE_ROLE})
 	if err == nil || !errors.Is(err, ErrInvalidSettings) || !strings.HasPrefix(err.Error(), "connector.region:") {
