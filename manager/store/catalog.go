@@ -75,14 +75,20 @@ type SigningKey struct {
 // Catalog is the manager's durable configuration besides tasks:
 // connectors, builtin credentials, OIDC signing keys and operator-assigned
 // delegate tags. Every method is safe for concurrent use and returns
-// ErrClosed after Close.
+// ErrClosed after Close. No method modifies or keeps a reference to its
+// arguments or their slices, and what a method returns is the caller's to
+// change. Lists of nothing are empty, not an error.
 type Catalog interface {
 	// CreateConnector stores a new connector. ErrExists if Scope+ID is
-	// taken; ErrDefaultTaken if c.Default and the scope has another
-	// default connector. Timestamps are set by the store.
+	// taken (checked first); ErrDefaultTaken if c.Default and the scope has
+	// another default connector. Timestamps are set by the store:
+	// CreatedAt and UpdatedAt to the current time, whatever c says.
 	CreateConnector(ctx context.Context, c *Connector) error
-	// UpdateConnector replaces an existing connector (CreatedAt kept).
-	// ErrNotFound if missing; ErrDefaultTaken as for create.
+	// UpdateConnector replaces an existing connector (CreatedAt kept,
+	// UpdatedAt set to the current time). ErrNotFound if missing (checked
+	// first); ErrDefaultTaken if c.Default and another connector is the
+	// scope's default. Keeping the default connector default is fine;
+	// clearing Default frees the scope's slot.
 	UpdateConnector(ctx context.Context, c *Connector) error
 	// GetConnector returns the connector, or ErrNotFound. It does not fall
 	// back to parent scopes: callers walk Scope.Parent.
@@ -92,10 +98,13 @@ type Catalog interface {
 	DefaultConnector(ctx context.Context, s Scope) (*Connector, error)
 	// ListConnectors returns the connectors of exactly scope s, by ID.
 	ListConnectors(ctx context.Context, s Scope) ([]*Connector, error)
-	// DeleteConnector removes a connector, or returns ErrNotFound.
+	// DeleteConnector removes a connector, or returns ErrNotFound. Deleting
+	// the default connector leaves the scope without one.
 	DeleteConnector(ctx context.Context, s Scope, id string) error
 
-	// PutCredential creates or replaces a credential (CreatedAt kept on replace).
+	// PutCredential creates or replaces a credential. Timestamps are set by
+	// the store: CreatedAt to the current time on create and kept on
+	// replace, UpdatedAt to the current time.
 	PutCredential(ctx context.Context, c *Credential) error
 	// GetCredential returns the credential, or ErrNotFound (no fallback).
 	GetCredential(ctx context.Context, s Scope, name string) (*Credential, error)
@@ -105,16 +114,24 @@ type Catalog interface {
 	// DeleteCredential removes a credential, or returns ErrNotFound.
 	DeleteCredential(ctx context.Context, s Scope, name string) error
 
-	// PutSigningKey creates or replaces a key by ID.
+	// PutSigningKey creates or replaces a key by ID. CreatedAt is the
+	// caller's (the current time if zero) and is kept on replace, so that
+	// retiring a key does not reorder it; RetiredAt and Expires are stored
+	// as given.
 	PutSigningKey(ctx context.Context, k *SigningKey) error
-	// ListSigningKeys returns every key, oldest first.
+	// ListSigningKeys returns every key, oldest first (by CreatedAt, then
+	// ID).
 	ListSigningKeys(ctx context.Context) ([]*SigningKey, error)
 	// DeleteSigningKey removes a key, or returns ErrNotFound.
 	DeleteSigningKey(ctx context.Context, id string) error
 
 	// SetDelegateTags replaces the operator tags of the named delegate
-	// (nil or empty removes the entry).
+	// (nil or empty removes the entry; removing an entry that does not
+	// exist is not an error). Tags are stored as given: normalizing them is
+	// the caller's business.
 	SetDelegateTags(ctx context.Context, name string, tags []string) error
-	// DelegateTags returns the operator tags of every delegate that has some.
+	// DelegateTags returns the operator tags of every delegate that has
+	// some, by delegate name. The order of each delegate's tags is not
+	// promised.
 	DelegateTags(ctx context.Context) (map[string][]string, error)
 }

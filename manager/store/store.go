@@ -1,9 +1,11 @@
-// Package store declares the manager's durable state: tasks and their leases.
-// Implementations live in packages named after what they wrap
-// (manager/store/bolt, later manager/store/postgres) and all pass the one
-// conformance suite in manager/store/storetest.
+// Package store declares the manager's durable state: tasks and their leases
+// (Store), and the configuration beside them (Catalog: connectors, builtin
+// credentials, OIDC signing keys, operator delegate tags). Implementations
+// live in packages named after what they wrap (manager/store/bolt, later
+// manager/store/postgres) and all pass the one conformance suite in
+// manager/store/storetest.
 //
-// The store is the source of truth for asynchronous tasks only. Sync reads
+// Of tasks, the store holds the asynchronous ones only. Sync reads
 // (GetSecret, ListSecrets, TestConnector, sync pings) never touch it.
 package store
 
@@ -15,9 +17,11 @@ import (
 
 // Errors returned by Store implementations. Compare with errors.Is.
 var (
-	// ErrNotFound: no task with that id.
+	// ErrNotFound: no task, connector, credential or signing key with that
+	// key.
 	ErrNotFound = errors.New("store: not found")
-	// ErrExists: a task with that id already exists.
+	// ErrExists: a task with that id, or a connector with that scope and
+	// id, already exists.
 	ErrExists = errors.New("store: already exists")
 	// ErrConflict: the task is not in the state the call requires (a claim
 	// of a task that is not queued, a completion under a lease that is not
@@ -105,9 +109,13 @@ type Filter struct {
 	Limit int
 }
 
-// Store is the manager's durable task store. Every method is safe for
-// concurrent use. Methods return ErrClosed after Close.
+// Store is the manager's durable store: tasks, and through the embedded
+// Catalog its configuration, so that one value (one bolt file, one
+// PostgreSQL database) serves both. Every method is safe for concurrent use.
+// Methods return ErrClosed after Close.
 type Store interface {
+	Catalog
+
 	// CreateTask persists a new task in StateQueued. It returns ErrExists if
 	// the id is taken. When it returns nil the task is durable. It keeps
 	// no reference to t or its slices.

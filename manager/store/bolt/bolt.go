@@ -4,7 +4,7 @@
 //
 // # Layout
 //
-// Three buckets:
+// Three buckets hold tasks:
 //
 //   - "tasks": task id → the task, in the binary layout described in codec.go.
 //   - "created": creation key → empty, one entry per task. ListTasks walks it
@@ -17,18 +17,24 @@
 // order is time order) followed by the task id. Tasks created at the same
 // instant are therefore ordered by id.
 //
+// Five more hold the store.Catalog (catalog.go; keys and values in
+// catalog_codec.go): "connectors", "connector_defaults" (scope → the id of
+// its default connector), "credentials", "signing_keys" and
+// "delegate_tags". Buckets missing from an older file are created by Open.
+//
 // # Durability and throughput
 //
 // Every mutation returns only after its transaction has been committed and
-// fsynced. Mutations go through bbolt's DB.Batch, so concurrent callers share
-// one transaction and one fsync; see Options.MaxBatchDelay.
+// fsynced. Task mutations go through bbolt's DB.Batch, so concurrent callers
+// share one transaction and one fsync; see Options.MaxBatchDelay. Catalog
+// mutations are rare and each has a transaction of its own.
 //
 // # Times
 //
 // Times keep nanosecond precision and come back in UTC (compare with
 // time.Time.Equal). CreateTask sets a zero CreatedAt to the current time and
 // a zero UpdatedAt to CreatedAt; Claim, Requeue and Complete set UpdatedAt to
-// the current time.
+// the current time. Catalog timestamps are as store.Catalog documents.
 package bolt
 
 import (
@@ -172,7 +178,7 @@ func Open(path string, opts Options) (*DB, error) {
 		bdb.MaxBatchSize = opts.MaxBatchSize
 	}
 	err = bdb.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketTasks, bucketCreated, bucketUnfinished} {
+		for _, name := range append([][]byte{bucketTasks, bucketCreated, bucketUnfinished}, catalogBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -36,8 +36,9 @@ const codecVersion = 1
 // stateOffset is where the state code lives in an encoded task.
 const stateOffset = 1
 
-// errCorrupt is wrapped by every decode failure.
-var errCorrupt = errors.New("bolt: corrupt task record")
+// errCorrupt is wrapped by every decode failure, of tasks and of catalog
+// records (catalog_codec.go) alike.
+var errCorrupt = errors.New("bolt: corrupt record")
 
 var stateCodes = map[store.State]byte{
 	store.StateQueued:    1,

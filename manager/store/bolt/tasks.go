@@ -232,7 +232,8 @@ func (db *DB) modify(ctx context.Context, op, id string, change func(t *store.Ta
 // wrapped with its context.
 func isStoreErr(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExists) ||
-		errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrClosed)
+		errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrClosed) ||
+		errors.Is(err, store.ErrDefaultTaken)
 }
 
 // ListTasks returns the tasks matching f, newest first (by CreatedAt, then
