@@ -35,7 +35,8 @@ const (
 var (
 	identifierRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	roleARNRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	// Go's regexp caps repeat counts at 1000: the length is checked apart.
+	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 	regionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
 	prefixRE     = regexp.MustCompile(`^[A-Za-z0-9/_+=.@-]{0,256}$`)
 	accessKeyRE  = regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
@@ -203,7 +204,7 @@ func (v *validator) credentials(c *delegatev1.Connector) {
 	}
 
 	if t == delegatev1.CredentialType_ASSUME_ROLE {
-		if id := c.GetExternalId(); id != "" && !externalIDRE.MatchString(id) {
+		if id := c.GetExternalId(); id != "" && (len(id) < MinExternalIDLen || len(id) > MaxExternalIDLen || !externalIDRE.MatchString(id)) {
 			v.add("external_id", ruleExternalID)
 		}
 	} else {
