@@ -1,0 +1,641 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"gopkg.in/yaml.v3"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// Timers every test uses unless it says otherwise: short, so that lease
+// expiry and reconnects happen within seconds.
+const (
+	defaultLease     = 2 * time.Second
+	defaultHeartbeat = 500 * time.Millisecond
+)
+
+// proc is a child process with its own log file.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed when the process has exited
+	state   *os.ProcessState
+}
+
+// startProc starts the smd binary with args, its stdout and stderr in
+// dir/<name>.log. The environment is the test's without SMD_* variables,
+// plus env. On cleanup the process is killed if still running, its log is
+// checked for data races and panics, and when the test failed its tail is
+// printed.
+func startProc(t testing.TB, dir, name string, env []string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatalf("create log for %s: %v", name, err)
+	}
+	cmd := exec.Command(smdBin, args...)
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	f.Close() // the child holds its own descriptor
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		p.state = cmd.ProcessState
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-p.done
+		}
+		log := p.log()
+		for _, bad := range []string{"WARNING: DATA RACE", "\npanic: ", "fatal error: "} {
+			if strings.Contains("\n"+log, bad) {
+				t.Errorf("%s log contains %q", name, strings.TrimSpace(bad))
+			}
+		}
+		if t.Failed() {
+			t.Logf("---- tail of %s (%s) ----\n%s", name, logPath, tail(log, 40))
+		}
+	})
+	return p
+}
+
+// cleanEnv is the test's environment without SMD_* variables, so that an
+// operator's shell cannot change what the tests run.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SMD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// log returns everything the process wrote so far.
+func (p *proc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+// signal sends sig to the process.
+func (p *proc) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %s to %s: %v", sig, p.name, err)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill(t testing.TB) {
+	t.Helper()
+	p.signal(t, syscall.SIGKILL)
+	<-p.done
+}
+
+// wait waits for the process to exit and returns its exit code (-1 when a
+// signal ended it).
+func (p *proc) wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.state.ExitCode()
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %s", p.name, timeout)
+		return 0
+	}
+}
+
+// waitFor polls cond until it returns nil, failing the test with cond's
+// last error after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+// startManager retries when another process took it meanwhile.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func randomToken(t testing.TB, prefix string) string {
+	t.Helper()
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func writeYAML(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// managerOpts are the dispatch timers of a test manager; zero fields take
+// the test defaults.
+type managerOpts struct {
+	Lease, Heartbeat, QueueTimeout, TaskDeadline time.Duration
+	MaxAttempts                                  int
+}
+
+func (o managerOpts) withDefaults() managerOpts {
+	if o.Lease == 0 {
+		o.Lease = defaultLease
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = defaultHeartbeat
+	}
+	if o.QueueTimeout == 0 {
+		o.QueueTimeout = 30 * time.Second
+	}
+	if o.TaskDeadline == 0 {
+		o.TaskDeadline = 60 * time.Second
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 3
+	}
+	return o
+}
+
+// manager is a manager process, with the tokens it accepts.
+type manager struct {
+	t             testing.TB
+	dir           string
+	configPath    string
+	Addr          string // gRPC
+	HTTPAddr      string
+	DelegateToken string
+	OperatorToken string
+	proc          *proc
+	starts        int
+
+	apiOnce sync.Once
+	api     delegatev1.ManagerServiceClient
+}
+
+// startManager writes a manager config with fresh ports, a data dir and a
+// delegate and an operator token, starts `smd manager -c` and waits for
+// /readyz. A port taken by someone else between freeAddr and the bind is
+// retried with new ports.
+func startManager(t testing.TB, opts managerOpts) *manager {
+	t.Helper()
+	opts = opts.withDefaults()
+	dir := t.TempDir()
+	m := &manager{
+		t: t, dir: dir, configPath: filepath.Join(dir, "manager.yaml"),
+		DelegateToken: randomToken(t, "smdd_e2e_"), OperatorToken: randomToken(t, "smdo_e2e_"),
+	}
+	// The master key seals stored credentials and payloads.
+	keyPath := filepath.Join(dir, "master.key")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for try := 0; ; try++ {
+		m.Addr, m.HTTPAddr = freeAddr(t), freeAddr(t)
+		writeYAML(t, m.configPath, map[string]any{
+			"listen":           m.Addr,
+			"http_listen":      m.HTTPAddr,
+			"data_dir":         filepath.Join(dir, "data"),
+			"shutdown_timeout": "2s",
+			"master_key_file":  keyPath,
+			"tls":              map[string]any{"insecure": true},
+			"auth": map[string]any{
+				"delegate_tokens": []map[string]any{{"name": "e2e-delegate", "sha256": sha256Hex(m.DelegateToken)}},
+				"operator_tokens": []map[string]any{{"name": "e2e-operator", "sha256": sha256Hex(m.OperatorToken)}},
+			},
+			"dispatch": map[string]any{
+				"lease_duration":     opts.Lease.String(),
+				"heartbeat_interval": opts.Heartbeat.String(),
+				"queue_timeout":      opts.QueueTimeout.String(),
+				"task_deadline":      opts.TaskDeadline.String(),
+				"max_attempts":       opts.MaxAttempts,
+			},
+			"log": map[string]any{"level": "info", "format": "json"},
+		})
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		err := m.start()
+		if err == nil {
+			return m
+		}
+		if !errors.Is(err, errAddrInUse) || try == 4 {
+			t.Fatalf("start manager: %v", err)
+		}
+	}
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// start runs the manager on its current config and waits until it is
+// ready.
+func (m *manager) start() error {
+	m.starts++
+	name := "manager"
+	if m.starts > 1 {
+		name = fmt.Sprintf("manager-%d", m.starts)
+	}
+	m.proc = startProc(m.t, m.dir, name, nil, "manager", "-c", m.configPath)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if m.proc.exited() {
+			log := m.proc.log()
+			if strings.Contains(log, "address already in use") {
+				return errAddrInUse
+			}
+			return fmt.Errorf("manager exited with code %d:\n%s", m.proc.state.ExitCode(), tail(log, 20))
+		}
+		if resp, err := http.Get("http://" + m.HTTPAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("manager not ready on %s within 20s", m.HTTPAddr)
+}
+
+// restart starts the manager again on the same config: same ports, same
+// data dir. The previous process must have exited. The ports were just
+// released by the old process, so a bind failure is retried for a while.
+func (m *manager) restart(t testing.TB) {
+	t.Helper()
+	if !m.proc.exited() {
+		t.Fatal("restart: the manager is still running")
+	}
+	var err error
+	for try := 0; try < 20; try++ {
+		if err = m.start(); !errors.Is(err, errAddrInUse) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("restart manager: %v", err)
+	}
+}
+
+// bearer is an operator token sent with every call. The tests talk
+// plaintext to 127.0.0.1, so it does not require transport security.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// API returns a client of the manager's operator API, as platform code
+// would use it. It survives manager restarts (gRPC reconnects).
+func (m *manager) API() delegatev1.ManagerServiceClient {
+	m.apiOnce.Do(func() {
+		conn, err := grpc.NewClient(m.Addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(bearer(m.OperatorToken)))
+		if err != nil {
+			m.t.Fatalf("grpc client: %v", err)
+		}
+		m.t.Cleanup(func() { conn.Close() })
+		m.api = delegatev1.NewManagerServiceClient(conn)
+	})
+	return m.api
+}
+
+// delegates returns the connected delegates by name.
+func (m *manager) delegates(ctx context.Context) (map[string]*delegatev1.DelegateInfo, error) {
+	resp, err := m.API().ListDelegates(ctx, &delegatev1.ListDelegatesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*delegatev1.DelegateInfo{}
+	for _, d := range resp.GetDelegates() {
+		out[d.GetName()] = d
+	}
+	return out, nil
+}
+
+// waitConnected waits until every named delegate is connected.
+func (m *manager) waitConnected(t testing.TB, names ...string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("delegates %v to connect", names), func() error {
+		ds, err := m.delegates(t.Context())
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if ds[n] == nil {
+				return fmt.Errorf("%s not connected", n)
+			}
+		}
+		return nil
+	})
+}
+
+// pingAsync submits an async ping and returns its task id.
+func (m *manager) pingAsync(t testing.TB, sleep time.Duration, selectors ...string) string {
+	t.Helper()
+	info, err := m.API().Ping(t.Context(), &delegatev1.PingRequest{
+		Selectors: selectors, Sleep: durationpb.New(sleep), Async: true,
+	})
+	if err != nil {
+		t.Fatalf("Ping(async) = %v", err)
+	}
+	return info.GetId()
+}
+
+// pingAsyncN submits n async pings from a few goroutines, as concurrent
+// platform callers would, and returns their ids.
+func (m *manager) pingAsyncN(t testing.TB, n int, sleep time.Duration, selectors ...string) []string {
+	t.Helper()
+	ids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	const workers = 8
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				info, err := m.API().Ping(t.Context(), &delegatev1.PingRequest{
+					Selectors: selectors, Sleep: durationpb.New(sleep), Async: true,
+				})
+				ids[i], errs[i] = info.GetId(), err
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("Ping(async): %v", err)
+	}
+	return ids
+}
+
+// task returns a task by id.
+func (m *manager) task(t testing.TB, id string) *delegatev1.TaskInfo {
+	t.Helper()
+	info, err := m.API().GetTask(t.Context(), &delegatev1.GetTaskRequest{Id: id})
+	if err != nil {
+		t.Fatalf("GetTask(%q) = %v", id, err)
+	}
+	return info
+}
+
+// tasks returns the tasks with the given ids, by id (ListTasks, then
+// GetTask for any it did not return).
+func (m *manager) tasks(ctx context.Context, ids []string) (map[string]*delegatev1.TaskInfo, error) {
+	resp, err := m.API().ListTasks(ctx, &delegatev1.ListTasksRequest{Limit: int32(len(ids) + 1000)})
+	if err != nil {
+		return nil, err
+	}
+	all := map[string]*delegatev1.TaskInfo{}
+	for _, ti := range resp.GetTasks() {
+		all[ti.GetId()] = ti
+	}
+	out := make(map[string]*delegatev1.TaskInfo, len(ids))
+	for _, id := range ids {
+		if ti := all[id]; ti != nil {
+			out[id] = ti
+			continue
+		}
+		ti, err := m.API().GetTask(ctx, &delegatev1.GetTaskRequest{Id: id})
+		if err != nil {
+			return nil, fmt.Errorf("GetTask(%q): %w", id, err)
+		}
+		out[id] = ti
+	}
+	return out, nil
+}
+
+// waitFinal waits until every task is SUCCEEDED or FAILED and returns them.
+func (m *manager) waitFinal(t testing.TB, timeout time.Duration, ids []string) map[string]*delegatev1.TaskInfo {
+	t.Helper()
+	var final map[string]*delegatev1.TaskInfo
+	waitFor(t, timeout, fmt.Sprintf("%d tasks to be final", len(ids)), func() error {
+		ts, err := m.tasks(t.Context(), ids)
+		if err != nil {
+			return err
+		}
+		open := 0
+		for _, ti := range ts {
+			if s := ti.GetState(); s != delegatev1.TaskState_SUCCEEDED && s != delegatev1.TaskState_FAILED {
+				open++
+			}
+		}
+		if open > 0 {
+			return fmt.Errorf("%d of %d not final yet", open, len(ids))
+		}
+		final = ts
+		return nil
+	})
+	return final
+}
+
+// metrics scrapes /metrics into series → value, e.g.
+// `smd_task_outcomes_total{code="OK"}` → 200.
+func (m *manager) metrics(t testing.TB) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + m.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	return out
+}
+
+// agentOpts configure a test agent; zero fields take the defaults.
+type agentOpts struct {
+	Tags        []string
+	Concurrency int
+	// Manager overrides the address the agent connects to (a proxy).
+	Manager string
+	// Token overrides the delegate token.
+	Token string
+	// TokenEnv passes the token in SMD_TOKEN instead of the config file.
+	TokenEnv bool
+	// NoWait returns without waiting for the agent to connect.
+	NoWait bool
+}
+
+// startAgent writes an agent config and starts `smd agent -c`, then waits
+// until the manager lists it.
+func startAgent(t testing.TB, m *manager, name string, opts agentOpts) *proc {
+	t.Helper()
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 4
+	}
+	if opts.Manager == "" {
+		opts.Manager = m.Addr
+	}
+	if opts.Token == "" {
+		opts.Token = m.DelegateToken
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	c := map[string]any{
+		"manager":       opts.Manager,
+		"name":          name,
+		"tags":          opts.Tags,
+		"concurrency":   opts.Concurrency,
+		"drain_timeout": "30s",
+		"tls":           map[string]any{"insecure": true},
+		"reconnect":     map[string]any{"initial": "100ms", "max": "1s"},
+		"log":           map[string]any{"level": "info", "format": "json"},
+	}
+	var env []string
+	if opts.TokenEnv {
+		env = append(env, "SMD_TOKEN="+opts.Token)
+	} else {
+		c["token"] = opts.Token
+	}
+	writeYAML(t, cfg, c)
+	p := startProc(t, dir, "agent-"+name, env, "agent", "-c", cfg)
+	if !opts.NoWait {
+		m.waitConnected(t, name)
+	}
+	return p
+}
+
+// smdCLI runs the smd CLI against m with the operator token (through the
+// environment, as an operator's shell would) and returns its output and
+// exit code.
+func smdCLI(t testing.TB, m *manager, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, smdBin, args...)
+	cmd.Env = append(cleanEnv(), "SMD_MANAGER="+m.Addr, "SMD_TOKEN="+m.OperatorToken, "SMD_INSECURE=true")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatalf("smd %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), code
+}
+
+// countLines counts the lines of s that contain every one of subs.
+func countLines(s string, subs ...string) int {
+	n := 0
+	for line := range strings.Lines(s) {
+		ok := true
+		for _, sub := range subs {
+			if !strings.Contains(line, sub) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
