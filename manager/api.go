@@ -2,7 +2,9 @@ package manager
 
 import (
 	"context"
+
 	"errors"
+	"github.com/rs/zerolog"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -10,6 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -20,7 +24,11 @@ const maxPingSleep = 10 * time.Minute
 // managerService implements the operator API.
 type managerService struct {
 	delegatev1.UnimplementedManagerServiceServer
-	d *Dispatcher
+	d      *Dispatcher
+	cat    store.Catalog
+	sealer *seal.Sealer
+	issuer *oidc.Issuer
+	log    zerolog.Logger
 }
 
 func (s *managerService) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {
@@ -44,7 +52,7 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delegatev1.TaskInfo, error) {
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.toStatus(err)
 	}
 	if req.Async {
 		return s.d.info(t), nil
@@ -61,7 +69,7 @@ func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delega
 func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskRequest) (*delegatev1.TaskInfo, error) {
 	info, _, err := s.d.getTask(ctx, req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.toStatus(err)
 	}
 	return info, nil
 }
@@ -79,7 +87,7 @@ func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTask
 	}
 	ts, err := s.d.store.ListTasks(ctx, f)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.toStatus(err)
 	}
 	out := &delegatev1.ListTasksResponse{}
 	for _, t := range ts {
@@ -94,7 +102,7 @@ func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delega
 	for {
 		info, changed, err := s.d.getTask(ctx, req.GetId())
 		if err != nil {
-			return toStatus(err)
+			return s.toStatus(err)
 		}
 		if last == nil || !proto.Equal(last, info) {
 			if err := stream.Send(info); err != nil {
@@ -195,24 +203,4 @@ func stateFromProto(s delegatev1.TaskState) store.State {
 		return store.StateFailed
 	}
 	return ""
-}
-
-// toStatus translates errors to gRPC status once, at the API boundary.
-// Unknown errors become Internal with a generic message; the detail goes
-// only to the log.
-func toStatus(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrTaskNotFound):
-		return status.Error(codes.NotFound, "task not found")
-	case errors.Is(err, ErrShuttingDown):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, "internal error (see the manager log)")
 }

@@ -4,11 +4,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/internal/seal"
 )
 
 // Config is the manager's configuration (configs/manager.yaml).
@@ -25,6 +27,15 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	// ShutdownTimeout bounds GracefulStop before the server stops hard.
 	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
+	// MasterKeyFile holds the base64 AES-256 master key that encrypts
+	// builtin credentials, OIDC signing keys and stored task payloads.
+	// SMD_MASTER_KEY (the key itself) takes precedence. Required.
+	MasterKeyFile string `yaml:"master_key_file"`
+	// MasterKey is the decoded key, set by LoadConfig from SMD_MASTER_KEY
+	// or MasterKeyFile (or directly by smd dev and tests).
+	MasterKey []byte         `yaml:"-"`
+	OIDC      OIDCConfig     `yaml:"oidc"`
+	Platform  PlatformConfig `yaml:"platform"`
 	// TaskRetention is how long finished async tasks stay readable
 	// (smd task get/list) before they are pruned from the store.
 	TaskRetention config.Duration `yaml:"task_retention"`
@@ -72,6 +83,24 @@ type DispatchConfig struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
+// OIDCConfig configures the manager's OIDC issuer (for oidc connectors).
+type OIDCConfig struct {
+	// IssuerURL is the public base URL AWS IAM reaches the discovery
+	// document and JWKS at (the "iss" claim). Default: http://<http_listen>.
+	IssuerURL string `yaml:"issuer_url"`
+	// TokenTTL is the lifetime of the per-task ID tokens.
+	TokenTTL config.Duration `yaml:"token_ttl"`
+	// RotateAfter is the age at which the signing key is replaced.
+	RotateAfter config.Duration `yaml:"rotate_after"`
+}
+
+// PlatformConfig configures tasks the manager runs itself (oidc
+// connectors with oidc_connectivity: platform).
+type PlatformConfig struct {
+	// Concurrency is how many platform tasks run at once.
+	Concurrency int `yaml:"concurrency"`
+}
+
 // LogConfig configures logging.
 type LogConfig struct {
 	Level  string `yaml:"level"`
@@ -94,6 +123,8 @@ func DefaultConfig() Config {
 		Log:             LogConfig{Level: "info"},
 		ShutdownTimeout: config.Duration(10 * time.Second),
 		TaskRetention:   config.Duration(7 * 24 * time.Hour),
+		OIDC:            OIDCConfig{TokenTTL: config.Duration(5 * time.Minute), RotateAfter: config.Duration(30 * 24 * time.Hour)},
+		Platform:        PlatformConfig{Concurrency: 16},
 	}
 }
 
@@ -108,6 +139,20 @@ func LoadConfig(path string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// LoadMasterKey sets MasterKey from SMD_MASTER_KEY or MasterKeyFile,
+// unless it is already set.
+func (c *Config) LoadMasterKey() error {
+	if len(c.MasterKey) > 0 {
+		return nil
+	}
+	k, err := seal.LoadKey(c.MasterKeyFile, os.Getenv("SMD_MASTER_KEY"))
+	if err != nil {
+		return err
+	}
+	c.MasterKey = k
+	return nil
 }
 
 // Validate checks every field and names the first one that is wrong, with
@@ -164,6 +209,23 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxAttempts < 1 || d.MaxAttempts > 100 {
 		add(config.Errf("dispatch.max_attempts", "must be between 1 and 100"))
+	}
+	if len(c.MasterKey) != seal.KeySize {
+		add(config.Errf("master_key_file", "a %d-byte master key is required (master_key_file or SMD_MASTER_KEY; smd master-key generate makes one)", seal.KeySize))
+	}
+	if c.OIDC.IssuerURL != "" {
+		if u, err := url.Parse(c.OIDC.IssuerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			add(config.Errf("oidc.issuer_url", "must be an absolute http(s) URL"))
+		}
+	}
+	if c.OIDC.TokenTTL.D() < time.Minute || c.OIDC.TokenTTL.D() > 12*time.Hour {
+		add(config.Errf("oidc.token_ttl", "must be between 1m and 12h"))
+	}
+	if c.OIDC.RotateAfter.D() < time.Hour {
+		add(config.Errf("oidc.rotate_after", "must be at least 1h"))
+	}
+	if c.Platform.Concurrency < 1 || c.Platform.Concurrency > 10000 {
+		add(config.Errf("platform.concurrency", "must be between 1 and 10000"))
 	}
 	if c.TaskRetention.D() < time.Minute {
 		add(config.Errf("task_retention", "must be at least 1m"))

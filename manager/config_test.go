@@ -14,6 +14,7 @@ func TestConfigValidate(t *testing.T) {
 	valid := func() manager.Config {
 		c := manager.DefaultConfig()
 		c.TLS.Insecure = true
+		c.MasterKey = testMasterKey
 		c.Auth.DelegateTokens = []manager.TokenConfig{{Name: "d", SHA256: manager.HashToken("x")}}
 		c.Auth.OperatorTokens = []manager.TokenConfig{{Name: "o", SHA256: manager.HashToken("y")}}
 		return c
@@ -33,6 +34,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero attempts", func(c *manager.Config) { c.Dispatch.MaxAttempts = 0 }, "dispatch.max_attempts: must be between 1 and 100"},
 		{"zero queue timeout", func(c *manager.Config) { c.Dispatch.QueueTimeout = 0 }, "dispatch.queue_timeout: must be positive"},
 		{"tiny lease", func(c *manager.Config) { c.Dispatch.LeaseDuration = config.Duration(time.Millisecond) }, "dispatch.lease_duration: must be at least 100ms"},
+		{"no master key", func(c *manager.Config) { c.MasterKey = nil }, "master_key_file: a 32-byte master key is required"},
 		{"empty data dir", func(c *manager.Config) { c.DataDir = "" }, "data_dir: must not be empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

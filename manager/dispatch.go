@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/smdelegate/smdelegate/internal/ids"
+	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -64,12 +65,20 @@ type Dispatcher struct {
 	log     zerolog.Logger
 	metrics *metrics
 	now     func() time.Time
+	// resolve fills a secret task's connector settings (credentials, OIDC
+	// token) from its connector reference; nil sends payloads as they are.
+	resolve func(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error)
+	// sealer encrypts async payloads at rest (they may carry secret values).
+	sealer *seal.Sealer
+
+	tagMu sync.Mutex // serializes TagDelegate's read-modify-write
 
 	mu        sync.Mutex // guards everything below
 	tasks     map[string]*task
 	queues    map[string]*queue // by selector key
 	queued    int
 	delegates map[string]*delegate // connected, by name
+	opTags    map[string][]string  // operator tags by delegate name (mirrors the store)
 	seq       uint64
 	closed    bool
 	// stopping is closed by close: streams end so agents reconnect.
@@ -94,6 +103,7 @@ func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *me
 		tasks:     map[string]*task{},
 		queues:    map[string]*queue{},
 		delegates: map[string]*delegate{},
+		opTags:    map[string][]string{},
 		stopping:  make(chan struct{}),
 	}
 }
@@ -126,10 +136,24 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		done:        make(chan struct{}),
 	}
 	t.selKey = strings.Join(t.selectors, "\x00")
-	if req.Async {
-		raw, err := proto.Marshal(req.Payload)
+	if !req.Async && d.needsResolve(req.Payload) {
+		// Sync tasks live only in memory: resolve once, now.
+		p, err := d.resolve(ctx, t.id, req.Payload)
 		if err != nil {
-			return nil, fmt.Errorf("marshal payload: %w", err)
+			return nil, err
+		}
+		t.payload = p
+	}
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed { // checked before the store write: a refused task must not run later
+		return nil, ErrShuttingDown
+	}
+	if req.Async {
+		raw, err := d.sealPayload(t.id, req.Payload)
+		if err != nil {
+			return nil, err
 		}
 		st := &store.Task{
 			ID: t.id, Kind: t.kind, Selectors: t.selectors, Payload: raw,
@@ -203,7 +227,7 @@ func (d *Dispatcher) dispatchTaskLocked(t *task) []send {
 	}
 	var best *delegate
 	for _, dg := range d.delegates {
-		if !dg.eligible() || !dg.tags.hasAll(t.selectors) {
+		if !dg.eligible() || !dg.matches(t.selectors) {
 			continue
 		}
 		if best == nil || len(dg.running) < len(best.running) {
@@ -223,7 +247,7 @@ func (d *Dispatcher) dispatchForLocked(dg *delegate) []send {
 		var pick *task
 		for _, q := range d.queues {
 			head := q.l.Front().Value.(*task)
-			if (pick == nil || head.seq < pick.seq) && dg.tags.hasAll(q.selectors) {
+			if (pick == nil || head.seq < pick.seq) && dg.matches(q.selectors) {
 				pick = head
 			}
 		}
@@ -274,6 +298,17 @@ func (d *Dispatcher) deliver(sends []send) {
 }
 
 func (d *Dispatcher) claimAndSend(s send) {
+	if d.needsResolve(s.t.payload) {
+		// Credentials and OIDC tokens are resolved at each dispatch, so
+		// stored tasks never hold them and retries get fresh ones.
+		p, err := d.resolve(context.Background(), s.t.id, s.t.payload)
+		if err != nil {
+			d.unlease(s)
+			d.failErr(s.t, err)
+			return
+		}
+		s.msg.GetTask().Payload = p
+	}
 	err := d.store.Claim(context.Background(), s.t.id, s.lease)
 	d.mu.Lock()
 	s.t.busy = false
@@ -302,6 +337,49 @@ func (d *Dispatcher) claimAndSend(s send) {
 	// A closed outbox means the delegate left in the meantime; the lease
 	// expires and the task is dispatched again.
 	s.to.out.Push(s.msg)
+}
+
+// unlease gives back a lease the delegate never saw: its credit returns
+// and it may take other work. t stays busy for the caller to finish.
+func (d *Dispatcher) unlease(s send) {
+	d.mu.Lock()
+	if dg := d.delegates[s.to.name]; dg == s.to {
+		delete(dg.running, s.t.id)
+		dg.credit++
+	}
+	sends := d.dispatchForLocked(s.to)
+	d.mu.Unlock()
+	d.deliver(sends)
+}
+
+// needsResolve reports whether p names a connector to resolve.
+func (d *Dispatcher) needsResolve(p *delegatev1.TaskPayload) bool {
+	return d.resolve != nil && p.GetConnector() != nil && p.GetSecret() != nil
+}
+
+// sealPayload marshals and, with a master key, encrypts a payload for the
+// store, bound to the task id.
+func (d *Dispatcher) sealPayload(id string, p *delegatev1.TaskPayload) ([]byte, error) {
+	raw, err := proto.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("marshal payload: %w", err)
+	}
+	if d.sealer == nil {
+		return raw, nil
+	}
+	return d.sealer.Seal(raw, []byte("task/"+id)), nil
+}
+
+// openPayload reverses sealPayload.
+func (d *Dispatcher) openPayload(id string, raw []byte) (*delegatev1.TaskPayload, error) {
+	if d.sealer != nil {
+		var err error
+		if raw, err = d.sealer.Open(raw, []byte("task/"+id)); err != nil {
+			return nil, err
+		}
+	}
+	p := &delegatev1.TaskPayload{}
+	return p, proto.Unmarshal(raw, p)
 }
 
 // notifyLocked wakes watchers of t.

@@ -18,9 +18,18 @@ import (
 
 	"github.com/smdelegate/smdelegate/agent"
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
+
+var testMasterKey = func() []byte {
+	k, err := seal.LoadKey("", seal.GenerateKey())
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 const (
 	delegateToken = "test-delegate-token"
@@ -43,6 +52,7 @@ func mustManager(t testing.TB, tweak func(*manager.Config)) *manager.Server {
 	cfg.HTTPListen = ""
 	cfg.DataDir = t.TempDir()
 	cfg.TLS.Insecure = true
+	cfg.MasterKey = testMasterKey
 	cfg.Auth.DelegateTokens = []manager.TokenConfig{{Name: "d", SHA256: manager.HashToken(delegateToken)}}
 	cfg.Auth.OperatorTokens = []manager.TokenConfig{{Name: "o", SHA256: manager.HashToken(operatorToken)}}
 	cfg.Dispatch.LeaseDuration = config.Duration(2 * time.Second)

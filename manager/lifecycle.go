@@ -93,6 +93,28 @@ func (d *Dispatcher) finish(t *task, o *delegatev1.Outcome) {
 	d.metrics.outcomes.WithLabelValues(o.GetCode().String()).Inc()
 }
 
+const codeInvalid = delegatev1.Code_INVALID_ARGUMENT
+
+// TaskError is an error with the task outcome code it ends a task with.
+type TaskError struct {
+	Code delegatev1.Code
+	Msg  string
+}
+
+func (e *TaskError) Error() string { return e.Msg }
+
+// failErr ends t with err's code (INTERNAL for an untyped error, whose
+// detail goes only to the log). t must be busy.
+func (d *Dispatcher) failErr(t *task, err error) {
+	var te *TaskError
+	if errors.As(err, &te) {
+		d.fail(t, te.Code, te.Msg)
+		return
+	}
+	d.log.Error().Err(err).Str("task_id", t.id).Msg("task failed before dispatch")
+	d.fail(t, delegatev1.Code_INTERNAL, "internal error preparing the task (see the manager log)")
+}
+
 // fail ends t with code unless it completed meanwhile. t must be busy.
 func (d *Dispatcher) fail(t *task, code delegatev1.Code, msg string) {
 	o := &delegatev1.Outcome{Code: code, Message: msg}
@@ -244,8 +266,8 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, st := range ts {
-		p := &delegatev1.TaskPayload{}
-		if err := proto.Unmarshal(st.Payload, p); err != nil {
+		p, err := d.openPayload(st.ID, st.Payload)
+		if err != nil {
 			d.log.Error().Err(err).Str("task_id", st.ID).Msg("recovered task has an unreadable payload; skipping")
 			continue
 		}

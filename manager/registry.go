@@ -24,7 +24,12 @@ type delegate struct {
 	version  string
 	group    string
 	declared []string
+	// implicit are the name, hostname and group tags (only the allowed
+	// ones under a restricted token).
+	implicit []string
 	tags     tagSet
+	// kicked is closed when a newer stream with the same name replaces this one.
+	kicked   chan struct{}
 	capacity int
 	// credit is how many more tasks the agent said it can take.
 	credit    int
@@ -33,9 +38,31 @@ type delegate struct {
 	since     time.Time
 	lastHeard time.Time
 	out       *outbox.Outbox[*delegatev1.ManagerMessage]
+	// internal marks the manager's own platform delegate: not listed.
+	internal bool
+	// opTags are the operator-assigned tags (smd delegate tag).
+	opTags []string
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
+
+// matches reports whether dg may run a task with these selectors. The
+// manager's platform delegate runs only tasks that select it.
+func (dg *delegate) matches(selectors []string) bool {
+	if dg.internal && len(selectors) == 0 {
+		return false
+	}
+	return dg.tags.hasAll(selectors)
+}
+
+// connectedLocked counts the agents connected (not the platform delegate).
+func (d *Dispatcher) connectedLocked() int {
+	n := len(d.delegates)
+	if d.delegates[PlatformTag] != nil {
+		n--
+	}
+	return n
+}
 
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
@@ -50,13 +77,23 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 // the tags it may declare (the token's allowed_tags).
 func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
 	declared := normalizeTags(h.GetTags())
+	for _, t := range append([]string{strings.ToLower(h.GetName())}, declared...) {
+		if strings.HasPrefix(t, reservedPrefix) {
+			return nil, fmt.Errorf("%q: names and tags starting with %q are reserved for the manager", t, reservedPrefix)
+		}
+	}
+	implicit := []string{h.GetName(), h.GetHostname(), h.GetGroup()}
 	if len(allowed) > 0 {
+		// A restricted token confines every tag the delegate could be
+		// matched by: declared tags outside the list are refused, and the
+		// implicit name/hostname/group tags count only where allowed.
 		ok := newTagSet(allowed)
 		for _, t := range declared {
 			if _, in := ok[t]; !in {
 				return nil, fmt.Errorf("tag %q is not allowed for this delegate token", t)
 			}
 		}
+		implicit = slices.DeleteFunc(normalizeTags(implicit), func(t string) bool { _, in := ok[t]; return !in })
 	}
 	now := d.now()
 	dg := &delegate{
@@ -66,7 +103,8 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 		version:   h.GetVersion(),
 		group:     h.GetGroup(),
 		declared:  declared,
-		tags:      newTagSet(declared, []string{h.GetName(), h.GetHostname(), h.GetGroup()}),
+		implicit:  implicit,
+		kicked:    make(chan struct{}),
 		capacity:  int(h.GetCapacity()),
 		running:   map[string]*task{},
 		since:     now,
@@ -88,9 +126,12 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 	}
 	if old := d.delegates[dg.name]; old != nil {
 		old.out.Close()
+		close(old.kicked)
 		d.log.Info().Str("delegate", dg.name).Msg("delegate reconnected; replacing its previous stream")
 	}
 	d.delegates[dg.name] = dg
+	dg.opTags = d.opTags[dg.name]
+	dg.tags = newTagSet(dg.declared, dg.implicit, dg.opTags)
 	for _, r := range h.GetRunning() {
 		t := d.tasks[r.GetTaskId()]
 		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() {
@@ -103,7 +144,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 		out.Push(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
 	}
 	dg.credit = max(dg.capacity-len(h.GetRunning()), 0)
-	d.metrics.delegates.Set(float64(len(d.delegates)))
+	d.metrics.delegates.Set(float64(d.connectedLocked()))
 	sends := d.dispatchForLocked(dg)
 	d.mu.Unlock()
 	d.deliver(sends)
@@ -118,7 +159,7 @@ func (d *Dispatcher) disconnect(dg *delegate) {
 	if d.delegates[dg.name] == dg {
 		delete(d.delegates, dg.name)
 	}
-	d.metrics.delegates.Set(float64(len(d.delegates)))
+	d.metrics.delegates.Set(float64(d.connectedLocked()))
 	d.mu.Unlock()
 }
 
@@ -177,6 +218,9 @@ func (d *Dispatcher) ListDelegates() []*delegatev1.DelegateInfo {
 	defer d.mu.Unlock()
 	out := make([]*delegatev1.DelegateInfo, 0, len(d.delegates))
 	for _, dg := range d.delegates {
+		if dg.internal {
+			continue
+		}
 		running := make([]string, 0, len(dg.running))
 		for id := range dg.running {
 			running = append(running, id)
@@ -186,7 +230,7 @@ func (d *Dispatcher) ListDelegates() []*delegatev1.DelegateInfo {
 			Id: dg.id, Name: dg.name, Tags: dg.tags.sorted(), Version: dg.version,
 			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
 			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
-			RunningTasks: running, Draining: dg.draining, Connected: true,
+			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
 		})
 	}
 	slices.SortFunc(out, func(a, b *delegatev1.DelegateInfo) int {
@@ -204,12 +248,14 @@ func (d *Dispatcher) ListDelegates() []*delegatev1.DelegateInfo {
 // connectedTagsLocked describes the connected delegates for the
 // NO_ELIGIBLE_DELEGATE message.
 func (d *Dispatcher) connectedTagsLocked() string {
-	if len(d.delegates) == 0 {
+	if d.connectedLocked() == 0 {
 		return "no delegates are connected"
 	}
 	names := make([]string, 0, len(d.delegates))
-	for n := range d.delegates {
-		names = append(names, n)
+	for n, dg := range d.delegates {
+		if !dg.internal {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	const maxListed = 20
@@ -227,4 +273,19 @@ func (d *Dispatcher) connectedTagsLocked() string {
 		s += fmt.Sprintf(" %s%s [%s];", n, state, strings.Join(dg.tags.sorted(), ", "))
 	}
 	return s[:len(s)-1]
+}
+
+// reservedPrefix starts the manager's own names and tags.
+const reservedPrefix = "smd:"
+
+// tagsChangeLocked recomputes a connected delegate's tags after its
+// operator tags changed, and spends its credit on what now matches.
+func (d *Dispatcher) tagsChangeLocked(name string) []send {
+	dg := d.delegates[name]
+	if dg == nil {
+		return nil
+	}
+	dg.opTags = d.opTags[name]
+	dg.tags = newTagSet(dg.declared, dg.implicit, dg.opTags)
+	return d.dispatchForLocked(dg)
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +25,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+	"github.com/smdelegate/smdelegate/tasks"
+	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
 // Server is a running manager. Build it with New, start it with Start,
@@ -37,6 +42,10 @@ type Server struct {
 	store store.Store
 	disp  *Dispatcher
 	m     *metrics
+
+	sealer *seal.Sealer
+	issuer *oidc.Issuer
+	api    *managerService
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -65,15 +74,53 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 		}
 		st = db
 	}
+	sealer, err := seal.New(cfg.MasterKey)
+	if err != nil {
+		return nil, err
+	}
 	m := newMetrics()
-	s := &Server{cfg: cfg, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
+	s := &Server{sealer: sealer, cfg: cfg, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
 	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
+	s.disp.sealer = sealer
 	return s, nil
 }
 
 // Start recovers unfinished tasks, then listens on cfg.Listen (gRPC) and
 // cfg.HTTPListen (health, metrics) and serves in the background.
-func (s *Server) Start(ctx context.Context) error {
+func (s *Server) Start(ctx context.Context) (err error) {
+	s.lis, err = net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if s.cfg.HTTPListen != "" {
+		s.hlis, err = net.Listen("tcp", s.cfg.HTTPListen)
+		if err != nil {
+			s.lis.Close()
+			return fmt.Errorf("http_listen: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			s.lis.Close()
+			if s.hlis != nil {
+				s.hlis.Close()
+			}
+		}
+	}()
+	s.issuer, err = oidc.New(ctx, s.store, s.sealer, oidc.Options{
+		IssuerURL:   s.issuerURL(),
+		TokenTTL:    s.cfg.OIDC.TokenTTL.D(),
+		RotateAfter: s.cfg.OIDC.RotateAfter.D(),
+		Logger:      s.log.With().Str("component", "oidc").Logger(),
+	})
+	if err != nil {
+		return fmt.Errorf("oidc issuer: %w", err)
+	}
+	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, log: s.log}
+	s.disp.resolve = s.api.resolvePayload
+	if err := s.disp.loadTags(ctx); err != nil {
+		return fmt.Errorf("load delegate tags: %w", err)
+	}
 	n, err := s.disp.recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover tasks: %w", err)
@@ -96,25 +143,17 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	delegatev1.RegisterDelegateServiceServer(s.grpc, &delegateService{d: s.disp})
-	delegatev1.RegisterManagerServiceServer(s.grpc, &managerService{d: s.disp})
+	delegatev1.RegisterManagerServiceServer(s.grpc, s.api)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
-	s.lis, err = net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if s.cfg.HTTPListen != "" {
-		s.hlis, err = net.Listen("tcp", s.cfg.HTTPListen)
-		if err != nil {
-			s.lis.Close()
-			return fmt.Errorf("http_listen: %w", err)
-		}
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.disp.sweep(runCtx, s.sweepEvery()) }()
+	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
+	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager"})
+	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.log, Pool: pool})}, s.cfg.Platform.Concurrency)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -176,6 +215,12 @@ func (s *Server) httpHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		select {
+		case <-s.disp.stopping:
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		default:
+		}
+		select {
 		case <-s.ready:
 			w.Write([]byte("ready\n"))
 		default:
@@ -183,8 +228,25 @@ func (s *Server) httpHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /.well-known/", s.issuer.Handler())
 	return mux
 }
+
+// issuerURL is the OIDC issuer: configured, or the HTTP listener's URL.
+func (s *Server) issuerURL() string {
+	if s.cfg.OIDC.IssuerURL != "" {
+		return strings.TrimSuffix(s.cfg.OIDC.IssuerURL, "/")
+	}
+	if s.hlis != nil {
+		return "http://" + s.hlis.Addr().String()
+	}
+	// No HTTP listener: nothing serves discovery; AWS cannot verify tokens.
+	s.log.Warn().Msg("http_listen is empty and oidc.issuer_url unset: the OIDC discovery document is not served")
+	return "http://" + s.lis.Addr().String()
+}
+
+// Issuer returns the manager's OIDC issuer.
+func (s *Server) Issuer() *oidc.Issuer { return s.issuer }
 
 // Addr is the gRPC listener's address (useful with port 0).
 func (s *Server) Addr() string { return s.lis.Addr().String() }

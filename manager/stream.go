@@ -81,6 +81,9 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	select {
 	case err := <-recvErr:
 		return err
+	case <-dg.kicked:
+		log.Warn().Msg("a newer stream connected with this delegate's name; closing this one")
+		return status.Errorf(codes.AlreadyExists, "another delegate connected with the name %q; names must be unique", dg.name)
 	case <-s.d.stopping:
 		// Returning ends the stream; the agent reconnects (to another
 		// replica where there is one) and resumes its running tasks.

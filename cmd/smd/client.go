@@ -123,8 +123,12 @@ func apiErr(err error) error {
 	}
 	msg := st.Message()
 	switch st.Code() {
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+	case codes.InvalidArgument, codes.OutOfRange:
 		return &codedError{exitInvalid, fmt.Errorf("invalid input: %s", msg)}
+	case codes.AlreadyExists:
+		return &codedError{exitInvalid, fmt.Errorf("already exists: %s", msg)}
+	case codes.FailedPrecondition:
+		return &codedError{exitInvalid, fmt.Errorf("%s", msg)}
 	case codes.NotFound:
 		return &codedError{exitNotFound, fmt.Errorf("not found: %s", msg)}
 	case codes.Unauthenticated, codes.PermissionDenied:

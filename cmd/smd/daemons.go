@@ -40,6 +40,9 @@ func newManagerCmd() *cobra.Command {
 			if flags.Changed("log-level") {
 				cfg.Log.Level = logLevel
 			}
+			if err := cfg.LoadMasterKey(); err != nil {
+				return usageErr(err)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErr(fmt.Errorf("invalid configuration:\n%w", err))
 			}

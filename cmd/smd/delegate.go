@@ -87,7 +87,35 @@ func newDelegateCmd() *cobra.Command {
 	pf.DurationVar(&sleep, "sleep", 0, "how long the delegate sleeps before answering (tests, benchmarks)")
 	pf.BoolVar(&async, "async", false, "queue the ping durably and print its task id")
 
-	cmd.AddCommand(list, ping)
+	var add, remove []string
+	tag := &cobra.Command{
+		Use:   "tag NAME --add T --remove T",
+		Short: "Add or remove operator tags of a delegate (applied at once, kept across restarts)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(add) == 0 && len(remove) == 0 {
+				return usageErr(fmt.Errorf("--add or --remove: give at least one tag"))
+			}
+			c, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.TagDelegate(ctx, &delegatev1.TagDelegateRequest{Name: args[0], Add: add, Remove: remove})
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "delegate %s operator tags: %s\n", args[0], orDash(strings.Join(resp.GetOperatorTags(), ",")))
+			return nil
+		},
+	}
+	tag.Flags().StringArrayVar(&add, "add", nil, "tag to add (repeatable)")
+	tag.Flags().StringArrayVar(&remove, "remove", nil, "tag to remove (repeatable)")
+
+	cmd.AddCommand(list, ping, tag)
 	return cmd
 }
 

@@ -13,12 +13,16 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/smdelegate/smdelegate/agent"
 	"github.com/smdelegate/smdelegate/internal/awsemu"
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/logging"
+	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
 // devOptions are smd dev's flags.
@@ -89,10 +93,15 @@ func runDev(parent context.Context, stdout io.Writer, o devOptions) error {
 		os.Setenv(k, v)
 	}
 
+	key, err := devMasterKey(dataDir)
+	if err != nil {
+		return err
+	}
 	opToken, dgToken := randomToken("smdo_"), randomToken("smdd_")
 	mcfg := manager.DefaultConfig()
 	mcfg.Listen, mcfg.HTTPListen, mcfg.DataDir = o.listen, o.httpListen, dataDir
 	mcfg.TLS.Insecure = true
+	mcfg.MasterKey = key
 	mcfg.Auth.DelegateTokens = []manager.TokenConfig{{Name: "dev", SHA256: manager.HashToken(dgToken)}}
 	mcfg.Auth.OperatorTokens = []manager.TokenConfig{{Name: "dev", SHA256: manager.HashToken(opToken)}}
 	mcfg.ShutdownTimeout = config.Duration(2 * time.Second)
@@ -121,6 +130,10 @@ func runDev(parent context.Context, stdout io.Writer, o devOptions) error {
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- ag.Run(ctx) }()
 
+	if err := devConnector(parent, srv.Addr(), opToken, awsURL); err != nil {
+		return fmt.Errorf("create the sample connector: %w", err)
+	}
+
 	env := fmt.Sprintf("SMD_MANAGER=%s\nSMD_TOKEN=%s\nSMD_INSECURE=true\n", srv.Addr(), opToken)
 	if o.envFile != "" {
 		tmp := o.envFile + ".tmp"
@@ -136,12 +149,15 @@ smd dev is running, all on 127.0.0.1 (Ctrl-C stops it)
   manager   %s (gRPC, plaintext)   http://%s/metrics
   delegate  dev (tags: dev)
   aws       %s (local Secrets Manager + STS emulator)
+  connector dev_aws (default; access key held as builtin:dev_aws_secret_key; prefix dev)
   store     %s
 
 In another terminal:
   export SMD_MANAGER=%s SMD_TOKEN=%s SMD_INSECURE=true
   smd delegate list
-  smd delegate ping --selector dev
+  smd connector test dev_aws
+  echo -n 's3cr3t' | smd secret create db-password --wait
+  smd secret get db-password
 `, srv.Addr(), srv.HTTPAddr(), awsURL, filepath.Join(dataDir, "smd.db"), srv.Addr(), opToken)
 
 	sigs := make(chan os.Signal, 1)
@@ -158,5 +174,46 @@ In another terminal:
 	}
 	cancel()
 	<-agentDone
+	return nil
+}
+
+// devMasterKey reads the dev store's master key, or makes one beside it,
+// so a --data-dir survives restarts.
+func devMasterKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, "master.key")
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		if err := os.WriteFile(path, []byte(seal.GenerateKey()+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return seal.LoadKey(path, "")
+}
+
+// devConnector registers the sample connector (once per data dir) through
+// the API, as an operator would.
+func devConnector(ctx context.Context, addr, token, awsURL string) error {
+	cf := clientFlags{manager: addr, token: token, insecure: true}
+	conn, cctx, err := cf.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cl := delegatev1.NewManagerServiceClient(conn)
+	if _, err := cl.PutCredential(cctx, &delegatev1.PutCredentialRequest{Name: "dev_aws_secret_key", Value: []byte(awsemu.DefaultSecretAccessKey)}); err != nil {
+		return err
+	}
+	c := &delegatev1.Connector{
+		Identifier: "dev_aws", Name: "Local AWS emulator", Description: "The sample connector of smd dev",
+		CredentialType: delegatev1.CredentialType_ACCESS_KEY, AccessKeyId: awsemu.DefaultAccessKeyID,
+		SecretAccessKey: "builtin:dev_aws_secret_key", Region: "us-east-1", SecretNamePrefix: "dev",
+		Default: true, DelegateSelectors: []string{"dev"}, EndpointUrl: awsURL, StsEndpointUrl: awsURL,
+	}
+	if _, err := cl.CreateConnector(cctx, &delegatev1.CreateConnectorRequest{Connector: c}); err != nil {
+		if status.Code(err) != codes.AlreadyExists {
+			return err
+		}
+		_, err = cl.UpdateConnector(cctx, &delegatev1.UpdateConnectorRequest{Connector: c})
+		return err
+	}
 	return nil
 }

@@ -37,6 +37,10 @@ func newRoot() *cobra.Command {
 		newDelegateCmd(),
 		newTaskCmd(),
 		newTokenCmd(),
+		newConnectorCmd(),
+		newSecretCmd(),
+		newCredentialCmd(),
+		newMasterKeyCmd(),
 	)
 	return root
 }

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"gopkg.in/yaml.v3"
+
+	"github.com/smdelegate/smdelegate/manager/connector"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// scopeFlag is --scope account[/org[/project]] (default: the default account).
+func scopeFlag(cmd *cobra.Command, v *string) {
+	cmd.Flags().StringVar(v, "scope", "", "scope: account, account/org or account/org/project (env SMD_SCOPE; default: default)")
+}
+
+func parseScope(cmd *cobra.Command, v string) (*delegatev1.Scope, error) {
+	if !cmd.Flags().Changed("scope") {
+		v = os.Getenv("SMD_SCOPE")
+	}
+	if v == "" {
+		return nil, nil
+	}
+	s, err := connector.ParseScope(v)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("--scope: %w", err))
+	}
+	return s, nil
+}
+
+// readConnectorFile reads a connector YAML file (see
+// configs/connector.example.yaml): the fields of delegate.v1.Connector by
+// their snake_case names, enums in any case, scope as a mapping or as
+// "account/org/project".
+func readConnectorFile(path string) (*delegatev1.Connector, error) {
+	if path == "" {
+		return nil, usageErr(fmt.Errorf("-f: a connector file is required"))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("-f: %w", err))
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, usageErr(fmt.Errorf("%s: %w", path, err))
+	}
+	for _, k := range []string{"credential_type", "oidc_connectivity"} {
+		if v, ok := m[k].(string); ok {
+			m[k] = strings.ToUpper(v)
+		}
+	}
+	if v, ok := m["scope"].(string); ok {
+		sc, err := connector.ParseScope(v)
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("%s: scope: %w", path, err))
+		}
+		m["scope"] = map[string]string{"account": sc.GetAccount(), "org": sc.GetOrg(), "project": sc.GetProject()}
+	}
+	j, err := json.Marshal(m)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("%s: %w", path, err))
+	}
+	c := &delegatev1.Connector{}
+	if err := protojson.Unmarshal(j, c); err != nil {
+		msg := err.Error()
+		if i := strings.Index(msg, "): "); i >= 0 {
+			msg = msg[i+3:]
+		}
+		return nil, usageErr(fmt.Errorf("%s: %s", path, strings.TrimPrefix(msg, "proto: ")))
+	}
+	return c, nil
+}
+
+func newConnectorCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "connector", Short: "Manage AWS Secrets Manager connectors"}
+	cf.register(cmd)
+
+	var file string
+	write := func(update bool) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			c, err := readConnectorFile(file)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			var out *delegatev1.Connector
+			if update {
+				out, err = cl.UpdateConnector(ctx, &delegatev1.UpdateConnectorRequest{Connector: c})
+			} else {
+				out, err = cl.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: c})
+			}
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			verb := "created"
+			if update {
+				verb = "updated"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "connector %s %s in scope %s\n", out.GetIdentifier(), verb, connector.ScopeKey(out.GetScope()))
+			return nil
+		}
+	}
+	create := &cobra.Command{Use: "create -f FILE", Short: "Register a connector from a YAML file", Args: cobra.NoArgs, RunE: write(false)}
+	create.Flags().StringVarP(&file, "file", "f", "", "connector YAML file (see configs/connector.example.yaml)")
+	update := &cobra.Command{Use: "update -f FILE", Short: "Replace a connector from a YAML file", Args: cobra.NoArgs, RunE: write(true)}
+	update.Flags().StringVarP(&file, "file", "f", "", "connector YAML file")
+
+	var scope string
+	get := &cobra.Command{
+		Use: "get ID", Short: "Show a connector", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			c, err := cl.GetConnector(ctx, &delegatev1.GetConnectorRequest{Ref: &delegatev1.ConnectorRef{Scope: sc, Identifier: args[0]}})
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), c)
+			}
+			return printConnectors(cmd, c)
+		},
+	}
+	scopeFlag(get, &scope)
+	list := &cobra.Command{
+		Use: "list", Short: "List connectors visible from a scope", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.ListConnectors(ctx, &delegatev1.ListConnectorsRequest{Scope: sc})
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			return printConnectors(cmd, resp.GetConnectors()...)
+		},
+	}
+	scopeFlag(list, &scope)
+	del := &cobra.Command{
+		Use: "delete ID", Short: "Delete a connector", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := cl.DeleteConnector(ctx, &delegatev1.DeleteConnectorRequest{Ref: &delegatev1.ConnectorRef{Scope: sc, Identifier: args[0]}}); err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				fmt.Fprintln(cmd.OutOrStdout(), "{}")
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "connector %s deleted\n", args[0])
+			return nil
+		},
+	}
+	scopeFlag(del, &scope)
+	test := &cobra.Command{
+		Use: "test [ID]", Short: "Test a connector's access to AWS Secrets Manager from a delegate", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			ref := &delegatev1.ConnectorRef{Scope: sc}
+			if len(args) == 1 {
+				ref.Identifier = args[0]
+			}
+			info, err := cl.TestConnector(ctx, &delegatev1.TestConnectorRequest{Ref: ref})
+			if err != nil {
+				return apiErr(err)
+			}
+			w := cmd.OutOrStdout()
+			if cf.output == "json" {
+				if err := printJSON(w, info); err != nil {
+					return err
+				}
+				return taskErr(info)
+			}
+			rows := [][]string{}
+			for _, c := range info.GetOutcome().GetSecret().GetChecks() {
+				res := "ok"
+				if !c.GetOk() {
+					res = "FAILED"
+				}
+				rows = append(rows, []string{c.GetAction(), res, c.GetMessage()})
+			}
+			if len(rows) > 0 {
+				table(w, []string{"ACTION", "RESULT", "DETAIL"}, rows)
+			}
+			if info.GetOutcome().GetCode() == delegatev1.Code_OK {
+				fmt.Fprintf(w, "connection test passed on delegate %s\n", info.GetDelegate())
+			}
+			return taskErr(info)
+		},
+	}
+	scopeFlag(test, &scope)
+	cmd.AddCommand(create, update, get, list, del, test)
+	return cmd
+}
+
+func printConnectors(cmd *cobra.Command, cs ...*delegatev1.Connector) error {
+	rows := [][]string{}
+	for _, c := range cs {
+		def := ""
+		if c.GetDefault() {
+			def = "yes"
+		}
+		rows = append(rows, []string{c.GetIdentifier(), connector.ScopeKey(c.GetScope()), c.GetName(),
+			strings.ToLower(c.GetCredentialType().String()), orDash(c.GetRegion()), orDash(c.GetSecretNamePrefix()),
+			orDash(strings.Join(c.GetDelegateSelectors(), ",")), orDash(def)})
+	}
+	return table(cmd.OutOrStdout(), []string{"IDENTIFIER", "SCOPE", "NAME", "CREDENTIALS", "REGION", "PREFIX", "SELECTORS", "DEFAULT"}, rows)
+}

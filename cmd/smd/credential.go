@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/connector"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+func newCredentialCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{Use: "credential", Short: "Manage builtin credentials (encrypted by the manager; use as builtin:NAME)"}
+	cf.register(cmd)
+	var scope, valueFile string
+	put := &cobra.Command{
+		Use: "put NAME", Short: "Store a credential (value from --value-file or stdin, never the command line)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			v, err := readValue(cmd, valueFile, true)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			c, err := cl.PutCredential(ctx, &delegatev1.PutCredentialRequest{Scope: sc, Name: args[0], Value: []byte(v.GetStringValue())})
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), c)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "credential %s stored in scope %s; reference it as builtin:%s\n", c.GetName(), connector.ScopeKey(c.GetScope()), c.GetName())
+			return nil
+		},
+	}
+	put.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file (- for stdin)")
+	scopeFlag(put, &scope)
+	list := &cobra.Command{
+		Use: "list", Short: "List credentials (names only)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.ListCredentials(ctx, &delegatev1.ListCredentialsRequest{Scope: sc})
+			if err != nil {
+				return apiErr(err)
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			rows := [][]string{}
+			for _, c := range resp.GetCredentials() {
+				rows = append(rows, []string{c.GetName(), connector.ScopeKey(c.GetScope()), ago(c.GetUpdatedAt())})
+			}
+			return table(cmd.OutOrStdout(), []string{"NAME", "SCOPE", "UPDATED"}, rows)
+		},
+	}
+	scopeFlag(list, &scope)
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete a credential", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, err := parseScope(cmd, scope)
+			if err != nil {
+				return err
+			}
+			cl, ctx, done, err := cf.managerClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := cl.DeleteCredential(ctx, &delegatev1.DeleteCredentialRequest{Scope: sc, Name: args[0]}); err != nil {
+				return apiErr(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "credential %s deleted\n", args[0])
+			return nil
+		},
+	}
+	scopeFlag(del, &scope)
+	cmd.AddCommand(put, list, del)
+	return cmd
+}
+
+func newMasterKeyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "master-key", Short: "Make the manager's master key"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "generate",
+		Short: "Print a new random master key (base64) for master_key_file or SMD_MASTER_KEY",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), seal.GenerateKey())
+			return nil
+		},
+	})
+	return cmd
+}

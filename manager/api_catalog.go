@@ -1,0 +1,303 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// DefaultAccount is the account of requests that name no scope.
+const DefaultAccount = "default"
+
+// scopeOrDefault returns s, or the default account scope when s is empty.
+func scopeOrDefault(s *delegatev1.Scope) *delegatev1.Scope {
+	if s == nil || (s.GetAccount() == "" && s.GetOrg() == "" && s.GetProject() == "") {
+		return &delegatev1.Scope{Account: DefaultAccount}
+	}
+	return s
+}
+
+func storeScope(s *delegatev1.Scope) store.Scope {
+	return store.Scope{Account: s.GetAccount(), Org: s.GetOrg(), Project: s.GetProject()}
+}
+
+func protoScope(s store.Scope) *delegatev1.Scope {
+	return &delegatev1.Scope{Account: s.Account, Org: s.Org, Project: s.Project}
+}
+
+// invalid is an InvalidArgument status whose message lists every field
+// problem, with a BadRequest detail per field for programs.
+func invalid(err error) error {
+	var lines []string
+	br := &errdetails.BadRequest{}
+	for _, e := range flatten(err) {
+		lines = append(lines, e.Error())
+		var fe *config.FieldError
+		if errors.As(e, &fe) {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: fe.Field, Description: fe.Rule})
+		}
+	}
+	st := status.New(codes.InvalidArgument, strings.Join(lines, "; "))
+	if ds, err := st.WithDetails(br); err == nil {
+		st = ds
+	}
+	return st.Err()
+}
+
+// flatten unwraps errors.Join trees.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// prepareConnector normalizes and validates c, including that its builtin
+// credential references exist.
+func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Connector) error {
+	if c == nil {
+		return invalid(config.Errf("connector", "is required"))
+	}
+	c.Scope = scopeOrDefault(c.Scope)
+	connector.Normalize(c)
+	if err := connector.Validate(c); err != nil {
+		return invalid(err)
+	}
+	for field, v := range map[string]string{"access_key_id": c.GetAccessKeyId(), "secret_access_key": c.GetSecretAccessKey()} {
+		ref, err := connector.ParseRef(v)
+		if err != nil || ref.Kind != "builtin" {
+			continue
+		}
+		if _, err := s.credential(ctx, c.GetScope(), ref.Value); errors.Is(err, store.ErrNotFound) {
+			return invalid(config.Errf(field, "builtin credential %q does not exist in scope %s or above (add it with smd credential put)",
+				ref.Value, connector.ScopeKey(c.GetScope())))
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.CreateConnectorRequest) (*delegatev1.Connector, error) {
+	c := proto.Clone(req.GetConnector()).(*delegatev1.Connector)
+	if err := s.prepareConnector(ctx, c); err != nil {
+		return nil, err
+	}
+	now := timestamppb.Now()
+	c.CreatedAt, c.UpdatedAt = now, now
+	data, _ := proto.Marshal(c)
+	sc := &store.Connector{Scope: storeScope(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}
+	if err := s.cat.CreateConnector(ctx, sc); err != nil {
+		return nil, s.connectorErr(ctx, c, err)
+	}
+	s.log.Info().Str("connector", c.GetIdentifier()).Str("scope", connector.ScopeKey(c.GetScope())).Msg("connector created")
+	return c, nil
+}
+
+func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.UpdateConnectorRequest) (*delegatev1.Connector, error) {
+	c := proto.Clone(req.GetConnector()).(*delegatev1.Connector)
+	if err := s.prepareConnector(ctx, c); err != nil {
+		return nil, err
+	}
+	old, err := s.cat.GetConnector(ctx, storeScope(c.GetScope()), c.GetIdentifier())
+	if err != nil {
+		return nil, s.connectorErr(ctx, c, err)
+	}
+	c.CreatedAt = timestamppb.New(old.CreatedAt)
+	c.UpdatedAt = timestamppb.Now()
+	data, _ := proto.Marshal(c)
+	sc := &store.Connector{Scope: storeScope(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}
+	if err := s.cat.UpdateConnector(ctx, sc); err != nil {
+		return nil, s.connectorErr(ctx, c, err)
+	}
+	return c, nil
+}
+
+// connectorErr translates store errors of a connector write.
+func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connector, err error) error {
+	scope := connector.ScopeKey(c.GetScope())
+	switch {
+	case errors.Is(err, store.ErrExists):
+		return status.Errorf(codes.AlreadyExists, "connector %q already exists in scope %s", c.GetIdentifier(), scope)
+	case errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", c.GetIdentifier(), scope)
+	case errors.Is(err, store.ErrDefaultTaken):
+		other := "another connector"
+		if d, derr := s.cat.DefaultConnector(ctx, storeScope(c.GetScope())); derr == nil {
+			other = fmt.Sprintf("connector %q", d.ID)
+		}
+		return invalid(config.Errf("default", "at most one default connector per scope: %s is already the default of %s", other, scope))
+	}
+	return s.internal(err)
+}
+
+func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
+	c, err := s.lookupConnector(ctx, req.GetRef())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// lookupConnector finds the named connector (or the default one) from the
+// ref's scope upward.
+func (s *managerService) lookupConnector(ctx context.Context, ref *delegatev1.ConnectorRef) (*delegatev1.Connector, error) {
+	scope := scopeOrDefault(ref.GetScope())
+	id := ref.GetIdentifier()
+	get := func(ctx context.Context, sc *delegatev1.Scope) (*delegatev1.Connector, error) {
+		var c *store.Connector
+		var err error
+		if id == "" {
+			c, err = s.cat.DefaultConnector(ctx, storeScope(sc))
+		} else {
+			c, err = s.cat.GetConnector(ctx, storeScope(sc), id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return decodeConnector(c)
+	}
+	c, err := connector.Lookup(ctx, scope, get, func(err error) bool { return errors.Is(err, store.ErrNotFound) })
+	switch {
+	case errors.Is(err, store.ErrNotFound) && id == "":
+		return nil, status.Errorf(codes.NotFound, "no default connector in scope %s or above: name one with --connector, or mark one default: true", connector.ScopeKey(scope))
+	case errors.Is(err, store.ErrNotFound):
+		return nil, status.Errorf(codes.NotFound, "connector %q not found in scope %s or above", id, connector.ScopeKey(scope))
+	case err != nil:
+		return nil, s.internal(err)
+	}
+	return c, nil
+}
+
+func decodeConnector(c *store.Connector) (*delegatev1.Connector, error) {
+	out := &delegatev1.Connector{}
+	if err := proto.Unmarshal(c.Data, out); err != nil {
+		return nil, fmt.Errorf("decode connector %s: %w", c.ID, err)
+	}
+	return out, nil
+}
+
+func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.ListConnectorsRequest) (*delegatev1.ListConnectorsResponse, error) {
+	out := &delegatev1.ListConnectorsResponse{}
+	sc, more := storeScope(scopeOrDefault(req.GetScope())), true
+	for ; more; sc, more = sc.Parent() {
+		cs, err := s.cat.ListConnectors(ctx, sc)
+		if err != nil {
+			return nil, s.internal(err)
+		}
+		for _, c := range cs {
+			pc, err := decodeConnector(c)
+			if err != nil {
+				return nil, s.internal(err)
+			}
+			out.Connectors = append(out.Connectors, pc)
+		}
+	}
+	return out, nil
+}
+
+func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.DeleteConnectorRequest) (*delegatev1.DeleteConnectorResponse, error) {
+	ref := req.GetRef()
+	if ref.GetIdentifier() == "" {
+		return nil, invalid(config.Errf("identifier", "is required"))
+	}
+	scope := scopeOrDefault(ref.GetScope())
+	if err := s.cat.DeleteConnector(ctx, storeScope(scope), ref.GetIdentifier()); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", ref.GetIdentifier(), connector.ScopeKey(scope))
+		}
+		return nil, s.internal(err)
+	}
+	return &delegatev1.DeleteConnectorResponse{}, nil
+}
+
+// credential finds a builtin credential from scope upward.
+func (s *managerService) credential(ctx context.Context, scope *delegatev1.Scope, name string) (*store.Credential, error) {
+	for sc, more := storeScope(scope), true; more; sc, more = sc.Parent() {
+		c, err := s.cat.GetCredential(ctx, sc, name)
+		if !errors.Is(err, store.ErrNotFound) {
+			return c, err
+		}
+	}
+	return nil, store.ErrNotFound
+}
+
+// credentialAAD binds a sealed credential to its scope and name.
+func credentialAAD(s store.Scope, name string) []byte {
+	return []byte("cred/" + s.String() + "/" + name)
+}
+
+func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutCredentialRequest) (*delegatev1.Credential, error) {
+	scope := scopeOrDefault(req.GetScope())
+	ref, err := connector.ParseRef("builtin:" + req.GetName())
+	if err != nil || ref.Value != req.GetName() {
+		return nil, invalid(config.Errf("name", "must be a valid builtin credential name (letters, digits, _, - and ., starting with a letter or _)"))
+	}
+	if n := len(req.GetValue()); n == 0 || n > 65536 {
+		return nil, invalid(config.Errf("value", "must be 1 to 65,536 bytes"))
+	}
+	sc := storeScope(scope)
+	c := &store.Credential{Scope: sc, Name: req.GetName(), Sealed: s.sealer.Seal(req.GetValue(), credentialAAD(sc, req.GetName()))}
+	if err := s.cat.PutCredential(ctx, c); err != nil {
+		return nil, s.internal(err)
+	}
+	got, err := s.cat.GetCredential(ctx, sc, req.GetName())
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	return &delegatev1.Credential{Scope: scope, Name: got.Name, CreatedAt: timestamppb.New(got.CreatedAt), UpdatedAt: timestamppb.New(got.UpdatedAt)}, nil
+}
+
+func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.ListCredentialsRequest) (*delegatev1.ListCredentialsResponse, error) {
+	cs, err := s.cat.ListCredentials(ctx, storeScope(scopeOrDefault(req.GetScope())))
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	out := &delegatev1.ListCredentialsResponse{}
+	for _, c := range cs {
+		out.Credentials = append(out.Credentials, &delegatev1.Credential{Scope: protoScope(c.Scope), Name: c.Name,
+			CreatedAt: timestamppb.New(c.CreatedAt), UpdatedAt: timestamppb.New(c.UpdatedAt)})
+	}
+	return out, nil
+}
+
+func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.DeleteCredentialRequest) (*delegatev1.DeleteCredentialResponse, error) {
+	scope := scopeOrDefault(req.GetScope())
+	if err := s.cat.DeleteCredential(ctx, storeScope(scope), req.GetName()); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Errorf(codes.NotFound, "credential %q does not exist in scope %s", req.GetName(), connector.ScopeKey(scope))
+		}
+		return nil, s.internal(err)
+	}
+	return &delegatev1.DeleteCredentialResponse{}, nil
+}
+
+func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
+	tags, err := s.d.TagDelegate(ctx, req.GetName(), req.GetAdd(), req.GetRemove())
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &delegatev1.TagDelegateResponse{OperatorTags: tags}, nil
+}
+
+// internal logs err and returns a generic Internal status.
+func (s *managerService) internal(err error) error {
+	s.log.Error().Err(err).Msg("internal error")
+	return status.Error(codes.Internal, "internal error (see the manager log)")
+}

@@ -1,0 +1,194 @@
+package manager
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+	"github.com/smdelegate/smdelegate/tasks"
+)
+
+// Secret runs a secret operation through a connector: reads are sync and
+// never stored; mutations are persisted before the call returns and, unless
+// async, waited for.
+func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*delegatev1.TaskInfo, error) {
+	st := &delegatev1.SecretTask{}
+	var kind string
+	mutation := true
+	switch op := req.GetOp().(type) {
+	case *delegatev1.SecretRequest_Create:
+		st.Op, kind = &delegatev1.SecretTask_Create{Create: op.Create}, "secret.create"
+	case *delegatev1.SecretRequest_Upsert:
+		st.Op, kind = &delegatev1.SecretTask_Upsert{Upsert: op.Upsert}, "secret.upsert"
+	case *delegatev1.SecretRequest_Update:
+		st.Op, kind = &delegatev1.SecretTask_Update{Update: op.Update}, "secret.update"
+	case *delegatev1.SecretRequest_Delete:
+		st.Op, kind = &delegatev1.SecretTask_Delete{Delete: op.Delete}, "secret.delete"
+	case *delegatev1.SecretRequest_Restore:
+		st.Op, kind = &delegatev1.SecretTask_Restore{Restore: op.Restore}, "secret.restore"
+	case *delegatev1.SecretRequest_Get:
+		st.Op, kind, mutation = &delegatev1.SecretTask_Get{Get: op.Get}, "secret.get", false
+	case *delegatev1.SecretRequest_List:
+		st.Op, kind, mutation = &delegatev1.SecretTask_List{List: op.List}, "secret.list", false
+	case *delegatev1.SecretRequest_Describe:
+		st.Op, kind, mutation = &delegatev1.SecretTask_Describe{Describe: op.Describe}, "secret.describe", false
+	default:
+		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe)"))
+	}
+	return s.runSecret(ctx, req.GetConnector(), st, kind, mutation, req.GetAsync())
+}
+
+// TestConnector runs a connection test (sync) on a delegate the connector selects.
+func (s *managerService) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
+	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
+	return s.runSecret(ctx, req.GetRef(), st, "secret.test", false, false)
+}
+
+func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,
+	kind string, mutation, async bool) (*delegatev1.TaskInfo, error) {
+	c, err := s.lookupConnector(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	selectors := c.GetDelegateSelectors()
+	if c.GetCredentialType() == delegatev1.CredentialType_OIDC && c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {
+		selectors = []string{PlatformTag}
+	}
+	req := SubmitRequest{
+		Kind:      kind,
+		Selectors: selectors,
+		Payload: &delegatev1.TaskPayload{
+			Op:        &delegatev1.TaskPayload_Secret{Secret: st},
+			Connector: &delegatev1.ConnectorRef{Scope: c.GetScope(), Identifier: c.GetIdentifier()},
+		},
+		Async: mutation,
+	}
+	t, err := s.d.Submit(ctx, req)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if mutation && async {
+		return s.d.info(t), nil
+	}
+	select {
+	case <-t.done:
+		return s.d.info(t), nil
+	case <-ctx.Done():
+		if !mutation {
+			s.d.cancel(t, "the caller went away")
+		}
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// resolvePayload fills a secret task's connector settings: the connector
+// as stored now, builtin credentials decrypted, and a fresh OIDC token.
+// It runs each time a task is sent, never for the store.
+func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error) {
+	ref := p.GetConnector()
+	sc, err := s.cat.GetConnector(ctx, storeScope(ref.GetScope()), ref.GetIdentifier())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, &TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: "connector " + ref.GetIdentifier() + " was deleted before the task ran"}
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := decodeConnector(sc)
+	if err != nil {
+		return nil, err
+	}
+	token := ""
+	if c.GetCredentialType() == delegatev1.CredentialType_OIDC {
+		token, err = s.issuer.Mint(oidc.Claims{
+			Account: c.GetScope().GetAccount(), Org: c.GetScope().GetOrg(), Project: c.GetScope().GetProject(),
+			Connector: c.GetIdentifier(), TaskID: taskID,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	settings, err := connector.Settings(c, func(name string) (string, error) {
+		cred, err := s.credential(ctx, c.GetScope(), name)
+		if err != nil {
+			return "", err
+		}
+		v, err := s.sealer.Open(cred.Sealed, credentialAAD(cred.Scope, cred.Name))
+		return string(v), err
+	}, token)
+	if err != nil {
+		return nil, &TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}
+	}
+	out := proto.Clone(p).(*delegatev1.TaskPayload)
+	out.GetSecret().Connector = settings
+	return out, nil
+}
+
+// platformRunner runs platform tasks in the manager with the same tasks
+// code a delegate uses.
+type platformRunner struct{ r *tasks.Runner }
+
+func (p platformRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome {
+	st := t.GetPayload().GetSecret()
+	if st == nil {
+		return &delegatev1.Outcome{Code: delegatev1.Code_INVALID_ARGUMENT, Message: "the platform runs only secret tasks"}
+	}
+	return p.r.Run(tasks.WithAttempt(ctx, t.GetAttempt()), t.GetId(), st)
+}
+
+// toStatus translates errors to gRPC status once, at the API boundary.
+// Unknown errors become Internal with a generic message; the detail goes
+// only to the log.
+func (s *managerService) toStatus(err error) error {
+	var te *TaskError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		return status.Error(grpcCode(te.Code), te.Msg)
+	case errors.Is(err, ErrTaskNotFound):
+		return status.Error(codes.NotFound, "task not found")
+	case errors.Is(err, ErrShuttingDown):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return s.internal(err)
+}
+
+// grpcCode is the one table from task outcome codes to gRPC codes.
+func grpcCode(c delegatev1.Code) codes.Code {
+	switch c {
+	case delegatev1.Code_OK:
+		return codes.OK
+	case delegatev1.Code_INVALID_ARGUMENT:
+		return codes.InvalidArgument
+	case delegatev1.Code_NOT_FOUND:
+		return codes.NotFound
+	case delegatev1.Code_ALREADY_EXISTS:
+		return codes.AlreadyExists
+	case delegatev1.Code_SCHEDULED_FOR_DELETION:
+		return codes.FailedPrecondition
+	case delegatev1.Code_ACCESS_DENIED, delegatev1.Code_CREDENTIALS:
+		return codes.PermissionDenied
+	case delegatev1.Code_THROTTLED:
+		return codes.ResourceExhausted
+	case delegatev1.Code_UNAVAILABLE, delegatev1.Code_NO_ELIGIBLE_DELEGATE, delegatev1.Code_DELEGATE_LOST:
+		return codes.Unavailable
+	case delegatev1.Code_TIMEOUT:
+		return codes.DeadlineExceeded
+	case delegatev1.Code_CANCELLED:
+		return codes.Canceled
+	}
+	return codes.Internal
+}
