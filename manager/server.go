@@ -38,6 +38,7 @@ import (
 // stop it with Close.
 type Server struct {
 	cfg   Config
+	base  zerolog.Logger // without a component: children name theirs
 	log   zerolog.Logger
 	store store.Store
 	disp  *Dispatcher
@@ -79,7 +80,7 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 		return nil, err
 	}
 	m := newMetrics()
-	s := &Server{sealer: sealer, cfg: cfg, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
+	s := &Server{sealer: sealer, cfg: cfg, base: log, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
 	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
 	s.disp.sealer = sealer
 	return s, nil
@@ -111,7 +112,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		IssuerURL:   s.issuerURL(),
 		TokenTTL:    s.cfg.OIDC.TokenTTL.D(),
 		RotateAfter: s.cfg.OIDC.RotateAfter.D(),
-		Logger:      s.log.With().Str("component", "oidc").Logger(),
+		Logger:      s.base, // oidc names its own component
 	})
 	if err != nil {
 		return fmt.Errorf("oidc issuer: %w", err)
@@ -153,7 +154,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	go func() { defer s.wg.Done(); s.disp.sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
 	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager"})
-	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.log, Pool: pool})}, s.cfg.Platform.Concurrency)
+	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.base, Pool: pool})}, s.cfg.Platform.Concurrency)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -116,8 +116,9 @@ exit 0); a second cancels running tasks; a third exits at once.`,
 			if err != nil {
 				return usageErr(err)
 			}
-			log = log.With().Str("component", "agent").Str("delegate", cfg.Name).Logger()
-			a := agent.New(cfg, log, newTaskHandler(cfg, log), Version)
+			base := log.With().Str("delegate", cfg.Name).Logger()
+			log = base.With().Str("component", "agent").Logger()
+			a := agent.New(cfg, log, newTaskHandler(cfg, base), Version)
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

@@ -123,8 +123,8 @@ func runDev(parent context.Context, stdout io.Writer, o devOptions) error {
 	if err := acfg.Validate(); err != nil {
 		return err
 	}
-	alog := log.With().Str("component", "agent").Str("delegate", acfg.Name).Logger()
-	ag := agent.New(acfg, alog, newTaskHandler(acfg, alog), Version)
+	abase := log.With().Str("delegate", acfg.Name).Logger()
+	ag := agent.New(acfg, abase.With().Str("component", "agent").Logger(), newTaskHandler(acfg, abase), Version)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	agentDone := make(chan error, 1)

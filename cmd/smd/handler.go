@@ -12,7 +12,8 @@ import (
 )
 
 // newTaskHandler wires the agent's task handlers: pings, and secret tasks
-// on a pool of AWS clients sized by the agent's aws.* settings.
+// on a pool of AWS clients sized by the agent's aws.* settings. log has no
+// component field: the tasks package names its own.
 func newTaskHandler(cfg agent.Config, log zerolog.Logger) agent.Handler {
 	pool := awsauth.NewPool(awsauth.PoolOptions{
 		MaxClients:  cfg.AWS.ClientPoolSize,
