@@ -122,7 +122,7 @@ func Lookup(ctx context.Context, s *delegatev1.Scope,
 		case isNotFound(err):
 			last = err
 		default:
-			return nil, fmt.Errorf("connector: lookup in %s: %w", key, err)
+			return nil, fmt.Errorf("connector: lookup from %s failed at %s: %w", ScopeKey(s), key, err)
 		}
 	}
 	return nil, fmt.Errorf("connector: none in %s: %w", strings.Join(tried, ", "), last)
