@@ -24,8 +24,14 @@ import (
 // key and every public key to publish.
 type keySet struct {
 	kid    string
-	signer jose.Signer
+	signer *keySigner
 	keys   []publicKey // active first, then newest first
+}
+
+// keySigner is an opened active key.
+type keySigner struct {
+	jose.Signer
+	pub jose.JSONWebKey
 }
 
 type publicKey struct {
@@ -194,6 +200,14 @@ func (i *Issuer) sync(ctx context.Context, force bool) error {
 	slices.SortFunc(active, func(a, b *store.SigningKey) int {
 		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), cmp.Compare(b.ID, a.ID))
 	})
+	if len(active) > 0 {
+		// A manager that cannot open the key its peers sign with has the
+		// wrong master key: it must not write anything, least of all a new
+		// key the others could not open.
+		if _, err := i.signerOf(active[0]); err != nil {
+			return err
+		}
+	}
 
 	// Two managers that rotated at once leave two active keys: every
 	// manager keeps the same one and retires the others.
@@ -203,7 +217,14 @@ func (i *Issuer) sync(ctx context.Context, force bool) error {
 	active = active[:min(1, len(active))]
 
 	if len(active) == 0 || force || !now.Before(active[0].CreatedAt.Add(i.rotate)) {
-		nk, err := i.generateKey(now)
+		created := now
+		if len(active) > 0 && created.Before(active[0].CreatedAt.Add(time.Second)) {
+			// Strictly newer than the key it replaces, even in a store that
+			// keeps whole seconds, so every manager picks it should the
+			// old key fail to retire and both look active.
+			created = active[0].CreatedAt.Add(time.Second)
+		}
+		nk, err := i.generateKey(created)
 		if err == nil {
 			err = i.ks.PutSigningKey(ctx, nk)
 		}
@@ -256,21 +277,31 @@ func (i *Issuer) retire(ctx context.Context, k *store.SigningKey, now time.Time)
 	return nil
 }
 
-// snapshot builds the keySet for the active key and every live key. It
-// reuses the current signer when the active key has not changed, so a sync
-// opens no private key in the steady state.
-func (i *Issuer) snapshot(active *store.SigningKey, live []*store.SigningKey) (*keySet, error) {
-	pub, err := parsePublic(active)
+// signerOf returns the signer for the active key k: the current one when
+// k is already active, so a sync opens no private key in the steady state.
+func (i *Issuer) signerOf(k *store.SigningKey) (*keySigner, error) {
+	if cur := i.keys.Load(); cur != nil && cur.kid == k.ID {
+		return cur.signer, nil
+	}
+	pub, err := parsePublic(k)
 	if err != nil {
 		return nil, err
 	}
-	ks := &keySet{kid: active.ID}
-	if cur := i.keys.Load(); cur != nil && cur.kid == active.ID {
-		ks.signer = cur.signer
-	} else if ks.signer, err = i.signerFor(active, pub); err != nil {
+	s, err := i.signerFor(k, pub)
+	if err != nil {
 		return nil, err
 	}
-	ks.keys = append(ks.keys, publicKey{jwk: pub})
+	return &keySigner{Signer: s, pub: pub}, nil
+}
+
+// snapshot builds the keySet for the active key and every live key.
+func (i *Issuer) snapshot(active *store.SigningKey, live []*store.SigningKey) (*keySet, error) {
+	signer, err := i.signerOf(active)
+	if err != nil {
+		return nil, err
+	}
+	ks := &keySet{kid: active.ID, signer: signer}
+	ks.keys = append(ks.keys, publicKey{jwk: signer.pub})
 	slices.SortFunc(live, func(a, b *store.SigningKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	var errs []error
 	for _, k := range live {
