@@ -200,11 +200,12 @@ func (i *Issuer) sync(ctx context.Context, force bool) error {
 	slices.SortFunc(active, func(a, b *store.SigningKey) int {
 		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), cmp.Compare(b.ID, a.ID))
 	})
+	var signer *keySigner
 	if len(active) > 0 {
 		// A manager that cannot open the key its peers sign with has the
 		// wrong master key: it must not write anything, least of all a new
 		// key the others could not open.
-		if _, err := i.signerOf(active[0]); err != nil {
+		if signer, err = i.signerOf(active[0]); err != nil {
 			return err
 		}
 	}
@@ -243,6 +244,7 @@ func (i *Issuer) sync(ctx context.Context, force bool) error {
 			i.log.Info().Str("kid", nk.ID).Bool("forced", force).Msg("oidc: new signing key")
 			live = append(live, nk)
 			active = []*store.SigningKey{nk}
+			signer = nil
 		}
 	}
 
@@ -254,10 +256,14 @@ func (i *Issuer) sync(ctx context.Context, force bool) error {
 		i.log.Info().Str("kid", k.ID).Msg("oidc: expired signing key deleted")
 	}
 
-	next, err := i.snapshot(active[0], live)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
+	if signer == nil {
+		// Open the new key as any manager will: this proves it was sealed
+		// and stored in a form the store's readers can use.
+		if signer, err = i.signerOf(active[0]); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
 	}
+	next := i.snapshot(active[0].ID, signer, live)
 	i.keys.Store(next)
 	return errors.Join(errs...)
 }
@@ -295,17 +301,13 @@ func (i *Issuer) signerOf(k *store.SigningKey) (*keySigner, error) {
 }
 
 // snapshot builds the keySet for the active key and every live key.
-func (i *Issuer) snapshot(active *store.SigningKey, live []*store.SigningKey) (*keySet, error) {
-	signer, err := i.signerOf(active)
-	if err != nil {
-		return nil, err
-	}
-	ks := &keySet{kid: active.ID, signer: signer}
+func (i *Issuer) snapshot(kid string, signer *keySigner, live []*store.SigningKey) *keySet {
+	ks := &keySet{kid: kid, signer: signer}
 	ks.keys = append(ks.keys, publicKey{jwk: signer.pub})
 	slices.SortFunc(live, func(a, b *store.SigningKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	var errs []error
 	for _, k := range live {
-		if k.ID == active.ID {
+		if k.ID == kid {
 			continue
 		}
 		jwk, err := parsePublic(k)
@@ -320,5 +322,5 @@ func (i *Issuer) snapshot(active *store.SigningKey, live []*store.SigningKey) (*
 	if len(errs) > 0 {
 		i.log.Warn().Err(errors.Join(errs...)).Msg("oidc: unpublishable signing keys skipped")
 	}
-	return ks, nil
+	return ks
 }

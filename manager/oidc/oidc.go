@@ -310,8 +310,8 @@ func (i *Issuer) Mint(c Claims) (string, error) {
 func (i *Issuer) ActiveKeyID() string { return i.keys.Load().kid }
 
 // JWKS returns the public keys currently published: the active key and
-// every retired key whose tokens may still be alive. The caller may modify
-// the result.
+// every retired key whose tokens may still be alive, active key first.
+// The slice is the caller's; the keys it holds are shared and read-only.
 func (i *Issuer) JWKS() jose.JSONWebKeySet {
 	return i.keys.Load().published(i.now())
 }
