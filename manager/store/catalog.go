@@ -96,7 +96,8 @@ type Catalog interface {
 	// DefaultConnector returns the scope's default connector, or
 	// ErrNotFound. No fallback either.
 	DefaultConnector(ctx context.Context, s Scope) (*Connector, error)
-	// ListConnectors returns the connectors of exactly scope s, by ID.
+	// ListConnectors returns the connectors of exactly scope s, by ID in
+	// byte order (as Go compares strings, not a locale's collation).
 	ListConnectors(ctx context.Context, s Scope) ([]*Connector, error)
 	// DeleteConnector removes a connector, or returns ErrNotFound. Deleting
 	// the default connector leaves the scope without one.
@@ -108,8 +109,8 @@ type Catalog interface {
 	PutCredential(ctx context.Context, c *Credential) error
 	// GetCredential returns the credential, or ErrNotFound (no fallback).
 	GetCredential(ctx context.Context, s Scope, name string) (*Credential, error)
-	// ListCredentials returns the credentials of exactly scope s, by name,
-	// with Sealed left empty.
+	// ListCredentials returns the credentials of exactly scope s, by name
+	// in byte order, with Sealed left empty.
 	ListCredentials(ctx context.Context, s Scope) ([]*Credential, error)
 	// DeleteCredential removes a credential, or returns ErrNotFound.
 	DeleteCredential(ctx context.Context, s Scope, name string) error

@@ -106,6 +106,25 @@ func RunConformance(t *testing.T, open OpenFunc) {
 		{"ConcurrentRequeueComplete", testConcurrentRequeueComplete},
 		{"Durable", testDurable},
 		{"Closed", testClosed},
+
+		{"ConnectorCreateGet", testConnectorCreateGet},
+		{"ConnectorNotRetained", testConnectorNotRetained},
+		{"ConnectorExists", testConnectorExists},
+		{"ConnectorNotFound", testConnectorNotFound},
+		{"ConnectorUpdate", testConnectorUpdate},
+		{"ConnectorDefault", testConnectorDefault},
+		{"ConnectorScopes", testConnectorScopes},
+		{"ConnectorList", testConnectorList},
+		{"ConcurrentCreateConnector", testConcurrentCreateConnector},
+		{"CredentialPutGet", testCredentialPutGet},
+		{"CredentialReplace", testCredentialReplace},
+		{"CredentialNotRetained", testCredentialNotRetained},
+		{"CredentialNotFound", testCredentialNotFound},
+		{"CredentialList", testCredentialList},
+		{"SigningKeys", testSigningKeys},
+		{"SigningKeyNotRetained", testSigningKeyNotRetained},
+		{"DelegateTags", testDelegateTags},
+		{"CatalogDurable", testCatalogDurable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -251,12 +270,19 @@ func ids(tasks []*store.Task) []string {
 	return out
 }
 
-// eachMethod calls every Store method but Close once, for tests that expect
-// the same error from all of them.
+// eachMethod calls every Store method but Close once, Catalog methods
+// included, for tests that expect the same error from all of them.
 func eachMethod(ctx context.Context, s store.Store, id string) map[string]error {
 	_, getErr := s.GetTask(ctx, id)
 	_, listErr := s.ListTasks(ctx, store.Filter{})
 	_, unfinishedErr := s.ListUnfinished(ctx)
+	_, getConnErr := s.GetConnector(ctx, acct, id)
+	_, defaultErr := s.DefaultConnector(ctx, acct)
+	_, listConnErr := s.ListConnectors(ctx, acct)
+	_, getCredErr := s.GetCredential(ctx, acct, id)
+	_, listCredErr := s.ListCredentials(ctx, acct)
+	_, listKeysErr := s.ListSigningKeys(ctx)
+	_, tagsErr := s.DelegateTags(ctx)
 	return map[string]error{
 		"CreateTask":     s.CreateTask(ctx, newTask(id+"-new", base)),
 		"GetTask":        getErr,
@@ -265,6 +291,22 @@ func eachMethod(ctx context.Context, s store.Store, id string) map[string]error 
 		"Claim":          s.Claim(ctx, id, leaseFor(id)),
 		"Requeue":        s.Requeue(ctx, id, leaseFor(id).ID),
 		"Complete":       s.Complete(ctx, id, "", store.Final{State: store.StateFailed, Code: "INTERNAL"}),
+
+		"CreateConnector":  s.CreateConnector(ctx, newConnector(acct, id+"-new", false)),
+		"UpdateConnector":  s.UpdateConnector(ctx, newConnector(acct, id, false)),
+		"GetConnector":     getConnErr,
+		"DefaultConnector": defaultErr,
+		"ListConnectors":   listConnErr,
+		"DeleteConnector":  s.DeleteConnector(ctx, acct, id),
+		"PutCredential":    s.PutCredential(ctx, newCredential(acct, id+"-new")),
+		"GetCredential":    getCredErr,
+		"ListCredentials":  listCredErr,
+		"DeleteCredential": s.DeleteCredential(ctx, acct, id),
+		"PutSigningKey":    s.PutSigningKey(ctx, newSigningKey(id+"-new", base)),
+		"ListSigningKeys":  listKeysErr,
+		"DeleteSigningKey": s.DeleteSigningKey(ctx, id),
+		"SetDelegateTags":  s.SetDelegateTags(ctx, id, []string{"tag"}),
+		"DelegateTags":     tagsErr,
 	}
 }
 
