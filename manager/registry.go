@@ -111,13 +111,6 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 		lastHeard: now,
 		out:       out,
 	}
-	welcome := &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Welcome{Welcome: &delegatev1.Welcome{
-		DelegateId:        dg.id,
-		HeartbeatInterval: durationpb.New(d.cfg.HeartbeatInterval.D()),
-		LeaseDuration:     durationpb.New(d.cfg.LeaseDuration.D()),
-		Tags:              dg.tags.sorted(),
-	}}}
-	out.Push(welcome)
 
 	d.mu.Lock()
 	if d.closed {
@@ -132,6 +125,13 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 	d.delegates[dg.name] = dg
 	dg.opTags = d.opTags[dg.name]
 	dg.tags = newTagSet(dg.declared, dg.implicit, dg.opTags)
+	welcome := &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Welcome{Welcome: &delegatev1.Welcome{
+		DelegateId:        dg.id,
+		HeartbeatInterval: durationpb.New(d.cfg.HeartbeatInterval.D()),
+		LeaseDuration:     durationpb.New(d.cfg.LeaseDuration.D()),
+		Tags:              dg.tags.sorted(),
+	}}}
+	out.Push(welcome)
 	for _, r := range h.GetRunning() {
 		t := d.tasks[r.GetTaskId()]
 		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() {

@@ -81,12 +81,15 @@ func (x *execution) delete(ctx context.Context, op *delegatev1.DeleteSecretOp) (
 		}
 		return nil, e
 	}
-	return &delegatev1.SecretResult{
-		Name:         x.prefix.Strip(aws.ToString(out.Name)),
-		Arn:          aws.ToString(out.ARN),
-		DeletionDate: ts(out.DeletionDate),
-		Action:       actionDelete,
-	}, nil
+	res := &delegatev1.SecretResult{
+		Name:   x.prefix.Strip(aws.ToString(out.Name)),
+		Arn:    aws.ToString(out.ARN),
+		Action: actionDelete,
+	}
+	if !force { // a forced delete has no recovery date: the secret is gone
+		res.DeletionDate = ts(out.DeletionDate)
+	}
+	return res, nil
 }
 
 // restore cancels a scheduled deletion.

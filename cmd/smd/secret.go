@@ -213,7 +213,7 @@ func newSecretCmd() *cobra.Command {
 					if d := r.GetDeletionDate(); d != nil {
 						fmt.Fprintf(w, "deleted %s; recoverable until %s (smd secret restore %s)\n", r.GetName(), d.AsTime().Format("2006-01-02 15:04 MST"), r.GetName())
 					} else {
-						fmt.Fprintf(w, "deleted %s\n", r.GetName())
+						fmt.Fprintf(w, "deleted %s without recovery\n", r.GetName())
 					}
 				})
 		},
