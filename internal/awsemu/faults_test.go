@@ -112,8 +112,10 @@ func TestSetLatency(t *testing.T) {
 	s.SetLatency("secretsmanager.GetSecretValue", 0)
 }
 
+// TestCountersAndConnections is not parallel: it counts TCP connections,
+// and Go's transport gives connections up when the machine is too busy
+// (see below).
 func TestCountersAndConnections(t *testing.T) {
-	t.Parallel()
 	clk := newClock()
 	s, url := mustStart(t, awsemu.Options{Now: clk.Now})
 	ctx := t.Context()
@@ -123,7 +125,11 @@ func TestCountersAndConnections(t *testing.T) {
 			t.Fatalf("ListSecrets: %v", err)
 		}
 	}
-	_, _ = sm.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String("missing")})
+	// The failing call goes through a client of its own: after an error
+	// response the SDK sometimes gives up its connection (it closes the
+	// body before the transport has seen its end), which would make the
+	// connection count below depend on timing.
+	_, _ = smClient(t, url, defaultCreds).DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String("missing")})
 	if _, err := stsClient(t, url, defaultCreds).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); err != nil {
 		t.Fatalf("GetCallerIdentity: %v", err)
 	}
@@ -157,27 +163,33 @@ func TestCountersAndConnections(t *testing.T) {
 		t.Errorf("Requests[4].Params (-want +got):\n%s", diff)
 	}
 
-	// Each client reuses one keep-alive connection.
-	if n := s.Connections(); n != 2 {
-		t.Errorf("Connections() = %d, want 2 (one per client)", n)
+	// Each client reuses a keep-alive connection. Go's transport gives a
+	// connection up when its writer has not reported the request written
+	// within 50 ms of the response's end (maxWriteWaitBeforeConnReuse),
+	// which happens on a loaded machine (seen here under -race with other
+	// tests running), so a little slack is allowed; without reuse there
+	// would be a connection per call.
+	if n := s.Connections(); n < 3 || n > 5 {
+		t.Errorf("Connections() = %d, want 3 (one per client) to 5 (two given up under load)", n)
 	}
 	s.ResetCounters()
 	if n, r, c := s.Calls("secretsmanager.ListSecrets"), len(s.Requests()), s.Connections(); n+r+c != 0 {
 		t.Errorf("after ResetCounters: Calls %d, Requests %d, Connections %d; want 0", n, r, c)
 	}
-	for range 3 {
+	for range 10 {
 		if _, err := sm.ListSecrets(ctx, &secretsmanager.ListSecretsInput{}); err != nil {
 			t.Fatalf("ListSecrets: %v", err)
 		}
 	}
-	if n := s.Connections(); n != 0 {
-		t.Errorf("Connections() after more calls on the open connection = %d, want 0", n)
+	if n := s.Connections(); n > 5 {
+		t.Errorf("Connections() after 10 more calls on a warm client = %d, want at most 5 (0 but for load; 10 without reuse)", n)
 	}
+	before := s.Connections()
 	fresh := smClient(t, url, defaultCreds)
 	if _, err := fresh.ListSecrets(ctx, &secretsmanager.ListSecretsInput{}); err != nil {
 		t.Fatalf("ListSecrets: %v", err)
 	}
-	if n := s.Connections(); n != 1 {
-		t.Errorf("Connections() after a new client = %d, want 1", n)
+	if n := s.Connections() - before; n != 1 {
+		t.Errorf("new connections for a new client's first call = %d, want 1", n)
 	}
 }
