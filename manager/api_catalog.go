@@ -75,8 +75,14 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 		return invalid(config.Errf("connector", "is required"))
 	}
 	c.Scope = scopeOrDefault(c.Scope)
+	// Validate sees the other fields normalized but the selectors as
+	// given: Normalize drops empty selectors, and an operator who wrote
+	// one should hear about it, by its index, rather than have it vanish.
+	given := c.GetDelegateSelectors()
 	connector.Normalize(c)
-	if err := connector.Validate(c); err != nil {
+	check := proto.Clone(c).(*delegatev1.Connector)
+	check.DelegateSelectors = given
+	if err := connector.Validate(check); err != nil {
 		return invalid(err)
 	}
 	for field, v := range map[string]string{"access_key_id": c.GetAccessKeyId(), "secret_access_key": c.GetSecretAccessKey()} {
@@ -119,7 +125,16 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	if err != nil {
 		return nil, s.connectorErr(ctx, c, err)
 	}
-	c.CreatedAt = timestamppb.New(old.CreatedAt)
+	// Keep the created_at the API reported at creation: the store's own
+	// timestamp is taken a moment later (or on another clock).
+	prev, err := decodeConnector(old)
+	if err != nil {
+		return nil, s.internal(err)
+	}
+	c.CreatedAt = prev.GetCreatedAt()
+	if c.CreatedAt == nil {
+		c.CreatedAt = timestamppb.New(old.CreatedAt)
+	}
 	c.UpdatedAt = timestamppb.Now()
 	data, _ := proto.Marshal(c)
 	sc := &store.Connector{Scope: storeScope(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}

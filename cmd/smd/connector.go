@@ -49,9 +49,22 @@ func readConnectorFile(path string) (*delegatev1.Connector, error) {
 	if err := yaml.Unmarshal(b, &m); err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", path, err))
 	}
-	for _, k := range []string{"credential_type", "oidc_connectivity"} {
-		if v, ok := m[k].(string); ok {
-			m[k] = strings.ToUpper(v)
+	// Enums are checked here so the error names the field as the file
+	// does (protojson would say "enum field credentialType") and the
+	// values allowed.
+	for _, e := range []struct {
+		field, rule string
+		values      map[string]int32
+	}{
+		{"credential_type", "must be access_key, instance_role, assume_role or oidc", delegatev1.CredentialType_value},
+		{"oidc_connectivity", "must be delegate or platform", delegatev1.OIDCConnectivity_value},
+	} {
+		if v, ok := m[e.field].(string); ok {
+			v = strings.ToUpper(strings.TrimSpace(v))
+			if n, ok := e.values[v]; !ok || n == 0 {
+				return nil, usageErr(fmt.Errorf("%s: %s: %s", path, e.field, e.rule))
+			}
+			m[e.field] = v
 		}
 	}
 	if v, ok := m["scope"].(string); ok {

@@ -42,7 +42,43 @@ func newRoot() *cobra.Command {
 		newCredentialCmd(),
 		newMasterKeyCmd(),
 	)
+	strictArgs(root)
 	return root
+}
+
+// strictArgs makes mistakes in arguments exit 2 (invalid input) like
+// mistakes in flags. Left to cobra, a wrong number of arguments and
+// "smd bogus" exit 1, and "smd connector bogus" prints the group's help and
+// exits 0, so a script with a typo would carry on as if it had worked.
+func strictArgs(c *cobra.Command) {
+	if c.HasSubCommands() && !c.Runnable() {
+		// A command group: no arguments of its own; with none it prints
+		// its help, as cobra does.
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				hint := ""
+				if cmd.SuggestionsMinimumDistance <= 0 {
+					cmd.SuggestionsMinimumDistance = 2 // cobra's default
+				}
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					hint = fmt.Sprintf("; did you mean %q?", s[0])
+				}
+				return usageErr(fmt.Errorf("unknown command %q for %q%s (see %s --help)", args[0], cmd.CommandPath(), hint, cmd.CommandPath()))
+			}
+			return cmd.Help()
+		}
+	} else if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageErr(fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		strictArgs(sub)
+	}
 }
 
 func newVersionCmd() *cobra.Command {
