@@ -21,35 +21,61 @@ import (
 // async, waited for.
 func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*delegatev1.TaskInfo, error) {
 	st := &delegatev1.SecretTask{}
-	var kind string
 	mutation := true
 	switch op := req.GetOp().(type) {
 	case *delegatev1.SecretRequest_Create:
-		st.Op, kind = &delegatev1.SecretTask_Create{Create: op.Create}, "secret.create"
+		st.Op = &delegatev1.SecretTask_Create{Create: op.Create}
 	case *delegatev1.SecretRequest_Upsert:
-		st.Op, kind = &delegatev1.SecretTask_Upsert{Upsert: op.Upsert}, "secret.upsert"
+		st.Op = &delegatev1.SecretTask_Upsert{Upsert: op.Upsert}
 	case *delegatev1.SecretRequest_Update:
-		st.Op, kind = &delegatev1.SecretTask_Update{Update: op.Update}, "secret.update"
+		st.Op = &delegatev1.SecretTask_Update{Update: op.Update}
 	case *delegatev1.SecretRequest_Delete:
-		st.Op, kind = &delegatev1.SecretTask_Delete{Delete: op.Delete}, "secret.delete"
+		st.Op = &delegatev1.SecretTask_Delete{Delete: op.Delete}
 	case *delegatev1.SecretRequest_Restore:
-		st.Op, kind = &delegatev1.SecretTask_Restore{Restore: op.Restore}, "secret.restore"
+		st.Op = &delegatev1.SecretTask_Restore{Restore: op.Restore}
 	case *delegatev1.SecretRequest_Get:
-		st.Op, kind, mutation = &delegatev1.SecretTask_Get{Get: op.Get}, "secret.get", false
+		st.Op, mutation = &delegatev1.SecretTask_Get{Get: op.Get}, false
 	case *delegatev1.SecretRequest_List:
-		st.Op, kind, mutation = &delegatev1.SecretTask_List{List: op.List}, "secret.list", false
+		st.Op, mutation = &delegatev1.SecretTask_List{List: op.List}, false
 	case *delegatev1.SecretRequest_Describe:
-		st.Op, kind, mutation = &delegatev1.SecretTask_Describe{Describe: op.Describe}, "secret.describe", false
+		st.Op, mutation = &delegatev1.SecretTask_Describe{Describe: op.Describe}, false
 	default:
 		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe)"))
 	}
-	return s.runSecret(ctx, req.GetConnector(), st, kind, mutation, req.GetAsync())
+	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync())
 }
 
 // TestConnector runs a connection test (sync) on a delegate the connector selects.
 func (s *managerService) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
-	return s.runSecret(ctx, req.GetRef(), st, "secret.test", false, false)
+	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false)
+}
+
+// secretKind is the task kind of a secret task ("secret.get", ...,
+// "secret.test"): the kind tasks are listed and counted under, and the
+// operation in a task token's context claim.
+func secretKind(st *delegatev1.SecretTask) string {
+	switch st.GetOp().(type) {
+	case *delegatev1.SecretTask_Create:
+		return "secret.create"
+	case *delegatev1.SecretTask_Upsert:
+		return "secret.upsert"
+	case *delegatev1.SecretTask_Update:
+		return "secret.update"
+	case *delegatev1.SecretTask_Delete:
+		return "secret.delete"
+	case *delegatev1.SecretTask_Restore:
+		return "secret.restore"
+	case *delegatev1.SecretTask_Get:
+		return "secret.get"
+	case *delegatev1.SecretTask_List:
+		return "secret.list"
+	case *delegatev1.SecretTask_Describe:
+		return "secret.describe"
+	case *delegatev1.SecretTask_TestConnection:
+		return "secret.test"
+	}
+	return "secret"
 }
 
 func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,
@@ -107,9 +133,17 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 	}
 	token := ""
 	if c.GetCredentialType() == delegatev1.CredentialType_OIDC {
+		connectivity := oidc.ConnectivityDelegate
+		if c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {
+			connectivity = oidc.ConnectivityPlatform
+		}
 		token, err = s.issuer.Mint(oidc.Claims{
 			Account: c.GetScope().GetAccount(), Org: c.GetScope().GetOrg(), Project: c.GetScope().GetProject(),
 			Connector: c.GetIdentifier(), TaskID: taskID,
+			Context: map[string]string{
+				oidc.ContextOperation:    secretKind(p.GetSecret()),
+				oidc.ContextConnectivity: connectivity,
+			},
 		})
 		if err != nil {
 			return nil, err

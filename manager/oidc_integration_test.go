@@ -1,6 +1,7 @@
 package manager_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +25,7 @@ import (
 	"github.com/aws/smithy-go"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/smdelegate/smdelegate/internal/awsemu"
 	"github.com/smdelegate/smdelegate/internal/config"
@@ -29,11 +36,27 @@ import (
 // taskTokenClaims is the payload of a manager-minted task token.
 type taskTokenClaims struct {
 	jwt.Claims
-	Account   string `json:"account"`
-	Org       string `json:"org"`
-	Project   string `json:"project"`
-	Connector string `json:"connector"`
-	TaskID    string `json:"task_id"`
+	Account   string            `json:"account"`
+	Org       string            `json:"org"`
+	Project   string            `json:"project"`
+	Connector string            `json:"connector"`
+	TaskID    string            `json:"task_id"`
+	Context   map[string]string `json:"context"`
+}
+
+// unverifiedClaims decodes a JWT's payload without checking its signature:
+// for tokens the test did not receive but the emulator's STS recorded.
+func unverifiedClaims(t *testing.T, raw string) taskTokenClaims {
+	t.Helper()
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatalf("ParseSigned: %v", err)
+	}
+	var c taskTokenClaims
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
+		t.Fatalf("decode token claims: %v", err)
+	}
+	return c
 }
 
 // oidcEnv is a manager serving its issuer over HTTP and an AWS emulator
@@ -103,6 +126,40 @@ func (e *oidcEnv) assumeWithToken(t *testing.T, tok string) error {
 		WebIdentityToken: aws.String(tok),
 	})
 	return err
+}
+
+// recordingSTS is a reverse proxy to the STS endpoint target that keeps
+// the WebIdentityToken of every request (the emulator records it
+// redacted). It returns the proxy's URL and a function listing the tokens.
+func recordingSTS(t *testing.T, target string) (string, func() []string) {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex // guards tokens
+	var tokens []string
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if form, err := url.ParseQuery(string(body)); err == nil && form.Get("WebIdentityToken") != "" {
+			mu.Lock()
+			tokens = append(tokens, form.Get("WebIdentityToken"))
+			mu.Unlock()
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(tokens)
+	}
 }
 
 // awsCode is the AWS error code of err, or "" when it is not an AWS error.
@@ -232,6 +289,10 @@ func TestOIDCConnectorTokenAcceptedByAWS(t *testing.T) {
 		t.Errorf("token claims account/org/connector/task_id = %q/%q/%q/%q, want acme/payments/aws_oidc/%s",
 			claims.Account, claims.Org, claims.Connector, claims.TaskID, info.GetId())
 	}
+	wantContext := map[string]string{"operation": "secret.get", "connectivity": "delegate"}
+	if diff := cmp.Diff(wantContext, claims.Context); diff != "" {
+		t.Errorf("token context claim (-want +got):\n%s", diff)
+	}
 
 	// The same token, given straight to STS, is accepted (so the refusals
 	// below are about what was changed, nothing else).
@@ -294,9 +355,11 @@ func TestPlatformConnectorRunsWithoutDelegates(t *testing.T) {
 	const secretValue = "platform-secret-value-91c2"
 	e.emu.PutSecretDirect("platform/db", secretValue, nil)
 	c, ctx := operator(t, e.srv.Addr())
+	var stsTokens func() []string
 
 	scope := &delegatev1.Scope{Account: "acme"}
 	conn := e.oidcConnector(scope, "aws_platform", delegatev1.OIDCConnectivity_PLATFORM)
+	conn.StsEndpointUrl, stsTokens = recordingSTS(t, e.emuURL)
 	if _, err := c.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: conn}); err != nil {
 		t.Fatalf("CreateConnector: %v", err)
 	}
@@ -321,6 +384,17 @@ func TestPlatformConnectorRunsWithoutDelegates(t *testing.T) {
 	}
 	if got := reqs[0].Params["RoleSessionName"]; got != "smd-manager" {
 		t.Errorf("RoleSessionName = %v, want smd-manager", got)
+	}
+	tokens := stsTokens()
+	if len(tokens) != 1 {
+		t.Fatalf("web identity tokens sent to STS = %d, want 1", len(tokens))
+	}
+	claims := unverifiedClaims(t, tokens[0])
+	if diff := cmp.Diff(map[string]string{"operation": "secret.get", "connectivity": "platform"}, claims.Context); diff != "" {
+		t.Errorf("platform token context claim (-want +got):\n%s", diff)
+	}
+	if claims.TaskID != info.GetId() || claims.Subject != "account:acme:connector:aws_platform" {
+		t.Errorf("platform token task_id %q sub %q, want %s and account:acme:connector:aws_platform", claims.TaskID, claims.Subject, info.GetId())
 	}
 
 	// A mutation is persisted and run by the platform too.

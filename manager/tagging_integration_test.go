@@ -15,7 +15,9 @@ import (
 // adding a tag to a connected delegate dispatches a task that was waiting
 // for it at once; removing it stops the delegate from matching; and the
 // tag is persisted, so after a manager restart on the same store the
-// reconnecting delegate carries it again and serves tasks that select it.
+// reconnecting delegate carries it again and serves tasks that select it;
+// and a removal is persisted too, so after another restart it gets no
+// task that selects the removed tag.
 func TestOperatorTags(t *testing.T) {
 	t.Parallel()
 	const queueTimeout = 3 * time.Second
@@ -102,5 +104,42 @@ func TestOperatorTags(t *testing.T) {
 	info = ping(t, c2, ctx2, &delegatev1.PingRequest{Selectors: []string{"gpu"}})
 	if o := info.GetOutcome(); o.GetCode() != delegatev1.Code_OK || o.GetPing().GetDelegateName() != "worker" {
 		t.Errorf("Ping([gpu]) after restart = %v on %q (%s), want OK on worker", o.GetCode(), o.GetPing().GetDelegateName(), o.GetMessage())
+	}
+
+	// Removed, then the manager restarts again: the removal is what was
+	// persisted, so the reconnecting delegate is never given a [gpu] task.
+	r, err := c2.TagDelegate(ctx2, &delegatev1.TagDelegateRequest{Name: "worker", Remove: []string{"GPU"}})
+	if err != nil || len(r.GetOperatorTags()) != 0 {
+		t.Fatalf("TagDelegate(remove GPU) after restart = %q, %v; want no operator tags", r.GetOperatorTags(), err)
+	}
+	if err := srv2.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	const shortQueue = time.Second
+	srv3 := mustManagerAt(t, dir, testLogger(t), func(c *manager.Config) { c.Dispatch.QueueTimeout = config.Duration(shortQueue) })
+	worker := startAgent(t, srv3.Addr(), "worker", []string{"a"}, 2, nil)
+	c3, ctx3 := operator(t, srv3.Addr())
+	waitDelegates(t, c3, ctx3, 1)
+	list, err = c3.ListDelegates(ctx3, &delegatev1.ListDelegatesRequest{})
+	if err != nil || len(list.GetDelegates()) != 1 {
+		t.Fatalf("ListDelegates after the second restart = %v, %v", list, err)
+	}
+	if d := list.GetDelegates()[0]; len(d.GetOperatorTags()) != 0 || slices.Contains(d.GetTags(), "gpu") {
+		t.Errorf("after removal and restart worker operator_tags = %q, tags = %q; want gpu in neither", d.GetOperatorTags(), d.GetTags())
+	}
+	start = time.Now()
+	info = ping(t, c3, ctx3, &delegatev1.PingRequest{Selectors: []string{"gpu"}})
+	if got := info.GetOutcome().GetCode(); got != delegatev1.Code_NO_ELIGIBLE_DELEGATE {
+		t.Errorf("Ping([gpu]) after removal and restart = %v on %q, want NO_ELIGIBLE_DELEGATE", got, info.GetDelegate())
+	}
+	if took := time.Since(start); took < shortQueue {
+		t.Errorf("Ping([gpu]) failed after %s, before the queue timeout of %s", took, shortQueue)
+	}
+	if n := worker.count(info.GetId()); n != 0 {
+		t.Errorf("the [gpu] ping ran %d times on worker after the tag was removed and the manager restarted, want 0", n)
+	}
+	// The delegate itself is served: the refusal is about the removed tag.
+	if o := ping(t, c3, ctx3, &delegatev1.PingRequest{Selectors: []string{"a"}}).GetOutcome(); o.GetCode() != delegatev1.Code_OK || o.GetPing().GetDelegateName() != "worker" {
+		t.Errorf("Ping([a]) after the second restart = %v on %q (%s), want OK on worker", o.GetCode(), o.GetPing().GetDelegateName(), o.GetMessage())
 	}
 }

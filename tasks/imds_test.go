@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -131,10 +133,12 @@ func imdsGet(base, path string) (string, error) {
 	return string(body), nil
 }
 
-// TestInstanceRoleOperations runs every operation with an INSTANCE_ROLE
-// connector whose credentials come from the SDK default chain reaching
-// ec2-metadata-mock over IMDSv2 (t.Setenv: not parallel).
-func TestInstanceRoleOperations(t *testing.T) {
+// instanceRoleEnv starts ec2-metadata-mock, points the SDK default chain
+// at it (IMDSv2; no key in the environment), and returns an env whose
+// emulator knows exactly the key the mock serves. It uses t.Setenv: its
+// tests are not parallel.
+func instanceRoleEnv(t *testing.T, opts envOptions) *env {
+	t.Helper()
 	mock := startMetadataMock(t)
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", mock)
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "false")
@@ -154,12 +158,19 @@ func TestInstanceRoleOperations(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &served); err != nil {
 		t.Fatalf("decode the mock's role credentials: %v", err)
 	}
-	if served.AccessKeyId != imdsKeyID {
-		t.Fatalf("the mock serves key %q, want the configured %q", served.AccessKeyId, imdsKeyID)
+	if served.AccessKeyId != imdsKeyID || served.SecretAccessKey != imdsSecret {
+		t.Fatalf("the mock serves key %q, want the configured %q and its secret", served.AccessKeyId, imdsKeyID)
 	}
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, opts)
 	e.emu.AddCredentials(served.AccessKeyId, served.SecretAccessKey)
+	return e
+}
 
+// TestInstanceRoleOperations runs every operation with an INSTANCE_ROLE
+// connector whose credentials come from the SDK default chain reaching
+// ec2-metadata-mock over IMDSv2 (t.Setenv: not parallel).
+func TestInstanceRoleOperations(t *testing.T) {
+	e := instanceRoleEnv(t, envOptions{})
 	conn := e.connector(t, delegatev1.CredentialType_INSTANCE_ROLE)
 	exerciseOps(t, e, conn)
 	signers := signingKeys(e)
@@ -169,4 +180,30 @@ func TestInstanceRoleOperations(t *testing.T) {
 	if n := e.emu.Calls("sts.AssumeRole"); n != 0 {
 		t.Errorf("sts.AssumeRole calls = %d, want 0", n)
 	}
+}
+
+// TestInstanceRoleLogsNeverHoldSecrets is TestLogsAndMessagesNeverHoldSecrets
+// for INSTANCE_ROLE: every operation, successful and failing, at debug
+// level, with the role credentials ec2-metadata-mock serves; then the same
+// credentials refused by AWS (the emulator now holds another secret for
+// the key, so every signature fails). Neither the planted value nor the
+// instance role's secret key may reach a log line or a message.
+func TestInstanceRoleLogsNeverHoldSecrets(t *testing.T) {
+	e := instanceRoleEnv(t, envOptions{maxAttempts: 1})
+	conn := e.connector(t, delegatev1.CredentialType_INSTANCE_ROLE)
+	conn.SecretNamePrefix = "scan-instance_role"
+	messages := scanOps(t, e, conn)
+	if signers := signingKeys(e); len(signers) != 1 || !signers[imdsKeyID] {
+		t.Fatalf("secretsmanager calls signed by %v, want only the instance role key %s: the scan would not cover it", signers, imdsKeyID)
+	}
+
+	e.emu.AddCredentials(imdsKeyID, "not/the/secret/the/metadata/service/serves")
+	bad := proto.Clone(conn).(*delegatev1.ConnectorSettings)
+	bad.Id += "-bad" // a new client: the chain reads IMDS again
+	out := e.run(t, "scan-bad-instance-role", getTask(bad, "s"))
+	if out.GetCode() != delegatev1.Code_CREDENTIALS {
+		t.Errorf("refused instance role credentials: outcome %v %q, want CREDENTIALS", out.GetCode(), out.GetMessage())
+	}
+	messages = append(messages, out.GetMessage())
+	assertNoneHeld(t, e, messages, []string{plantedValue, imdsSecret, baseSecret})
 }

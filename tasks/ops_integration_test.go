@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -111,10 +112,11 @@ func stsRequest(t *testing.T, e *env, action string) (r awsemu.Request) {
 	return r
 }
 
-// exerciseOps runs create, get (whole and JSON key), upsert (both paths),
-// update (UpdateSecret, PutSecretValue, description only), describe, list,
-// test connection, delete with a window, restore and force delete, and
-// checks what the emulator recorded for each.
+// exerciseOps runs create, get (whole, JSON key, by VersionId and by
+// AWSPREVIOUS), upsert (both paths), update (UpdateSecret, PutSecretValue,
+// description only), describe, list, test connection, delete with a
+// window, restore and force delete, and checks what the emulator recorded
+// for each.
 func exerciseOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) {
 	t.Helper()
 	const name, full = "app-db", prefix + "/app-db"
@@ -246,10 +248,41 @@ func exerciseOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) {
 		t.Error("current value after the updates is not the last one written")
 	}
 
+	// Older versions: the create's by its VersionId (whole, and a JSON key
+	// of it), and the one before the current by AWSPREVIOUS.
+	createVersion, putVersion := tasks.RequestToken("t-create"), tasks.RequestToken("t-put")
+	res = mustOK(t, "get by version id", e.run(t, "t-get-vid", task(&delegatev1.GetSecretOp{Name: name, VersionId: createVersion})))
+	if got := res.GetValue().GetStringValue(); got != value || res.GetVersionId() != createVersion {
+		t.Errorf("get VersionId %s = version %q value %q, want the created value %q", createVersion, res.GetVersionId(), got, value)
+	}
+	if r := e.lastRequest(t, "GetSecretValue"); param(r, "SecretId") != full || param(r, "VersionId") != createVersion || r.Params["VersionStage"] != nil {
+		t.Errorf("GetSecretValue params = %v, want SecretId %s and VersionId %s without a VersionStage", r.Params, full, createVersion)
+	}
+	res = mustOK(t, "get#password by version id", e.run(t, "t-get-vid2", task(&delegatev1.GetSecretOp{Name: name + "#password", VersionId: createVersion})))
+	if got := res.GetValue().GetStringValue(); got != "PLANTED-pw-1" {
+		t.Errorf("get#password VersionId %s = %q, want the created version's password", createVersion, got)
+	}
+	res = mustOK(t, "get AWSPREVIOUS", e.run(t, "t-get-prev", task(&delegatev1.GetSecretOp{Name: name, VersionStage: "AWSPREVIOUS"})))
+	if got := res.GetValue().GetStringValue(); got != `{"v":4}` || res.GetVersionId() != putVersion || !slices.Contains(res.GetVersionStages(), "AWSPREVIOUS") {
+		t.Errorf("get AWSPREVIOUS = version %q stages %v value %q, want %s [AWSPREVIOUS] {\"v\":4}", res.GetVersionId(), res.GetVersionStages(), got, putVersion)
+	}
+	if r := e.lastRequest(t, "GetSecretValue"); param(r, "VersionStage") != "AWSPREVIOUS" || r.Params["VersionId"] != nil {
+		t.Errorf("GetSecretValue params = %v, want VersionStage AWSPREVIOUS without a VersionId", r.Params)
+	}
+	res = mustOK(t, "get current", e.run(t, "t-get-cur", task(&delegatev1.GetSecretOp{Name: name})))
+	if got := res.GetValue().GetStringValue(); got != `{"v":5}` || res.GetVersionId() != tasks.RequestToken("t-upsert-put") {
+		t.Errorf("get current = version %q value %q, want the last write's", res.GetVersionId(), got)
+	}
+	wantCode(t, "get unknown version id", e.run(t, "t-get-vid3", task(&delegatev1.GetSecretOp{Name: name, VersionId: tasks.RequestToken("never-written")})),
+		delegatev1.Code_NOT_FOUND, "")
+
 	// Describe.
 	res = mustOK(t, "describe", e.run(t, "t-describe", task(&delegatev1.DescribeSecretOp{Name: name})))
 	if m := res.GetMeta(); m.GetName() != name || m.GetDescription() != "new description" || m.GetTags()["team"] != "platform" || len(m.GetVersionStages()) == 0 {
 		t.Errorf("describe meta = %v", m)
+	}
+	if r := e.lastRequest(t, "DescribeSecret"); param(r, "SecretId") != full {
+		t.Errorf("DescribeSecret SecretId = %q, want %q", param(r, "SecretId"), full)
 	}
 
 	// List, under the prefix, names stripped.
@@ -288,6 +321,9 @@ func exerciseOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) {
 	if r := e.lastRequest(t, "GetSecretValue"); !strings.HasPrefix(param(r, "SecretId"), prefix+"/smd-connection-test-") {
 		t.Errorf("connection test probe = %q, want a random name under the prefix", param(r, "SecretId"))
 	}
+	if r := e.lastRequest(t, "ListSecrets"); stringify(r.Params["MaxResults"]) != "1" || !strings.Contains(stringify(r.Params["Filters"]), prefix+"/") {
+		t.Errorf("connection test ListSecrets params = %v, want MaxResults 1 and a name filter on %s/", r.Params, prefix)
+	}
 
 	// Delete with a recovery window, then restore, then force delete.
 	res = mustOK(t, "delete", e.run(t, "t-delete", task(&delegatev1.DeleteSecretOp{Name: name, RecoveryWindowDays: 7})))
@@ -300,11 +336,14 @@ func exerciseOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) {
 	wantCode(t, "get scheduled", e.run(t, "t-get4", task(&delegatev1.GetSecretOp{Name: name})),
 		delegatev1.Code_SCHEDULED_FOR_DELETION, "smd secret restore app-db")
 	mustOK(t, "restore", e.run(t, "t-restore", task(&delegatev1.RestoreSecretOp{Name: name})))
+	if r := e.lastRequest(t, "RestoreSecret"); param(r, "SecretId") != full {
+		t.Errorf("RestoreSecret SecretId = %q, want %q", param(r, "SecretId"), full)
+	}
 	mustOK(t, "get restored", e.run(t, "t-get5", task(&delegatev1.GetSecretOp{Name: name})))
 	force := true
 	mustOK(t, "force delete", e.run(t, "t-force", task(&delegatev1.DeleteSecretOp{Name: name, ForceDeleteWithoutRecovery: &force})))
-	if r := e.lastRequest(t, "DeleteSecret"); r.Params["ForceDeleteWithoutRecovery"] != true {
-		t.Errorf("force DeleteSecret params = %v", r.Params)
+	if r := e.lastRequest(t, "DeleteSecret"); r.Params["ForceDeleteWithoutRecovery"] != true || param(r, "SecretId") != full || r.Params["RecoveryWindowInDays"] != nil {
+		t.Errorf("force DeleteSecret params = %v, want SecretId %s and ForceDeleteWithoutRecovery without a window", r.Params, full)
 	}
 	wantCode(t, "get deleted", e.run(t, "t-get6", task(&delegatev1.GetSecretOp{Name: name})), delegatev1.Code_NOT_FOUND, `secret "app-db" not found`)
 }

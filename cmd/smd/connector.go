@@ -49,6 +49,11 @@ func readConnectorFile(path string) (*delegatev1.Connector, error) {
 	if err := yaml.Unmarshal(b, &m); err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", path, err))
 	}
+	if m == nil {
+		// Empty, only comments or a null document: protojson would say
+		// "unexpected token null".
+		return nil, usageErr(fmt.Errorf("%s: the file is empty: it holds no connector (see configs/connector.example.yaml)", path))
+	}
 	// Enums are checked here so the error names the field as the file
 	// does (protojson would say "enum field credentialType") and the
 	// values allowed.

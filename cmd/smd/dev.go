@@ -178,8 +178,12 @@ In another terminal:
 }
 
 // devMasterKey reads the dev store's master key, or makes one beside it,
-// so a --data-dir survives restarts.
+// so a --data-dir survives restarts. It creates dataDir (0700) when it
+// does not exist yet, as the manager would for its store.
 func devMasterKey(dataDir string) ([]byte, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dataDir, "master.key")
 	if _, err := os.Stat(path); os.IsNotExist(err) {
 		if err := os.WriteFile(path, []byte(seal.GenerateKey()+"\n"), 0o600); err != nil {

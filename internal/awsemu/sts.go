@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,6 +182,32 @@ func (s *Server) assumeRole(c *call) (any, *apiError) {
 		Result:   assumeRoleResult{AssumedRoleUser: user, Credentials: creds},
 		Metadata: responseMetadata{RequestID: c.requestID},
 	}, nil
+}
+
+// SessionCredentials are temporary credentials the emulator's STS issued.
+type SessionCredentials struct {
+	AccessKeyID     string
+	SecretAccessKey string
+	SessionToken    string
+	Expires         time.Time
+}
+
+// IssuedSessions returns the temporary credentials AssumeRole and
+// AssumeRoleWithWebIdentity have issued since New, secret halves included,
+// ordered by access key id. Tests plant them as material no log line or
+// message may hold; nothing else should need them.
+func (s *Server) IssuedSessions() []SessionCredentials {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []SessionCredentials
+	for id, c := range s.creds {
+		if c.sessionToken == "" {
+			continue
+		}
+		out = append(out, SessionCredentials{AccessKeyID: id, SecretAccessKey: c.secret, SessionToken: c.sessionToken, Expires: c.expires})
+	}
+	slices.SortFunc(out, func(a, b SessionCredentials) int { return strings.Compare(a.AccessKeyID, b.AccessKeyID) })
+	return out
 }
 
 // issueRoleSession creates temporary credentials for a session of roleARN,

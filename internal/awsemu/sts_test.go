@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/smdelegate/smdelegate/internal/awsemu"
 )
@@ -194,5 +195,35 @@ func TestAssumeRoleProviderCaches(t *testing.T) {
 	var nf *types.ResourceNotFoundException
 	if !errors.As(err, &nf) {
 		t.Errorf("GetSecretValue(missing) = %v, want ResourceNotFoundException", err)
+	}
+}
+
+// TestIssuedSessions: IssuedSessions returns exactly the temporary
+// credentials STS handed out, secret halves and tokens included, and no
+// long-term key.
+func TestIssuedSessions(t *testing.T) {
+	t.Parallel()
+	s, url := mustStart(t, awsemu.Options{Roles: testRoles})
+	if got := s.IssuedSessions(); len(got) != 0 {
+		t.Fatalf("IssuedSessions() before any AssumeRole = %v, want none", got)
+	}
+	st := stsClient(t, url, defaultCreds)
+	var want []awsemu.SessionCredentials
+	for _, session := range []string{"first", "second"} {
+		out, err := st.AssumeRole(t.Context(), &sts.AssumeRoleInput{RoleArn: aws.String(plainRole), RoleSessionName: aws.String(session)})
+		if err != nil {
+			t.Fatalf("AssumeRole(%s): %v", session, err)
+		}
+		c := out.Credentials
+		want = append(want, awsemu.SessionCredentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey,
+			SessionToken: *c.SessionToken, Expires: c.Expiration.UTC()})
+	}
+	got := s.IssuedSessions()
+	for i := range got {
+		got[i].Expires = got[i].Expires.UTC()
+	}
+	sortByKey := cmpopts.SortSlices(func(a, b awsemu.SessionCredentials) bool { return a.AccessKeyID < b.AccessKeyID })
+	if diff := cmp.Diff(want, got, sortByKey); diff != "" {
+		t.Errorf("IssuedSessions() (-AssumeRole responses +got):\n%s", diff)
 	}
 }

@@ -4,6 +4,11 @@
 // AssumeRoleWithWebIdentity, and serves the discovery document and JWKS
 // that IAM reads to verify it.
 //
+// A task token's claims: iss, sub ("account:A[:org:O[:project:P]]:connector:ID"),
+// aud, iat, nbf, exp, jti; account, org, project and connector (the parts
+// of sub); task_id; and context, an object with the operation the token
+// was minted for and the connector's connectivity (see ContextOperation).
+//
 // Signing keys live in the store, private halves sealed under the master
 // key. Every manager sharing a store loads the same keys, publishes every
 // key whose tokens may still be alive, and signs with the newest active
@@ -102,6 +107,34 @@ type Options struct {
 	Logger zerolog.Logger
 }
 
+// Keys and values of the "context" claim of the manager's task tokens.
+//
+// The subject pins the connector, and it is what an AWS IAM trust policy
+// conditions on: for a generic OIDC provider IAM evaluates only the aud
+// and sub claims (<issuer host>:aud, <issuer host>:sub), never a custom
+// claim. The context says what the token was minted for, for audit and
+// for relying parties that read any claim. A delegate (or the platform)
+// caches the role session of a connector and reuses it for later tasks
+// until it nears expiry, so the context describes the task that minted
+// the token, not every call made with the session.
+const (
+	// ContextOperation is the task kind the token was minted for:
+	// secret.create, secret.upsert, secret.update, secret.delete,
+	// secret.restore, secret.get, secret.list, secret.describe or
+	// secret.test (a connection test): the kind smd task list shows.
+	ContextOperation = "operation"
+	// ContextConnectivity is who exchanges the token at STS:
+	// ConnectivityDelegate or ConnectivityPlatform, the connector's
+	// oidc_connectivity.
+	ContextConnectivity = "connectivity"
+	// ConnectivityDelegate: a delegate the connector selects runs the
+	// task (the role session is named after the delegate).
+	ConnectivityDelegate = "delegate"
+	// ConnectivityPlatform: the manager runs the task itself (the role
+	// session is named smd-manager).
+	ConnectivityPlatform = "platform"
+)
+
 // Claims name what a token is for.
 type Claims struct {
 	Account   string // required
@@ -110,6 +143,8 @@ type Claims struct {
 	Connector string // required: the connector's identifier
 	TaskID    string // optional: the "task_id" claim
 	// Context is copied into the "context" object claim when not empty.
+	// The manager's task tokens carry ContextOperation and
+	// ContextConnectivity.
 	Context map[string]string
 }
 
