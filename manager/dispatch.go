@@ -76,6 +76,7 @@ type Dispatcher struct {
 	mu        sync.Mutex // guards everything below
 	tasks     map[string]*task
 	queues    map[string]*queue // by selector key
+	pools     map[string]*pool  // eligible delegates by selector key (pools.go)
 	queued    int
 	delegates map[string]*delegate // connected, by name
 	opTags    map[string][]string  // operator tags by delegate name (mirrors the store)
@@ -102,6 +103,7 @@ func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *me
 		now:       time.Now,
 		tasks:     map[string]*task{},
 		queues:    map[string]*queue{},
+		pools:     map[string]*pool{},
 		delegates: map[string]*delegate{},
 		opTags:    map[string][]string{},
 		stopping:  make(chan struct{}),
@@ -225,15 +227,7 @@ func (d *Dispatcher) dispatchTaskLocked(t *task) []send {
 	if q := d.queues[t.selKey]; q == nil || q.l.Front().Value.(*task) != t {
 		return nil // older tasks with these selectors wait for credit first
 	}
-	var best *delegate
-	for _, dg := range d.delegates {
-		if !dg.eligible() || !dg.matches(t.selectors) {
-			continue
-		}
-		if best == nil || len(dg.running) < len(best.running) {
-			best = dg
-		}
-	}
+	best := d.leastLoadedLocked(t.selKey, t.selectors)
 	if best == nil {
 		return nil
 	}
@@ -272,6 +266,7 @@ func (d *Dispatcher) leaseLocked(t *task, dg *delegate) send {
 	t.busy = t.async // the claim is persisted before the task is sent
 	dg.credit--
 	dg.running[t.id] = t
+	d.touchLocked(dg)
 	d.metrics.dispatchLatency.Observe(now.Sub(t.enqueuedAt).Seconds())
 	d.notifyLocked(t)
 	return send{
@@ -318,6 +313,7 @@ func (d *Dispatcher) claimAndSend(s send) {
 		if dg := d.delegates[s.to.name]; dg == s.to {
 			delete(dg.running, s.t.id)
 			dg.credit++
+			d.touchLocked(dg)
 		}
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 			// Another manager owns this task now; forget it here.
@@ -346,6 +342,7 @@ func (d *Dispatcher) unlease(s send) {
 	if dg := d.delegates[s.to.name]; dg == s.to {
 		delete(dg.running, s.t.id)
 		dg.credit++
+		d.touchLocked(dg)
 	}
 	sends := d.dispatchForLocked(s.to)
 	d.mu.Unlock()

@@ -27,6 +27,7 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 	}
 	t.busy = true
 	delete(dg.running, t.id)
+	d.touchLocked(dg)
 	async := t.async
 	d.mu.Unlock()
 
@@ -81,6 +82,7 @@ func (d *Dispatcher) finish(t *task, o *delegatev1.Outcome) {
 	d.dequeueLocked(t)
 	if dg := d.delegates[t.holder]; dg != nil {
 		delete(dg.running, t.id)
+		d.touchLocked(dg)
 	}
 	t.state = finalState(o)
 	t.outcome = o
@@ -178,6 +180,7 @@ func (d *Dispatcher) sweepOnce() {
 		t.busy = true
 		d.dequeueLocked(t)
 	}
+	d.prunePoolsLocked(now)
 	d.mu.Unlock()
 
 	for _, a := range acts {
@@ -223,6 +226,7 @@ func (d *Dispatcher) requeue(t *task, leaseID string) {
 	d.mu.Lock()
 	if dg := d.delegates[t.holder]; dg != nil {
 		delete(dg.running, t.id)
+		d.touchLocked(dg)
 	}
 	d.log.Info().Str("task_id", t.id).Str("delegate", t.holder).Int("attempt", t.attempt).Msg("lease expired; task returns to the queue")
 	t.busy = false

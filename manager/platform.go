@@ -34,6 +34,7 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 	}
 	d.mu.Lock()
 	d.delegates[dg.name] = dg
+	d.joinPoolsLocked(dg)
 	d.mu.Unlock()
 
 	var mu sync.Mutex // guards cancels

@@ -38,6 +38,9 @@ type delegate struct {
 	since     time.Time
 	lastHeard time.Time
 	out       *outbox.Outbox[*delegatev1.ManagerMessage]
+	// pools are the dispatcher's pools this delegate is a member of, with
+	// its index in each one's heap (-1: not eligible now); see pools.go.
+	pools map[*pool]int
 	// internal marks the manager's own platform delegate: not listed.
 	internal bool
 	// opTags are the operator-assigned tags (smd delegate tag).
@@ -120,6 +123,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 	if old := d.delegates[dg.name]; old != nil {
 		old.out.Close()
 		close(old.kicked)
+		d.leavePoolsLocked(old)
 		d.log.Info().Str("delegate", dg.name).Msg("delegate reconnected; replacing its previous stream")
 	}
 	d.delegates[dg.name] = dg
@@ -144,6 +148,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 		out.Push(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
 	}
 	dg.credit = max(dg.capacity-len(h.GetRunning()), 0)
+	d.joinPoolsLocked(dg)
 	d.metrics.delegates.Set(float64(d.connectedLocked()))
 	sends := d.dispatchForLocked(dg)
 	d.mu.Unlock()
@@ -158,6 +163,7 @@ func (d *Dispatcher) disconnect(dg *delegate) {
 	d.mu.Lock()
 	if d.delegates[dg.name] == dg {
 		delete(d.delegates, dg.name)
+		d.leavePoolsLocked(dg)
 	}
 	d.metrics.delegates.Set(float64(d.connectedLocked()))
 	d.mu.Unlock()
@@ -168,6 +174,7 @@ func (d *Dispatcher) credit(dg *delegate, n int) {
 	d.mu.Lock()
 	dg.credit = min(dg.credit+n, dg.capacity)
 	dg.lastHeard = d.now()
+	d.touchLocked(dg)
 	sends := d.dispatchForLocked(dg)
 	d.mu.Unlock()
 	d.deliver(sends)
@@ -192,6 +199,7 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 		}
 		cancels = append(cancels, cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
 	}
+	d.touchLocked(dg)
 	d.mu.Unlock()
 	for _, m := range cancels {
 		dg.out.Push(m)
@@ -202,6 +210,7 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 func (d *Dispatcher) drain(dg *delegate) {
 	d.mu.Lock()
 	dg.draining = true
+	d.touchLocked(dg)
 	d.mu.Unlock()
 	d.log.Info().Str("delegate", dg.name).Msg("delegate is draining")
 }
@@ -287,5 +296,6 @@ func (d *Dispatcher) tagsChangeLocked(name string) []send {
 	}
 	dg.opTags = d.opTags[name]
 	dg.tags = newTagSet(dg.declared, dg.implicit, dg.opTags)
+	d.joinPoolsLocked(dg)
 	return d.dispatchForLocked(dg)
 }
