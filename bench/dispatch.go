@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// pingCall submits one sync ping task with selectors and checks that it
+// succeeded.
+func pingCall(m *manager, selectors ...string) call {
+	return func(ctx context.Context, _ int) error {
+		info, err := m.API().Ping(ctx, &delegatev1.PingRequest{Selectors: selectors})
+		if err != nil {
+			return err
+		}
+		if info.GetState() != delegatev1.TaskState_SUCCEEDED {
+			return fmt.Errorf("ping %s: %s %s", info.GetId(), info.GetState(), info.GetOutcome().GetMessage())
+		}
+		return nil
+	}
+}
+
+// rateRun is one offered rate of section 1.
+type rateRun struct {
+	Rate float64
+	Lat  latencies
+}
+
+// dispatchResult is section 1.
+type dispatchResult struct {
+	Rates     []rateRun
+	Sustained latencies // closed loop at saturation
+	Workers   int
+}
+
+// benchDispatch measures ping tasks' submit-to-result latency at fixed
+// offered rates, then the highest sustained rate: as many callers as the
+// agents have slots, back to back.
+func benchDispatch(ctx context.Context, m *manager, o options) dispatchResult {
+	var r dispatchResult
+	// Warm up connections, goroutines and the agents' pools.
+	closedLoop(ctx, 32, 0, 2000, pingCall(m, "bench"))
+	for _, rate := range []float64{100, 1000, 10000} {
+		d := o.rateDuration
+		if rate == 100 && d < 3*time.Second {
+			d = 3 * time.Second // at least 300 samples for the p99
+		}
+		l := openLoop(ctx, rate, d, 20000, pingCall(m, "bench"))
+		r.Rates = append(r.Rates, rateRun{Rate: rate, Lat: l})
+		o.logf("  offered %6.0f/s for %s: %s achieved=%.0f/s dropped=%d", rate, d, l, l.throughputPerSecond, l.dropped)
+	}
+	r.Workers = o.agents * o.agentConcurrency
+	r.Sustained = closedLoop(ctx, r.Workers, o.sustainDuration, 0, pingCall(m, "bench"))
+	o.logf("  closed loop, %d callers for %s: %.0f tasks/s, %s", r.Workers, o.sustainDuration, r.Sustained.throughputPerSecond, r.Sustained)
+	return r
+}
