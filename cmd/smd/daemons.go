@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/smdelegate/smdelegate/agent"
 	"github.com/smdelegate/smdelegate/internal/logging"
@@ -75,10 +76,53 @@ func newManagerCmd() *cobra.Command {
 	return cmd
 }
 
+// agentFlags are smd agent's flags: each, when given, wins over the
+// config file and the SMD_* environment.
+type agentFlags struct {
+	path, mgr, name, logLevel string
+	tags                      []string
+	concurrency               int
+}
+
+func (o *agentFlags) register(f *pflag.FlagSet) {
+	f.StringVarP(&o.path, "config", "c", "", "config file (YAML); see configs/agent.yaml")
+	f.StringVar(&o.mgr, "manager", "", "manager gRPC address (manager, SMD_MANAGER)")
+	f.StringVar(&o.name, "name", "", "delegate name, default the hostname (name)")
+	f.StringSliceVar(&o.tags, "tags", nil, "delegate tags, comma-separated (tags, SMD_TAGS)")
+	f.IntVar(&o.concurrency, "concurrency", 0, "tasks run at once (concurrency)")
+	f.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (log.level)")
+}
+
+// config loads the agent's configuration: defaults, then the file, then
+// SMD_* variables, then the flags given; then validates it.
+func (o *agentFlags) config(flags *pflag.FlagSet) (agent.Config, error) {
+	cfg, err := agent.LoadConfig(o.path)
+	if err != nil {
+		return cfg, usageErr(err)
+	}
+	if flags.Changed("manager") {
+		cfg.Manager = o.mgr
+	}
+	if flags.Changed("name") {
+		cfg.Name = o.name
+	}
+	if flags.Changed("tags") {
+		cfg.Tags = o.tags
+	}
+	if flags.Changed("concurrency") {
+		cfg.Concurrency = o.concurrency
+	}
+	if flags.Changed("log-level") {
+		cfg.Log.Level = o.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageErr(fmt.Errorf("invalid configuration:\n%w", err))
+	}
+	return cfg, nil
+}
+
 func newAgentCmd() *cobra.Command {
-	var path, mgr, name, logLevel string
-	var tags []string
-	var concurrency int
+	var o agentFlags
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the delegate: connect to the manager and run the tasks it sends",
@@ -89,28 +133,9 @@ Signals: the first SIGTERM/SIGINT drains (no new tasks, running ones finish,
 exit 0); a second cancels running tasks; a third exits at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := agent.LoadConfig(path)
+			cfg, err := o.config(cmd.Flags())
 			if err != nil {
-				return usageErr(err)
-			}
-			flags := cmd.Flags()
-			if flags.Changed("manager") {
-				cfg.Manager = mgr
-			}
-			if flags.Changed("name") {
-				cfg.Name = name
-			}
-			if flags.Changed("tags") {
-				cfg.Tags = tags
-			}
-			if flags.Changed("concurrency") {
-				cfg.Concurrency = concurrency
-			}
-			if flags.Changed("log-level") {
-				cfg.Log.Level = logLevel
-			}
-			if err := cfg.Validate(); err != nil {
-				return usageErr(fmt.Errorf("invalid configuration:\n%w", err))
+				return err
 			}
 			log, err := logging.New(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 			if err != nil {
@@ -151,12 +176,6 @@ exit 0); a second cancels running tasks; a third exits at once.`,
 			return err
 		},
 	}
-	f := cmd.Flags()
-	f.StringVarP(&path, "config", "c", "", "config file (YAML); see configs/agent.yaml")
-	f.StringVar(&mgr, "manager", "", "manager gRPC address (manager, SMD_MANAGER)")
-	f.StringVar(&name, "name", "", "delegate name, default the hostname (name)")
-	f.StringSliceVar(&tags, "tags", nil, "delegate tags, comma-separated (tags, SMD_TAGS)")
-	f.IntVar(&concurrency, "concurrency", 0, "tasks run at once (concurrency)")
-	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (log.level)")
+	o.register(cmd.Flags())
 	return cmd
 }
