@@ -71,6 +71,7 @@ func parseFlags(args []string) (options, error) {
 	agents := fs.Int("agents", 2, "agent processes")
 	conc := fs.Int("concurrency", 256, "concurrency of each agent")
 	awsLatency := fs.Duration("aws-latency", 10*time.Millisecond, "latency added to GetSecretValue in the second run of section 2")
+	submitters := fs.Int("submitters", 256, "concurrent submitters of section 3")
 	only := fs.String("only", "", "run only these sections, e.g. 1,2 (the report shows the others empty)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -79,7 +80,7 @@ func parseFlags(args []string) (options, error) {
 		only: *only, quick: *quick, agents: *agents, agentConcurrency: *conc, awsLatency: *awsLatency,
 		rateDuration: 10 * time.Second, sustainDuration: 10 * time.Second,
 		pathWorkers: 32, pathDuration: 10 * time.Second,
-		durableTasks: 10000, durableWorkers: 64,
+		durableTasks: 10000, durableWorkers: *submitters,
 		stsTasks:   10000,
 		scaleSteps: []int{1000, 10000}, scalePingRate: 1000,
 		starts: 10,

@@ -25,8 +25,8 @@
 // # Durability and throughput
 //
 // Every mutation returns only after its transaction has been committed and
-// fsynced. Task mutations go through bbolt's DB.Batch, so concurrent callers
-// share one transaction and one fsync; see Options.MaxBatchDelay. Catalog
+// fsynced. Task mutations go through a group commit (committer), so concurrent
+// callers share one transaction and one fsync. Catalog
 // mutations are rare and each has a transaction of its own.
 //
 // # Times
@@ -71,7 +71,6 @@ const FileName = "smd.db"
 // Defaults for Options fields left zero. See the fields for why.
 const (
 	DefaultLockTimeout   = 1 * time.Second
-	DefaultMaxBatchDelay = 1 * time.Millisecond
 	DefaultPruneInterval = 10 * time.Minute
 )
 
@@ -88,19 +87,9 @@ type Options struct {
 	// negative means fail at once.
 	LockTimeout time.Duration
 
-	// MaxBatchDelay is how long the first of several concurrent mutations
-	// waits for others to join its transaction (bbolt's DB.MaxBatchDelay),
-	// and so the least latency of a lone mutation. Zero means
-	// DefaultMaxBatchDelay. Under load, callers pile up while the previous
-	// batch commits anyway, so a long delay mostly adds idle time: with 64
-	// goroutines on a 2-core VM (fdatasync about 0.6 ms),
-	// BenchmarkCreateClaimComplete measured about 20,000 mutations/s at
-	// 1 ms and 4,400 at bbolt's own default of 10 ms.
-	MaxBatchDelay time.Duration
-
-	// MaxBatchSize caps the mutations in one transaction; a full batch is
-	// committed without waiting for MaxBatchDelay. Zero means bbolt's
-	// default (1000).
+	// MaxBatchSize caps the mutations committed in one transaction (see
+	// committer: mutations that arrive while a transaction commits join
+	// the next one). Zero means DefaultMaxBatchSize.
 	MaxBatchSize int
 
 	// KeepFinished, when positive, makes the DB delete final tasks that
@@ -121,9 +110,10 @@ type Options struct {
 // DB is a store.Store in one bbolt file. Create it with Open; it is safe for
 // concurrent use.
 type DB struct {
-	bdb  *bbolt.DB
-	path string
-	log  zerolog.Logger
+	bdb    *bbolt.DB
+	commit *committer // group commit of task mutations
+	path   string
+	log    zerolog.Logger
 
 	// mu guards closed. Every method holds a read lock for its whole call,
 	// so Close (which takes the write lock) waits for calls in flight and
@@ -170,12 +160,9 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
-	bdb.MaxBatchDelay = DefaultMaxBatchDelay
-	if opts.MaxBatchDelay > 0 {
-		bdb.MaxBatchDelay = opts.MaxBatchDelay
-	}
+	maxBatch := DefaultMaxBatchSize
 	if opts.MaxBatchSize > 0 {
-		bdb.MaxBatchSize = opts.MaxBatchSize
+		maxBatch = opts.MaxBatchSize
 	}
 	err = bdb.Update(func(tx *bbolt.Tx) error {
 		for _, name := range append([][]byte{bucketTasks, bucketCreated, bucketUnfinished}, catalogBuckets...) {
@@ -191,10 +178,11 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 
 	db := &DB{
-		bdb:  bdb,
-		path: path,
-		log:  opts.Logger.With().Str("component", "store.bolt").Logger(),
-		done: make(chan struct{}),
+		bdb:    bdb,
+		commit: &committer{db: bdb, maxBatch: maxBatch},
+		path:   path,
+		log:    opts.Logger.With().Str("component", "store.bolt").Logger(),
+		done:   make(chan struct{}),
 
 		pruneChunk: defaultPruneChunk,
 	}

@@ -16,7 +16,7 @@ import (
 // sentinel for these: they are programming errors, not conditions to handle.
 var errInvalid = errors.New("invalid argument")
 
-// batch runs fn in a shared write transaction (bbolt's DB.Batch) and returns
+// batch runs fn in a shared write transaction (committer.do) and returns
 // fn's result once the transaction is durable.
 //
 // fn returns two errors. result is the outcome for the caller (ErrNotFound,
@@ -33,7 +33,7 @@ var errInvalid = errors.New("invalid argument")
 // the run that committed reaches the caller.
 func (db *DB) batch(fn func(tx *bbolt.Tx) (result, err error)) error {
 	var result error
-	err := db.bdb.Batch(func(tx *bbolt.Tx) error {
+	err := db.commit.do(func(tx *bbolt.Tx) error {
 		var err error
 		result, err = fn(tx)
 		return err
