@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -23,10 +25,21 @@ func pingCall(m *manager, selectors ...string) call {
 	}
 }
 
-// rateRun is one offered rate of section 1.
+// rateRun is one offered rate of section 1: ping tasks, and as a
+// baseline the gRPC health check of the same manager at the same rate (one
+// round trip, no task).
 type rateRun struct {
-	Rate float64
-	Lat  latencies
+	Rate     float64
+	Lat      latencies
+	Baseline latencies
+}
+
+// healthCall is one gRPC health check of the manager.
+func healthCall(m *manager) call {
+	return func(ctx context.Context, _ int) error {
+		_, err := healthpb.NewHealthClient(m.conns[0]).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
 }
 
 // dispatchResult is section 1.
@@ -48,9 +61,11 @@ func benchDispatch(ctx context.Context, m *manager, o options) dispatchResult {
 		if rate == 100 && d < 3*time.Second {
 			d = 3 * time.Second // at least 300 samples for the p99
 		}
+		base := openLoop(ctx, rate, min(d, 2*time.Second), 20000, healthCall(m))
 		l := openLoop(ctx, rate, d, 20000, pingCall(m, "bench"))
-		r.Rates = append(r.Rates, rateRun{Rate: rate, Lat: l})
-		o.logf("  offered %6.0f/s for %s: %s achieved=%.0f/s dropped=%d", rate, d, l, l.throughputPerSecond, l.dropped)
+		r.Rates = append(r.Rates, rateRun{Rate: rate, Lat: l, Baseline: base})
+		o.logf("  offered %6.0f/s for %s: %s achieved=%.0f/s dropped=%d (health check round trip: p50 %s p99 %s)",
+			rate, d, l, l.throughputPerSecond, l.dropped, ms(base.P50), ms(base.P99))
 	}
 	r.Workers = o.agents * o.agentConcurrency
 	r.Sustained = closedLoop(ctx, r.Workers, o.sustainDuration, 0, pingCall(m, "bench"))
