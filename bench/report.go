@@ -22,9 +22,11 @@ func targets(r results) []target {
 	if len(r.dispatch.Rates) > 1 {
 		at := r.dispatch.Rates[1].Lat
 		ok := at.P50 <= 300*time.Microsecond && at.P99 <= 2*time.Millisecond && at.errors == 0
+		base := r.dispatch.Rates[1].Baseline
 		ts = append(ts, target{"dispatch p50 ≤ 0.3 ms and p99 ≤ 2 ms at 1,000/s",
 			fmt.Sprintf("p50 %s, p99 %s", ms(at.P50), ms(at.P99)), ok,
-			"submit-to-result is two gRPC round trips (caller→manager, manager→delegate) on a machine whose CPUs also run the load generator, the agents and the emulator"})
+			fmt.Sprintf("one gRPC round trip to the manager alone takes p50 %s, p99 %s here; a ping is two round trips plus the agent's work, on CPUs shared with the load generator and the agents",
+				ms(base.P50), ms(base.P99))})
 	}
 	ts = append(ts, target{"≥ 20,000 ping tasks/s sustained",
 		fmt.Sprintf("%.0f/s", r.dispatch.Sustained.throughputPerSecond), r.dispatch.Sustained.throughputPerSecond >= 20000,
@@ -43,7 +45,7 @@ func targets(r results) []target {
 			worst = min(worst, run.submitRate())
 		}
 		ts = append(ts, target{"≥ 5,000 durable mutations/s", fmt.Sprintf("%.0f/s (slower of create and update)", worst), worst >= 5000,
-			"every acknowledged task waits for its batch's fsync"})
+			"each task is three fsynced writes (submit, lease, result) through one bolt writer, and the agents and emulator share the CPUs; nothing lost, see the counts"})
 	}
 	ts = append(ts, target{"agent idle RSS ≤ 25 MB", fmt.Sprintf("%s (%.1f MB; private %s)", mib(r.footprint.IdleRSS), float64(r.footprint.IdleRSS)/1e6, mib(r.footprint.IdleAnon)),
 		r.footprint.IdleRSS <= 25*1000*1000,
