@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -32,15 +33,28 @@ type managerService struct {
 }
 
 func (s *managerService) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {
-	return &delegatev1.ListDelegatesResponse{Delegates: s.d.ListDelegates()}, nil
+	return &delegatev1.ListDelegatesResponse{Delegates: s.d.ListDelegates(tokenScope(ctx))}, nil
 }
 
 func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {
 	if sl := req.GetSleep().AsDuration(); sl < 0 || sl > maxPingSleep {
 		return nil, status.Errorf(codes.InvalidArgument, "sleep: must be between 0 and %s", maxPingSleep)
 	}
+	// A ping needs a delegate serving its scope: the one asked for, else
+	// the token's (none for an unscoped token: any delegate).
+	scope := tokenScope(ctx)
+	if rs := req.GetScope(); !storeScope(rs).IsZero() {
+		if err := connector.ValidateScope(rs); err != nil {
+			return nil, invalid(err)
+		}
+		if !visible(scope, storeScope(rs)) {
+			return nil, outsideScope(ctx, "ping a delegate of", rs)
+		}
+		scope = storeScope(rs)
+	}
 	return s.submit(ctx, SubmitRequest{
 		Kind:      "ping",
+		Scope:     scope,
 		Selectors: req.GetSelectors(),
 		Payload:   &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{Sleep: req.GetSleep()}}},
 		Async:     req.GetAsync(),
@@ -67,18 +81,28 @@ func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delega
 }
 
 func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskRequest) (*delegatev1.TaskInfo, error) {
-	info, _, err := s.d.getTask(ctx, req.GetId())
+	info, _, err := s.visibleTask(ctx, req.GetId())
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
 	return info, nil
 }
 
+// visibleTask is getTask for the caller: a task outside its token's scope
+// is not found, exactly like a task that does not exist.
+func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
+	info, changed, err := s.d.getTask(ctx, id)
+	if err == nil && !visible(tokenScope(ctx), storeScope(info.GetScope())) {
+		return nil, nil, ErrTaskNotFound
+	}
+	return info, changed, err
+}
+
 func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTasksRequest) (*delegatev1.ListTasksResponse, error) {
 	if req.GetLimit() < 0 {
 		return nil, status.Error(codes.InvalidArgument, "limit: must not be negative")
 	}
-	f := store.Filter{Limit: int(req.GetLimit())}
+	f := store.Filter{Limit: int(req.GetLimit()), Scope: tokenScope(ctx)}
 	if f.Limit == 0 {
 		f.Limit = 100
 	}
@@ -100,7 +124,7 @@ func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delega
 	ctx := stream.Context()
 	var last *delegatev1.TaskInfo
 	for {
-		info, changed, err := s.d.getTask(ctx, req.GetId())
+		info, changed, err := s.visibleTask(ctx, req.GetId())
 		if err != nil {
 			return s.toStatus(err)
 		}
@@ -158,7 +182,7 @@ func (d *Dispatcher) infoLocked(t *task) *delegatev1.TaskInfo {
 	return &delegatev1.TaskInfo{
 		Id: t.id, Kind: t.kind, State: stateToProto(t.state), Selectors: t.selectors,
 		Attempt: int32(t.attempt), Delegate: t.holder, CreatedAt: timestamp(t.createdAt),
-		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async,
+		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async, Scope: scopeProto(t.scope),
 	}
 }
 
@@ -166,7 +190,7 @@ func storedInfo(t *store.Task) *delegatev1.TaskInfo {
 	info := &delegatev1.TaskInfo{
 		Id: t.ID, Kind: t.Kind, State: stateToProto(t.State), Selectors: t.Selectors,
 		Attempt: int32(t.Attempt), Delegate: t.Delegate, CreatedAt: timestamppb.New(t.CreatedAt),
-		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true,
+		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true, Scope: scopeProto(t.Scope),
 	}
 	if len(t.Outcome) > 0 {
 		o := &delegatev1.Outcome{}

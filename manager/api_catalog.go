@@ -18,16 +18,9 @@ import (
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
-// DefaultAccount is the account of requests that name no scope.
+// DefaultAccount is the account of requests that name no scope, from an
+// unscoped token (requestScope).
 const DefaultAccount = "default"
-
-// scopeOrDefault returns s, or the default account scope when s is empty.
-func scopeOrDefault(s *delegatev1.Scope) *delegatev1.Scope {
-	if s == nil || (s.GetAccount() == "" && s.GetOrg() == "" && s.GetProject() == "") {
-		return &delegatev1.Scope{Account: DefaultAccount}
-	}
-	return s
-}
 
 func storeScope(s *delegatev1.Scope) store.Scope {
 	return store.Scope{Account: s.GetAccount(), Org: s.GetOrg(), Project: s.GetProject()}
@@ -68,13 +61,18 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
+// errOutsideScope: the connector's scope is outside the token's.
+var errOutsideScope = errors.New("outside the token's scope")
+
 // prepareConnector normalizes and validates c, including that its builtin
-// credential references exist.
+// credential references exist at its scope or above, as far up as the
+// token sees. A valid connector outside the token's scope is
+// errOutsideScope, for the caller to answer.
 func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Connector) error {
 	if c == nil {
 		return invalid(config.Errf("connector", "is required"))
 	}
-	c.Scope = scopeOrDefault(c.Scope)
+	c.Scope = requestScope(ctx, c.Scope)
 	// Validate sees the other fields normalized but the selectors as
 	// given: Normalize drops empty selectors, and an operator who wrote
 	// one should hear about it, by its index, rather than have it vanish.
@@ -85,12 +83,15 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 	if err := connector.Validate(check); err != nil {
 		return invalid(err)
 	}
+	if !canSee(ctx, c.GetScope()) {
+		return errOutsideScope
+	}
 	for field, v := range map[string]string{"access_key_id": c.GetAccessKeyId(), "secret_access_key": c.GetSecretAccessKey()} {
 		ref, err := connector.ParseRef(v)
 		if err != nil || ref.Kind != "builtin" {
 			continue
 		}
-		if _, err := s.credential(ctx, c.GetScope(), ref.Value); errors.Is(err, store.ErrNotFound) {
+		if _, err := s.credentialWithin(ctx, tokenScope(ctx), c.GetScope(), ref.Value); errors.Is(err, store.ErrNotFound) {
 			return invalid(config.Errf(field, "builtin credential %q does not exist in scope %s or above (add it with smd credential put)",
 				ref.Value, connector.ScopeKey(c.GetScope())))
 		} else if err != nil {
@@ -102,7 +103,9 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 
 func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.CreateConnectorRequest) (*delegatev1.Connector, error) {
 	c := proto.Clone(req.GetConnector()).(*delegatev1.Connector)
-	if err := s.prepareConnector(ctx, c); err != nil {
+	if err := s.prepareConnector(ctx, c); errors.Is(err, errOutsideScope) {
+		return nil, outsideScope(ctx, "create a connector in", c.GetScope())
+	} else if err != nil {
 		return nil, err
 	}
 	now := timestamppb.Now()
@@ -118,7 +121,9 @@ func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.Cr
 
 func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.UpdateConnectorRequest) (*delegatev1.Connector, error) {
 	c := proto.Clone(req.GetConnector()).(*delegatev1.Connector)
-	if err := s.prepareConnector(ctx, c); err != nil {
+	if err := s.prepareConnector(ctx, c); errors.Is(err, errOutsideScope) {
+		return nil, s.connectorErr(ctx, c, store.ErrNotFound) // invisible: as if absent
+	} else if err != nil {
 		return nil, err
 	}
 	old, err := s.cat.GetConnector(ctx, storeScope(c.GetScope()), c.GetIdentifier())
@@ -171,11 +176,15 @@ func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetCo
 }
 
 // lookupConnector finds the named connector (or the default one) from the
-// ref's scope upward.
+// ref's scope upward, as far up as the token's scope: what lies outside
+// it is not found.
 func (s *managerService) lookupConnector(ctx context.Context, ref *delegatev1.ConnectorRef) (*delegatev1.Connector, error) {
-	scope := scopeOrDefault(ref.GetScope())
+	scope := requestScope(ctx, ref.GetScope())
 	id := ref.GetIdentifier()
 	get := func(ctx context.Context, sc *delegatev1.Scope) (*delegatev1.Connector, error) {
+		if !canSee(ctx, sc) {
+			return nil, store.ErrNotFound
+		}
 		var c *store.Connector
 		var err error
 		if id == "" {
@@ -210,8 +219,10 @@ func decodeConnector(c *store.Connector) (*delegatev1.Connector, error) {
 
 func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.ListConnectorsRequest) (*delegatev1.ListConnectorsResponse, error) {
 	out := &delegatev1.ListConnectorsResponse{}
-	sc, more := storeScope(scopeOrDefault(req.GetScope())), true
-	for ; more; sc, more = sc.Parent() {
+	tok := tokenScope(ctx)
+	sc, more := storeScope(requestScope(ctx, req.GetScope())), true
+	// Above a scope the token does not see, none is seen: stop there.
+	for ; more && visible(tok, sc); sc, more = sc.Parent() {
 		cs, err := s.cat.ListConnectors(ctx, sc)
 		if err != nil {
 			return nil, s.internal(err)
@@ -232,8 +243,12 @@ func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.De
 	if ref.GetIdentifier() == "" {
 		return nil, invalid(config.Errf("identifier", "is required"))
 	}
-	scope := scopeOrDefault(ref.GetScope())
-	if err := s.cat.DeleteConnector(ctx, storeScope(scope), ref.GetIdentifier()); err != nil {
+	scope := requestScope(ctx, ref.GetScope())
+	err := store.ErrNotFound // outside the token's scope: as if absent
+	if canSee(ctx, scope) {
+		err = s.cat.DeleteConnector(ctx, storeScope(scope), ref.GetIdentifier())
+	}
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", ref.GetIdentifier(), connector.ScopeKey(scope))
 		}
@@ -244,7 +259,13 @@ func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.De
 
 // credential finds a builtin credential from scope upward.
 func (s *managerService) credential(ctx context.Context, scope *delegatev1.Scope, name string) (*store.Credential, error) {
-	for sc, more := storeScope(scope), true; more; sc, more = sc.Parent() {
+	return s.credentialWithin(ctx, store.Scope{}, scope, name)
+}
+
+// credentialWithin finds a builtin credential from scope upward, as far
+// up as limit sees (visible; the zero limit: to the account).
+func (s *managerService) credentialWithin(ctx context.Context, limit store.Scope, scope *delegatev1.Scope, name string) (*store.Credential, error) {
+	for sc, more := storeScope(scope), true; more && visible(limit, sc); sc, more = sc.Parent() {
 		c, err := s.cat.GetCredential(ctx, sc, name)
 		if !errors.Is(err, store.ErrNotFound) {
 			return c, err
@@ -259,7 +280,10 @@ func credentialAAD(s store.Scope, name string) []byte {
 }
 
 func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutCredentialRequest) (*delegatev1.Credential, error) {
-	scope := scopeOrDefault(req.GetScope())
+	scope := requestScope(ctx, req.GetScope())
+	if !canSee(ctx, scope) {
+		return nil, outsideScope(ctx, "store a credential in", scope)
+	}
 	ref, err := connector.ParseRef("builtin:" + req.GetName())
 	if err != nil || ref.Value != req.GetName() {
 		return nil, invalid(config.Errf("name", "must be a valid builtin credential name (letters, digits, _, - and ., starting with a letter or _)"))
@@ -280,11 +304,15 @@ func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutC
 }
 
 func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.ListCredentialsRequest) (*delegatev1.ListCredentialsResponse, error) {
-	cs, err := s.cat.ListCredentials(ctx, storeScope(scopeOrDefault(req.GetScope())))
+	out := &delegatev1.ListCredentialsResponse{}
+	scope := requestScope(ctx, req.GetScope())
+	if !canSee(ctx, scope) {
+		return out, nil // none that this token may see
+	}
+	cs, err := s.cat.ListCredentials(ctx, storeScope(scope))
 	if err != nil {
 		return nil, s.internal(err)
 	}
-	out := &delegatev1.ListCredentialsResponse{}
 	for _, c := range cs {
 		out.Credentials = append(out.Credentials, &delegatev1.Credential{Scope: protoScope(c.Scope), Name: c.Name,
 			CreatedAt: timestamppb.New(c.CreatedAt), UpdatedAt: timestamppb.New(c.UpdatedAt)})
@@ -293,8 +321,12 @@ func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.Li
 }
 
 func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.DeleteCredentialRequest) (*delegatev1.DeleteCredentialResponse, error) {
-	scope := scopeOrDefault(req.GetScope())
-	if err := s.cat.DeleteCredential(ctx, storeScope(scope), req.GetName()); err != nil {
+	scope := requestScope(ctx, req.GetScope())
+	err := store.ErrNotFound // outside the token's scope: as if absent
+	if canSee(ctx, scope) {
+		err = s.cat.DeleteCredential(ctx, storeScope(scope), req.GetName())
+	}
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "credential %q does not exist in scope %s", req.GetName(), connector.ScopeKey(scope))
 		}
@@ -303,7 +335,23 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 	return &delegatev1.DeleteCredentialResponse{}, nil
 }
 
+// TagDelegate changes a delegate's operator tags. A scoped token may tag
+// only a connected delegate at its scope or below: others it does not see
+// are not found; those it sees but that also serve other scopes (above
+// it, or unscoped) it may not retag, and a name not connected it may not
+// claim ahead of the delegate that will use it.
 func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
+	if tok := tokenScope(ctx); !tok.IsZero() {
+		sc, ok := s.d.delegateScope(req.GetName())
+		switch {
+		case !ok || !overlaps(tok, sc):
+			return nil, status.Errorf(codes.NotFound, "delegate %q is not connected", req.GetName())
+		case !visible(tok, sc):
+			return nil, status.Errorf(codes.PermissionDenied,
+				"cannot tag delegate %q: it serves scope %s, beyond this operator token's scope %s; a scoped token tags only delegates at its scope or below it",
+				req.GetName(), scopeText(sc), tok.String())
+		}
+	}
 	tags, err := s.d.TagDelegate(ctx, req.GetName(), req.GetAdd(), req.GetRemove())
 	if err != nil {
 		return nil, s.toStatus(err)

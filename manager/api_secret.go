@@ -39,8 +39,16 @@ func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretReque
 		st.Op, mutation = &delegatev1.SecretTask_List{List: op.List}, false
 	case *delegatev1.SecretRequest_Describe:
 		st.Op, mutation = &delegatev1.SecretTask_Describe{Describe: op.Describe}, false
+	case *delegatev1.SecretRequest_Tag:
+		st.Op = &delegatev1.SecretTask_Tag{Tag: op.Tag}
+	case *delegatev1.SecretRequest_Versions:
+		st.Op, mutation = &delegatev1.SecretTask_Versions{Versions: op.Versions}, false
 	default:
-		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe)"))
+		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
+	}
+	if req.GetCreate().GetReturnValue() && req.GetAsync() {
+		// The value exists only in memory, for the caller that waits.
+		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
 	}
 	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync())
 }
@@ -74,8 +82,28 @@ func secretKind(st *delegatev1.SecretTask) string {
 		return "secret.describe"
 	case *delegatev1.SecretTask_TestConnection:
 		return "secret.test"
+	case *delegatev1.SecretTask_Tag:
+		return "secret.tag"
+	case *delegatev1.SecretTask_Versions:
+		return "secret.versions"
 	}
 	return "secret"
+}
+
+// withoutSecretValue returns o without a secret value in its result (a
+// copy when there is one to drop). Outcomes are stored without values
+// (persistFinal), and a change returns one only to the caller that waits
+// for a create with return_value: the generated value then lives only in
+// the memory of the task that the caller holds, never in the store, and
+// GetTask, ListTasks and WatchTask, which read the store once the task is
+// final, never see it.
+func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
+	if o.GetSecret().GetValue() == nil {
+		return o
+	}
+	c := proto.Clone(o).(*delegatev1.Outcome)
+	c.GetSecret().Value = nil
+	return c
 }
 
 func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,
@@ -106,7 +134,11 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	}
 	select {
 	case <-t.done:
-		return s.d.info(t), nil
+		info := s.d.info(t)
+		if mutation && !st.GetCreate().GetReturnValue() {
+			info.Outcome = withoutSecretValue(info.Outcome)
+		}
+		return info, nil
 	case <-ctx.Done():
 		if !mutation {
 			s.d.cancel(t, "the caller went away")

@@ -11,6 +11,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/store"
 )
 
 // tokenKind separates delegate tokens from operator tokens: one cannot be
@@ -27,6 +30,8 @@ type identity struct {
 	kind        tokenKind
 	name        string
 	allowedTags []string
+	// scope confines the token (TokenConfig.Scope); zero: unrestricted.
+	scope store.Scope
 }
 
 type identityKey struct{}
@@ -54,6 +59,10 @@ func newAuthenticator(c AuthConfig) *authenticator {
 			b, _ := hex.DecodeString(t.SHA256) // checked by Validate
 			copy(h.sum[:], b)
 			h.id = identity{kind: kind, name: t.Name, allowedTags: t.AllowedTags}
+			if t.Scope != "" {
+				sc, _ := connector.ParseScope(t.Scope) // checked by Validate
+				h.id.scope = storeScope(sc)
+			}
 			a.tokens = append(a.tokens, h)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/connector"
 )
 
 // Config is the manager's configuration (configs/manager.yaml).
@@ -67,6 +68,12 @@ type TokenConfig struct {
 	// AllowedTags, for a delegate token, restricts the tags a delegate
 	// using it may declare. Empty allows any.
 	AllowedTags []string `yaml:"allowed_tags"`
+	// Scope, when set ("account", "account/org" or
+	// "account/org/project"), confines the token to that scope and those
+	// below it: a delegate using it runs only tasks of connectors there;
+	// an operator using it sees and uses only connectors, credentials,
+	// tasks and delegates there. Empty: unrestricted.
+	Scope string `yaml:"scope"`
 }
 
 // DispatchConfig holds the dispatch defaults of design §4.
@@ -184,6 +191,19 @@ func (c *Config) Validate() error {
 			for j, tag := range t.AllowedTags {
 				if strings.TrimSpace(tag) == "" {
 					add(config.Errf(fmt.Sprintf("%s.allowed_tags[%d]", f, j), "must not be empty"))
+				}
+			}
+			if t.Scope != "" {
+				if _, err := connector.ParseScope(t.Scope); err != nil {
+					for _, e := range flatten(err) {
+						var fe *config.FieldError
+						if errors.As(e, &fe) {
+							// "scope.org" → "auth.delegate_tokens[0].scope.org"
+							add(config.Errf(f+"."+fe.Field, "%s", fe.Rule))
+						} else {
+							add(config.Errf(f+".scope", "%v", e))
+						}
+					}
 				}
 			}
 		}

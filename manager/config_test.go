@@ -22,6 +22,12 @@ func TestConfigValidate(t *testing.T) {
 	if c := valid(); c.Validate() != nil {
 		t.Fatalf("valid config: %v", c.Validate())
 	}
+	scoped := valid()
+	scoped.Auth.DelegateTokens[0].Scope = " acme / payments / web "
+	scoped.Auth.OperatorTokens[0].Scope = "acme"
+	if err := scoped.Validate(); err != nil {
+		t.Fatalf("config with token scopes: %v", err)
+	}
 	for _, tc := range []struct {
 		name  string
 		tweak func(*manager.Config)
@@ -36,6 +42,12 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny lease", func(c *manager.Config) { c.Dispatch.LeaseDuration = config.Duration(time.Millisecond) }, "dispatch.lease_duration: must be at least 100ms"},
 		{"no master key", func(c *manager.Config) { c.MasterKey = nil }, "master_key_file: a 32-byte master key is required"},
 		{"empty data dir", func(c *manager.Config) { c.DataDir = "" }, "data_dir: must not be empty"},
+		{"delegate token scope with four parts", func(c *manager.Config) { c.Auth.DelegateTokens[0].Scope = "a/b/c/d" },
+			"auth.delegate_tokens[0].scope: must be account, account/org or account/org/project"},
+		{"delegate token scope with an empty org", func(c *manager.Config) { c.Auth.DelegateTokens[0].Scope = "acme//web" },
+			"auth.delegate_tokens[0].scope: must be account, account/org or account/org/project"},
+		{"operator token scope not an identifier", func(c *manager.Config) { c.Auth.OperatorTokens[0].Scope = "acme/pay-ments" },
+			"auth.operator_tokens[0].scope.org: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

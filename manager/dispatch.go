@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,10 +21,13 @@ import (
 // task, sync or async. Final tasks leave memory; async ones stay readable
 // from the store. All fields are guarded by Dispatcher.mu.
 type task struct {
-	id          string
-	kind        string
-	selectors   []string
-	selKey      string
+	id        string
+	kind      string
+	selectors []string
+	// scope is the task's scope: only delegates serving it (serves) may
+	// run it.
+	scope       store.Scope
+	key         string // matchKey(scope, selectors): its queue and pool
 	payload     *delegatev1.TaskPayload
 	async       bool
 	state       store.State
@@ -51,14 +53,16 @@ type task struct {
 	elem *list.Element // position in its queue while queued
 }
 
-// queue is the FIFO of queued tasks with one selector set.
+// queue is the FIFO of queued tasks with one scope and selector set.
 type queue struct {
+	scope     store.Scope
 	selectors []string
 	l         list.List
 }
 
 // Dispatcher matches tasks to delegates: push on credit, selectors ⊆ tags,
-// least loaded first, leases renewed by heartbeats (design §4).
+// the delegate's scope containing the task's, least loaded first, leases
+// renewed by heartbeats (design §4).
 type Dispatcher struct {
 	cfg     DispatchConfig
 	store   store.Store
@@ -75,8 +79,8 @@ type Dispatcher struct {
 
 	mu        sync.Mutex // guards everything below
 	tasks     map[string]*task
-	queues    map[string]*queue // by selector key
-	pools     map[string]*pool  // eligible delegates by selector key (pools.go)
+	queues    map[string]*queue // by matchKey (scope and selectors)
+	pools     map[string]*pool  // eligible delegates by matchKey (pools.go)
 	queued    int
 	delegates map[string]*delegate // connected, by name
 	opTags    map[string][]string  // operator tags by delegate name (mirrors the store)
@@ -92,6 +96,9 @@ var (
 	ErrTaskNotFound = errors.New("task not found")
 	// ErrShuttingDown: the manager is stopping and takes no new tasks.
 	ErrShuttingDown = errors.New("manager is shutting down")
+	// ErrNameInUse: a delegate of another scope is connected under the
+	// name a new stream announces; it is not replaced (connect).
+	ErrNameInUse = errors.New("the delegate name is in use by a connected delegate of another scope; delegate names must be unique per manager")
 )
 
 func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *metrics) *Dispatcher {
@@ -114,7 +121,10 @@ func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *me
 type SubmitRequest struct {
 	Kind      string
 	Selectors []string
-	Payload   *delegatev1.TaskPayload
+	// Scope confines the task to delegates serving it (zero: any). A
+	// secret task's scope is always its connector's, whatever is set here.
+	Scope   store.Scope
+	Payload *delegatev1.TaskPayload
 	// Async tasks are persisted before Submit returns and survive manager
 	// restarts; sync tasks live only in memory while the caller waits.
 	Async bool
@@ -127,6 +137,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		id:          ids.New(),
 		kind:        req.Kind,
 		selectors:   normalizeTags(req.Selectors),
+		scope:       taskScope(req.Scope, req.Payload),
 		payload:     req.Payload,
 		async:       req.Async,
 		state:       store.StateQueued,
@@ -137,7 +148,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		changed:     make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	t.selKey = strings.Join(t.selectors, "\x00")
+	t.key = matchKey(t.scope, t.selectors)
 	if !req.Async && d.needsResolve(req.Payload) {
 		// Sync tasks live only in memory: resolve once, now.
 		p, err := d.resolve(ctx, t.id, req.Payload)
@@ -158,7 +169,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 			return nil, err
 		}
 		st := &store.Task{
-			ID: t.id, Kind: t.kind, Selectors: t.selectors, Payload: raw,
+			ID: t.id, Kind: t.kind, Selectors: t.selectors, Scope: t.scope, Payload: raw,
 			State: store.StateQueued, MaxAttempts: t.maxAttempts,
 			CreatedAt: now, UpdatedAt: now, Deadline: t.deadline,
 			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()),
@@ -181,12 +192,21 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 	return t, nil
 }
 
-// enqueueLocked puts t at the back of its selector queue.
+// taskScope is the scope of a task: its connector's for a secret task
+// (so that no caller can submit one under another scope), else given.
+func taskScope(given store.Scope, p *delegatev1.TaskPayload) store.Scope {
+	if ref := p.GetConnector(); ref != nil {
+		return storeScope(ref.GetScope())
+	}
+	return given
+}
+
+// enqueueLocked puts t at the back of its queue.
 func (d *Dispatcher) enqueueLocked(t *task, now time.Time) {
-	q := d.queues[t.selKey]
+	q := d.queues[t.key]
 	if q == nil {
-		q = &queue{selectors: t.selectors}
-		d.queues[t.selKey] = q
+		q = &queue{scope: t.scope, selectors: t.selectors}
+		d.queues[t.key] = q
 	}
 	d.seq++
 	t.seq = d.seq
@@ -203,11 +223,11 @@ func (d *Dispatcher) dequeueLocked(t *task) {
 	if t.elem == nil {
 		return
 	}
-	q := d.queues[t.selKey]
+	q := d.queues[t.key]
 	q.l.Remove(t.elem)
 	t.elem = nil
 	if q.l.Len() == 0 {
-		delete(d.queues, t.selKey)
+		delete(d.queues, t.key)
 	}
 	d.queued--
 	d.metrics.queued.Set(float64(d.queued))
@@ -224,10 +244,10 @@ type send struct {
 // dispatchTaskLocked gives a freshly queued t to the least loaded eligible
 // delegate with credit, if there is one and t is at the head of its queue.
 func (d *Dispatcher) dispatchTaskLocked(t *task) []send {
-	if q := d.queues[t.selKey]; q == nil || q.l.Front().Value.(*task) != t {
-		return nil // older tasks with these selectors wait for credit first
+	if q := d.queues[t.key]; q == nil || q.l.Front().Value.(*task) != t {
+		return nil // older tasks with this scope and these selectors wait for credit first
 	}
-	best := d.leastLoadedLocked(t.selKey, t.selectors)
+	best := d.leastLoadedLocked(t.key, t.scope, t.selectors)
 	if best == nil {
 		return nil
 	}
@@ -241,7 +261,7 @@ func (d *Dispatcher) dispatchForLocked(dg *delegate) []send {
 		var pick *task
 		for _, q := range d.queues {
 			head := q.l.Front().Value.(*task)
-			if (pick == nil || head.seq < pick.seq) && dg.matches(q.selectors) {
+			if (pick == nil || head.seq < pick.seq) && dg.matches(q.scope, q.selectors) {
 				pick = head
 			}
 		}

@@ -54,7 +54,7 @@ func ackMsg(r *delegatev1.TaskResult, accepted bool) *delegatev1.ManagerMessage 
 // and then finishes it in memory. t must be busy. It reports whether this
 // call completed the task.
 func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome) bool {
-	raw, _ := proto.Marshal(o)
+	raw, _ := proto.Marshal(withoutSecretValue(o)) // values are never stored
 	f := store.Final{State: finalState(o), Code: o.GetCode().String(), Outcome: raw}
 	if err := d.store.Complete(context.Background(), t.id, leaseID, f); err != nil {
 		d.mu.Lock()
@@ -201,14 +201,21 @@ func (d *Dispatcher) sweepOnce() {
 }
 
 // noEligibleLocked is the NO_ELIGIBLE_DELEGATE message: which selectors
-// were required and what the connected delegates carry.
+// and scope were required, and the scope and tags of the connected
+// delegates whose scope overlaps the task's.
 func (d *Dispatcher) noEligibleLocked(t *task) string {
-	sel := "any delegate (no selectors)"
-	if len(t.selectors) > 0 {
-		sel = "a delegate with all of the selectors [" + strings.Join(t.selectors, ", ") + "]"
+	sel := "a delegate"
+	switch {
+	case len(t.selectors) > 0:
+		sel += " with all of the selectors [" + strings.Join(t.selectors, ", ") + "]"
+	case t.scope.IsZero():
+		sel = "any delegate (no selectors)"
+	}
+	if !t.scope.IsZero() {
+		sel += " whose token's scope is " + t.scope.String() + " or above it (or an unscoped one)"
 	}
 	return fmt.Sprintf("no eligible delegate within %s: the task needs %s; %s",
-		d.cfg.QueueTimeout, sel, d.connectedTagsLocked())
+		d.cfg.QueueTimeout, sel, d.connectedTagsLocked(t.scope))
 }
 
 // requeue returns a task whose lease expired to the queue.
@@ -275,8 +282,11 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 			d.log.Error().Err(err).Str("task_id", st.ID).Msg("recovered task has an unreadable payload; skipping")
 			continue
 		}
+		// A task stored before scopes existed has none; a secret task's
+		// scope is its connector's in any case.
+		scope := taskScope(st.Scope, p)
 		t := &task{
-			id: st.ID, kind: st.Kind, selectors: st.Selectors, selKey: strings.Join(st.Selectors, "\x00"),
+			id: st.ID, kind: st.Kind, selectors: st.Selectors, scope: scope, key: matchKey(scope, st.Selectors),
 			payload: p, async: true, state: st.State, attempt: st.Attempt, maxAttempts: st.MaxAttempts,
 			leaseID: st.LeaseID, holder: st.Delegate, deadline: st.Deadline,
 			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt,

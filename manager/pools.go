@@ -3,21 +3,29 @@ package manager
 import (
 	"container/heap"
 	"time"
+
+	"github.com/smdelegate/smdelegate/manager/store"
 )
 
-// poolIdle is how long a pool with no task of its selector set is kept.
+// poolIdle is how long a pool with no task of its scope and selector set
+// is kept.
 const poolIdle = 10 * time.Minute
 
-// pool indexes the connected delegates that match one selector set, so
-// that a new task finds the least loaded eligible delegate in O(log n)
-// instead of scanning every delegate (with 10,000 delegates a scan per
-// task took milliseconds under the dispatcher's lock). Its heap holds the
-// matching delegates that are eligible (credit, not draining), fewest
-// running tasks first; a matching delegate that is not eligible is a
-// member outside the heap. Pools are made on a selector set's first task
-// and dropped after poolIdle without one. Guarded by Dispatcher.mu.
+// pool indexes the connected delegates that match one scope and selector
+// set (they serve the scope and carry the selectors), so that a new task
+// finds the least loaded eligible delegate in O(log n) instead of
+// scanning every delegate (with 10,000 delegates a scan per task took
+// milliseconds under the dispatcher's lock). Its heap holds the matching
+// delegates that are eligible (credit, not draining), fewest running
+// tasks first; a matching delegate that is not eligible is a member
+// outside the heap. Pools are made on the first task of a scope and
+// selector set and dropped after poolIdle without one. A delegate's scope
+// comes from its token and never changes while it is connected, so only
+// connecting and retagging change which pools it belongs to. Guarded by
+// Dispatcher.mu.
 type pool struct {
-	key       string
+	key       string // matchKey(scope, selectors)
+	scope     store.Scope
 	selectors []string
 	heap      []*delegate
 	lastUsed  time.Time
@@ -46,15 +54,15 @@ func (p *pool) Pop() any {
 	return dg
 }
 
-// poolLocked returns the pool of a selector set, making it on first use
-// with one scan of the connected delegates.
-func (d *Dispatcher) poolLocked(key string, selectors []string) *pool {
+// poolLocked returns the pool of a scope and selector set, making it on
+// first use with one scan of the connected delegates.
+func (d *Dispatcher) poolLocked(key string, scope store.Scope, selectors []string) *pool {
 	p := d.pools[key]
 	if p == nil {
-		p = &pool{key: key, selectors: selectors}
+		p = &pool{key: key, scope: scope, selectors: selectors}
 		d.pools[key] = p
 		for _, dg := range d.delegates {
-			if dg.matches(selectors) {
+			if dg.matches(scope, selectors) {
 				dg.pools[p] = -1
 				d.placeLocked(dg, p)
 			}
@@ -65,9 +73,9 @@ func (d *Dispatcher) poolLocked(key string, selectors []string) *pool {
 }
 
 // leastLoadedLocked returns the least loaded eligible delegate for the
-// selector set, or nil.
-func (d *Dispatcher) leastLoadedLocked(key string, selectors []string) *delegate {
-	p := d.poolLocked(key, selectors)
+// scope and selector set, or nil.
+func (d *Dispatcher) leastLoadedLocked(key string, scope store.Scope, selectors []string) *delegate {
+	p := d.poolLocked(key, scope, selectors)
 	for len(p.heap) > 0 {
 		dg := p.heap[0]
 		if d.delegates[dg.name] == dg && dg.eligible() {
@@ -105,12 +113,12 @@ func (d *Dispatcher) touchLocked(dg *delegate) {
 }
 
 // joinPoolsLocked makes a newly connected or retagged dg a member of
-// every pool whose selectors it matches.
+// every pool whose scope it serves and whose selectors it carries.
 func (d *Dispatcher) joinPoolsLocked(dg *delegate) {
 	d.leavePoolsLocked(dg)
 	dg.pools = map[*pool]int{}
 	for _, p := range d.pools {
-		if dg.matches(p.selectors) {
+		if dg.matches(p.scope, p.selectors) {
 			dg.pools[p] = -1
 			d.placeLocked(dg, p)
 		}
@@ -128,8 +136,8 @@ func (d *Dispatcher) leavePoolsLocked(dg *delegate) {
 	dg.pools = nil
 }
 
-// prunePoolsLocked drops pools whose selector set had no task for
-// poolIdle and none queued, so that one-off selectors do not pile up.
+// prunePoolsLocked drops pools whose scope and selector set had no task
+// for poolIdle and none queued, so that one-off selectors do not pile up.
 func (d *Dispatcher) prunePoolsLocked(now time.Time) {
 	for key, p := range d.pools {
 		if now.Sub(p.lastUsed) < poolIdle || d.queues[key] != nil {

@@ -2,9 +2,11 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,10 +20,12 @@ import (
 
 // TestPoolsMatchAScan drives the dispatcher's own methods (connect,
 // credit, sync submits, results, draining, operator tags, disconnects) in
-// a random order and checks after every step that each pool holds exactly
-// the connected, eligible delegates matching its selectors, in heap
-// order, and that every dispatch went to a least loaded eligible
-// delegate, as a scan of all delegates would have chosen.
+// a random order, with delegates and tasks of random scopes, and checks
+// after every step that each pool holds exactly the connected, eligible
+// delegates matching its scope and selectors, in heap order; that every
+// dispatch went to a least loaded eligible delegate, as a scan of all
+// delegates would have chosen; and that every task sent went to a
+// delegate serving its scope and carrying its selectors.
 func TestPoolsMatchAScan(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
@@ -34,6 +38,16 @@ func TestPoolsMatchAScan(t *testing.T) {
 	d := newDispatcher(cfg, nil, zerolog.Nop(), newMetrics())
 	tagChoices := []string{"a", "b", "c"}
 	selectorSets := [][]string{nil, {"a"}, {"b"}, {"a", "b"}, {"c"}}
+	// Delegate scopes (zero: an unscoped token) and task scopes (zero: a
+	// ping of an unscoped operator), across two accounts.
+	dgScopes := []store.Scope{{}, {Account: "a"}, {Account: "a", Org: "o"}, {Account: "a", Org: "o", Project: "p"},
+		{Account: "b"}, {Account: "b", Org: "o", Project: "p"}}
+	taskScopes := append(slices.Clone(dgScopes), store.Scope{Account: "a", Org: "o", Project: "q"}, store.Scope{Account: "b", Org: "x"})
+	type sent struct {
+		scope     store.Scope
+		selectors []string
+	}
+	submitted := map[string]sent{} // task id → what it needed
 
 	type agent struct {
 		dg  *delegate
@@ -53,6 +67,11 @@ func TestPoolsMatchAScan(t *testing.T) {
 				}
 				for _, m := range msgs {
 					if task := m.GetTask(); task != nil {
+						need := submitted[task.GetId()]
+						if !scanServes(a.dg.scope, need.scope) || !a.dg.tags.hasAll(need.selectors) {
+							t.Fatalf("task of scope %q with selectors %v sent to %s of scope %q with tags %v",
+								need.scope, need.selectors, a.dg.name, a.dg.scope, a.dg.tags.sorted())
+						}
 						a.got = append(a.got, task)
 					}
 				}
@@ -71,13 +90,25 @@ func TestPoolsMatchAScan(t *testing.T) {
 					tags = append(tags, tg)
 				}
 			}
+			sc := dgScopes[rng.IntN(len(dgScopes))]
 			out := outbox.New[*delegatev1.ManagerMessage]()
-			dg, err := d.connect(&delegatev1.Hello{Name: name, Tags: tags, Capacity: int32(1 + rng.IntN(3))}, nil, out)
+			dg, err := d.connect(&delegatev1.Hello{Name: name, Tags: tags, Capacity: int32(1 + rng.IntN(3))}, nil, sc, out)
+			if errors.Is(err, ErrNameInUse) {
+				// Only a delegate of another scope keeps its name.
+				if old := agents[name]; old == nil || old.dg.scope == sc {
+					t.Fatalf("step %d: connect %s of scope %q = %v, but no delegate of another scope holds the name", step, name, sc, err)
+				}
+				what = fmt.Sprintf("connect %s of scope %q refused", name, sc)
+				break
+			}
 			if err != nil {
 				t.Fatalf("connect %s: %v", name, err)
 			}
+			if old := agents[name]; old != nil && old.dg.scope != sc {
+				t.Fatalf("step %d: %s of scope %q replaced the connected %s of scope %q", step, name, sc, name, old.dg.scope)
+			}
 			agents[name] = &agent{dg: dg, out: out}
-			what = fmt.Sprintf("connect %s %v", name, tags)
+			what = fmt.Sprintf("connect %s of scope %q %v", name, sc, tags)
 		case op == 1: // disconnect
 			a := pick(rng, agents)
 			d.disconnect(a.dg)
@@ -102,14 +133,16 @@ func TestPoolsMatchAScan(t *testing.T) {
 			what = "retag " + a.dg.name
 		case op <= 6: // submit a sync ping
 			sel := selectorSets[rng.IntN(len(selectorSets))]
+			sc := taskScopes[rng.IntN(len(taskScopes))]
 			d.mu.Lock()
-			want := minLoad(d, sel)
+			want := minLoad(d, sc, sel)
 			d.mu.Unlock()
-			tk, err := d.Submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel,
+			tk, err := d.Submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel, Scope: sc,
 				Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
 			if err != nil {
 				t.Fatalf("Submit: %v", err)
 			}
+			submitted[tk.id] = sent{scope: sc, selectors: normalizeTags(sel)}
 			d.mu.Lock()
 			got := -1
 			if tk.state == store.StateLeased {
@@ -117,12 +150,12 @@ func TestPoolsMatchAScan(t *testing.T) {
 					got = len(dg.running) - 1 // its load before this task
 				}
 			}
-			queuedAhead := d.queues[tk.selKey] != nil && d.queues[tk.selKey].l.Front().Value.(*task) != tk
+			queuedAhead := d.queues[tk.key] != nil && d.queues[tk.key].l.Front().Value.(*task) != tk
 			d.mu.Unlock()
 			if !queuedAhead && got != want {
-				t.Fatalf("step %d: task with selectors %v went to a delegate with load %d, want %d (least loaded eligible)", step, sel, got, want)
+				t.Fatalf("step %d: task of scope %q with selectors %v went to a delegate with load %d, want %d (least loaded eligible)", step, sc, sel, got, want)
 			}
-			what = fmt.Sprintf("submit %v", sel)
+			what = fmt.Sprintf("submit %q %v", sc, sel)
 		default: // answer a dispatched task, then give the credit back
 			drainOut()
 			a := pick(rng, agents)
@@ -156,15 +189,23 @@ func pick[V any](rng *rand.Rand, m map[string]V) V {
 }
 
 // minLoad is what a scan finds: the fewest running tasks among connected,
-// eligible delegates matching selectors, or -1.
-func minLoad(d *Dispatcher, selectors []string) int {
+// eligible delegates serving scope and matching selectors, or -1.
+func minLoad(d *Dispatcher, scope store.Scope, selectors []string) int {
 	best := -1
 	for _, dg := range d.delegates {
-		if dg.eligible() && dg.matches(normalizeTags(selectors)) && (best < 0 || len(dg.running) < best) {
+		if dg.eligible() && scanServes(dg.scope, scope) && dg.tags.hasAll(normalizeTags(selectors)) && (best < 0 || len(dg.running) < best) {
 			best = len(dg.running)
 		}
 	}
 	return best
+}
+
+// scanServes is the scope rule written out again for the test, on the
+// scopes' text: an unscoped delegate or task matches anything, otherwise
+// the task's scope is the delegate's or lies below it.
+func scanServes(dg, task store.Scope) bool {
+	d, t := dg.String(), task.String()
+	return d == "" || t == "" || t == d || strings.HasPrefix(t, d+"/")
 }
 
 // checkPools verifies every pool against a scan of the delegates.
@@ -172,9 +213,12 @@ func checkPools(d *Dispatcher) error {
 	for key, p := range d.pools {
 		want := map[*delegate]bool{}
 		for _, dg := range d.delegates {
-			if dg.eligible() && dg.matches(p.selectors) {
+			if dg.eligible() && scanServes(dg.scope, p.scope) && dg.tags.hasAll(p.selectors) {
 				want[dg] = true
 			}
+		}
+		if key != matchKey(p.scope, p.selectors) {
+			return fmt.Errorf("pool %q has the key of scope %q and selectors %v", key, p.scope, p.selectors)
 		}
 		if len(p.heap) != len(want) {
 			return fmt.Errorf("pool %q holds %d delegates, want %d", key, len(p.heap), len(want))

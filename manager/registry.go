@@ -28,6 +28,9 @@ type delegate struct {
 	// ones under a restricted token).
 	implicit []string
 	tags     tagSet
+	// scope is its token's scope (zero: unrestricted); it runs only tasks
+	// it serves. Never what the agent declares, and fixed per stream.
+	scope store.Scope
 	// kicked is closed when a newer stream with the same name replaces this one.
 	kicked   chan struct{}
 	capacity int
@@ -49,13 +52,14 @@ type delegate struct {
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
 
-// matches reports whether dg may run a task with these selectors. The
+// matches reports whether dg may run a task of this scope with these
+// selectors: it serves the scope and carries every selector. The
 // manager's platform delegate runs only tasks that select it.
-func (dg *delegate) matches(selectors []string) bool {
+func (dg *delegate) matches(scope store.Scope, selectors []string) bool {
 	if dg.internal && len(selectors) == 0 {
 		return false
 	}
-	return dg.tags.hasAll(selectors)
+	return serves(dg.scope, scope) && dg.tags.hasAll(selectors)
 }
 
 // connectedLocked counts the agents connected (not the platform delegate).
@@ -77,8 +81,10 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 // connect registers the delegate of a new stream. A delegate reconnecting
 // under the same name replaces its old stream and keeps the leases of the
 // tasks its Hello says it still runs. allowed, when not empty, restricts
-// the tags it may declare (the token's allowed_tags).
-func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
+// the tags it may declare (the token's allowed_tags); scope is the
+// token's scope. A connected delegate of another scope is never replaced
+// (ErrNameInUse): one tenant's agent must not push out another's.
+func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, scope store.Scope, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
 	declared := normalizeTags(h.GetTags())
 	for _, t := range append([]string{strings.ToLower(h.GetName())}, declared...) {
 		if strings.HasPrefix(t, reservedPrefix) {
@@ -107,6 +113,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 		group:     h.GetGroup(),
 		declared:  declared,
 		implicit:  implicit,
+		scope:     scope,
 		kicked:    make(chan struct{}),
 		capacity:  int(h.GetCapacity()),
 		running:   map[string]*task{},
@@ -121,6 +128,10 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 		return nil, ErrShuttingDown
 	}
 	if old := d.delegates[dg.name]; old != nil {
+		if old.scope != dg.scope {
+			d.mu.Unlock()
+			return nil, fmt.Errorf("%q: %w", dg.name, ErrNameInUse)
+		}
 		old.out.Close()
 		close(old.kicked)
 		d.leavePoolsLocked(old)
@@ -138,7 +149,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, out *outbox.
 	out.Push(welcome)
 	for _, r := range h.GetRunning() {
 		t := d.tasks[r.GetTaskId()]
-		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() {
+		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && serves(dg.scope, t.scope) {
 			t.holder = dg.name
 			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
 			dg.running[t.id] = t
@@ -189,7 +200,7 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 	dg.lastHeard = now
 	for _, r := range running {
 		t := d.tasks[r.GetTaskId()]
-		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() {
+		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && serves(dg.scope, t.scope) {
 			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
 			if t.holder != dg.name {
 				t.holder = dg.name
@@ -221,18 +232,23 @@ func cancelMsg(taskID, leaseID, reason string) *delegatev1.ManagerMessage {
 	}}}
 }
 
-// ListDelegates returns the connected delegates, by name.
-func (d *Dispatcher) ListDelegates() []*delegatev1.DelegateInfo {
+// ListDelegates returns the connected delegates an operator of scope
+// viewer sees, by name: those whose scope overlaps viewer's (all of them
+// for an unscoped viewer), each listing only the running tasks viewer
+// may see.
+func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]*delegatev1.DelegateInfo, 0, len(d.delegates))
 	for _, dg := range d.delegates {
-		if dg.internal {
+		if dg.internal || !overlaps(viewer, dg.scope) {
 			continue
 		}
 		running := make([]string, 0, len(dg.running))
-		for id := range dg.running {
-			running = append(running, id)
+		for id, t := range dg.running {
+			if visible(viewer, t.scope) {
+				running = append(running, id)
+			}
 		}
 		slices.Sort(running)
 		out = append(out, &delegatev1.DelegateInfo{
@@ -240,6 +256,7 @@ func (d *Dispatcher) ListDelegates() []*delegatev1.DelegateInfo {
 			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
 			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
 			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
+			Scope: scopeProto(dg.scope),
 		})
 	}
 	slices.SortFunc(out, func(a, b *delegatev1.DelegateInfo) int {
@@ -254,17 +271,34 @@ func (d *Dispatcher) ListDelegates() []*delegatev1.DelegateInfo {
 	return out
 }
 
-// connectedTagsLocked describes the connected delegates for the
-// NO_ELIGIBLE_DELEGATE message.
-func (d *Dispatcher) connectedTagsLocked() string {
-	if d.connectedLocked() == 0 {
-		return "no delegates are connected"
+// delegateScope returns the scope of the connected delegate named name,
+// and whether one is connected.
+func (d *Dispatcher) delegateScope(name string) (store.Scope, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dg := d.delegates[name]
+	if dg == nil || dg.internal {
+		return store.Scope{}, false
 	}
+	return dg.scope, true
+}
+
+// connectedTagsLocked describes the connected delegates for the
+// NO_ELIGIBLE_DELEGATE message of a task of this scope: those whose scope
+// overlaps it, which are never more than its operator may list, so the
+// message names no other tenant's delegate.
+func (d *Dispatcher) connectedTagsLocked(scope store.Scope) string {
 	names := make([]string, 0, len(d.delegates))
 	for n, dg := range d.delegates {
-		if !dg.internal {
+		if !dg.internal && overlaps(scope, dg.scope) {
 			names = append(names, n)
 		}
+	}
+	if len(names) == 0 && scope.IsZero() {
+		return "no delegates are connected"
+	}
+	if len(names) == 0 {
+		return "no delegates of scope " + scope.String() + " or of a scope above or below it are connected"
 	}
 	slices.Sort(names)
 	const maxListed = 20
@@ -279,7 +313,11 @@ func (d *Dispatcher) connectedTagsLocked() string {
 		if dg.draining {
 			state = " (draining)"
 		}
-		s += fmt.Sprintf(" %s%s [%s];", n, state, strings.Join(dg.tags.sorted(), ", "))
+		sc := ""
+		if !dg.scope.IsZero() {
+			sc = " scope " + dg.scope.String()
+		}
+		s += fmt.Sprintf(" %s%s%s [%s];", n, state, sc, strings.Join(dg.tags.sorted(), ", "))
 	}
 	return s[:len(s)-1]
 }

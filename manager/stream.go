@@ -41,7 +41,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	}
 	id := identityFrom(ctx)
 	out := outbox.New[*delegatev1.ManagerMessage]()
-	dg, err := s.d.connect(h, id.allowedTags, out)
+	dg, err := s.d.connect(h, id.allowedTags, id.scope, out)
 	if err != nil {
 		if errors.Is(err, ErrShuttingDown) {
 			return status.Error(codes.Unavailable, err.Error())
@@ -49,7 +49,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	log := s.d.log.With().Str("delegate", dg.name).Logger()
-	log.Info().Strs("tags", dg.tags.sorted()).Int("capacity", dg.capacity).Int("resumed", len(h.GetRunning())).Msg("delegate connected")
+	log.Info().Strs("tags", dg.tags.sorted()).Str("scope", scopeText(dg.scope)).Int("capacity", dg.capacity).Int("resumed", len(h.GetRunning())).Msg("delegate connected")
 	defer func() {
 		s.d.disconnect(dg)
 		log.Info().Msg("delegate disconnected")

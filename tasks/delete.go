@@ -52,6 +52,9 @@ func deletePlan(op *delegatev1.DeleteSecretOp, c *delegatev1.ConnectorSettings) 
 // delete schedules the secret's deletion, or deletes it at once when
 // forced. On an attempt after the first, a secret already gone (or already
 // scheduled, for a non-forced delete) is success: the earlier attempt did it.
+// A secret without the managed-by tag is refused unless the op adopts or
+// forces (see guard); one that does not exist goes on to DeleteSecret, so
+// AWS's answer for a missing secret stands.
 func (x *execution) delete(ctx context.Context, op *delegatev1.DeleteSecretOp) (*delegatev1.SecretResult, *Error) {
 	full, verr := fullName(x.prefix, op.GetName())
 	if verr != nil {
@@ -63,6 +66,10 @@ func (x *execution) delete(ctx context.Context, op *delegatev1.DeleteSecretOp) (
 	}
 	sm, verr := x.api(ctx)
 	if verr != nil {
+		return nil, verr
+	}
+	adopted, missing, verr := x.guard(ctx, op.GetName(), full, op.GetUnmanaged())
+	if verr != nil && !missing {
 		return nil, verr
 	}
 	in := &secretsmanager.DeleteSecretInput{SecretId: aws.String(full)}
@@ -82,9 +89,10 @@ func (x *execution) delete(ctx context.Context, op *delegatev1.DeleteSecretOp) (
 		return nil, e
 	}
 	res := &delegatev1.SecretResult{
-		Name:   x.prefix.Strip(aws.ToString(out.Name)),
-		Arn:    aws.ToString(out.ARN),
-		Action: actionDelete,
+		Name:    x.prefix.Strip(aws.ToString(out.Name)),
+		Arn:     aws.ToString(out.ARN),
+		Action:  actionDelete,
+		Adopted: adopted,
 	}
 	if !force { // a forced delete has no recovery date: the secret is gone
 		res.DeletionDate = ts(out.DeletionDate)
@@ -92,7 +100,9 @@ func (x *execution) delete(ctx context.Context, op *delegatev1.DeleteSecretOp) (
 	return res, nil
 }
 
-// restore cancels a scheduled deletion.
+// restore cancels a scheduled deletion. Like the other changes it needs
+// the managed-by tag, or adopt (which tags after restoring: AWS does not
+// tag a secret scheduled for deletion) or force.
 func (x *execution) restore(ctx context.Context, op *delegatev1.RestoreSecretOp) (*delegatev1.SecretResult, *Error) {
 	full, verr := fullName(x.prefix, op.GetName())
 	if verr != nil {
@@ -102,13 +112,27 @@ func (x *execution) restore(ctx context.Context, op *delegatev1.RestoreSecretOp)
 	if verr != nil {
 		return nil, verr
 	}
+	ex, _, verr := x.inspect(ctx, op.GetName(), full)
+	if verr != nil {
+		return nil, verr
+	}
+	adopt, verr := x.allow(op.GetName(), ex, op.GetUnmanaged())
+	if verr != nil {
+		return nil, verr
+	}
 	out, err := sm.RestoreSecret(ctx, &secretsmanager.RestoreSecretInput{SecretId: aws.String(full)})
 	if err != nil {
 		return nil, x.fail(ctx, op.GetName(), err)
 	}
+	if adopt {
+		if verr := x.adopt(ctx, op.GetName(), full); verr != nil {
+			return nil, verr
+		}
+	}
 	return &delegatev1.SecretResult{
-		Name:   x.prefix.Strip(aws.ToString(out.Name)),
-		Arn:    aws.ToString(out.ARN),
-		Action: actionRestore,
+		Name:    x.prefix.Strip(aws.ToString(out.Name)),
+		Arn:     aws.ToString(out.ARN),
+		Action:  actionRestore,
+		Adopted: adopt,
 	}, nil
 }

@@ -229,8 +229,12 @@ func iamActions(action, code string) string {
 		return "kms:GenerateDataKey on the secret's KMS key"
 	case action == "secretsmanager:GetSecretValue":
 		return action + " (and kms:Decrypt when the secret uses a customer managed KMS key)"
-	case action == "secretsmanager:CreateSecret", action == "secretsmanager:PutSecretValue", action == "secretsmanager:UpdateSecret":
-		return action + " (and kms:GenerateDataKey when the secret uses a customer managed KMS key; secretsmanager:TagResource to tag on create)"
+	case action == "secretsmanager:CreateSecret":
+		return action + " and secretsmanager:TagResource (every create tags the secret as managed; and kms:GenerateDataKey when the secret uses a customer managed KMS key)"
+	case action == "secretsmanager:PutSecretValue", action == "secretsmanager:UpdateSecret":
+		return action + " (and kms:GenerateDataKey when the secret uses a customer managed KMS key)"
+	case action == "secretsmanager:DescribeSecret":
+		return action + " (also before every change: smdelegate checks the secret's managed-by tag)"
 	}
 	return action
 }

@@ -36,6 +36,11 @@ var (
 	ErrCancelled = errors.New("cancelled")
 	// ErrInternal: anything else; the detail is only in the debug log.
 	ErrInternal = errors.New("internal error")
+
+	// ErrNotManaged refines ErrInvalidArgument: a change to an existing
+	// secret that lacks the connector's managed-by tag, refused because the
+	// task said neither adopt nor force. Nothing was changed at AWS.
+	ErrNotManaged = errors.New("secret not managed by smdelegate")
 )
 
 var codeSentinels = map[delegatev1.Code]error{
@@ -60,6 +65,8 @@ type Error struct {
 	Code      delegatev1.Code
 	Msg       string
 	Retryable bool
+	// Reason, when set, is a sentinel that refines Code (ErrNotManaged).
+	Reason error
 }
 
 // Error returns "op: message", safe to show.
@@ -77,6 +84,10 @@ func (e *Error) Unwrap() error {
 	}
 	return ErrInternal
 }
+
+// Is reports whether target is the error's Reason, so that
+// errors.Is(err, ErrNotManaged) holds beside errors.Is(err, ErrInvalidArgument).
+func (e *Error) Is(target error) bool { return e.Reason != nil && target == e.Reason }
 
 func newError(code delegatev1.Code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}

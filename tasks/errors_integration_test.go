@@ -56,14 +56,14 @@ func TestErrorCodes(t *testing.T) {
 			return createTask(c, "x", "v")
 		}, want: delegatev1.Code_ALREADY_EXISTS, msg: `secret "x" already exists`},
 		{name: "scheduled for deletion on get", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
-			e.emu.PutSecretDirect(prefix+"/x", "v", nil)
+			e.emu.PutSecretDirect(prefix+"/x", "v", managedTags)
 			if out := e.run(t, "del", &delegatev1.SecretTask{Connector: c, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "x"}}}); out.GetCode() != delegatev1.Code_OK {
 				t.Fatalf("delete: %v", out)
 			}
 			return getTask(c, "x")
 		}, want: delegatev1.Code_SCHEDULED_FOR_DELETION, msg: "restore it with `smd secret restore x` or wait until the deletion date"},
 		{name: "scheduled for deletion on create", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
-			e.emu.PutSecretDirect(prefix+"/x", "v", nil)
+			e.emu.PutSecretDirect(prefix+"/x", "v", managedTags)
 			e.run(t, "del", &delegatev1.SecretTask{Connector: c, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "x"}}})
 			return createTask(c, "x", "v2")
 		}, want: delegatev1.Code_SCHEDULED_FOR_DELETION, msg: "smd secret restore x"},

@@ -205,6 +205,10 @@ func (e *env) connector(t testing.TB, ct delegatev1.CredentialType) *delegatev1.
 	return c
 }
 
+// managedTags marks a secret made with PutSecretDirect as one smdelegate
+// manages, so that changes to it are allowed.
+var managedTags = map[string]string{tasks.DefaultManagedByTagKey: tasks.ManagedByValue}
+
 func valueRef(v string) *delegatev1.SecretRef {
 	return &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Value{Value: v}}
 }

@@ -44,6 +44,7 @@ func TestLogsAndMessagesNeverHoldSecrets(t *testing.T) {
 			forbidden = append(forbidden, conn.GetWebIdentityToken())
 		}
 		messages = append(messages, scanOps(t, e, conn)...)
+		forbidden = append(forbidden, generatedValues(t, e, conn)...)
 		// Credential failures that carry the planted material.
 		bad := proto.Clone(conn).(*delegatev1.ConnectorSettings)
 		bad.Id += "-bad" // a new identity: no cached credentials
@@ -78,14 +79,35 @@ func TestLogsAndMessagesNeverHoldSecrets(t *testing.T) {
 	assertNoneHeld(t, e, messages, forbidden)
 }
 
+// generatedValues returns the values GetRandomPassword made for scanOps
+// on conn (the secrets gen-*), failing the test when there are none.
+func generatedValues(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) []string {
+	t.Helper()
+	var out []string
+	for _, name := range []string{"gen-a", "gen-b"} {
+		st, ok := e.emu.Secret(conn.GetSecretNamePrefix() + "/" + name)
+		if !ok || len(st.Versions) == 0 || st.Versions[0].SecretString == "" {
+			t.Fatalf("scanOps made no generated secret %s: the scan would miss its value", name)
+		}
+		out = append(out, st.Versions[0].SecretString)
+	}
+	return out
+}
+
 // scanOps runs every operation on conn, successful and failing (AWS
 // faults injected on the first call of some), and returns the outcome
-// messages and the connection test's check messages.
+// messages and the connection test's check messages. It also plants an
+// unmanaged secret holding the planted value and has changes to it
+// refused, adopted and forced, and generates passwords (gen-a, gen-b) to
+// scan for (generatedValues).
 func scanOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) []string {
 	t.Helper()
 	force := true
 	putConn := proto.Clone(conn).(*delegatev1.ConnectorSettings)
 	putConn.UsePutSecretValue = true
+	e.emu.PutSecretDirect(conn.GetSecretNamePrefix()+"/theirs", plantedValue, map[string]string{"managed-by": "someone"})
+	adopt, forced := delegatev1.Unmanaged_UNMANAGED_ADOPT, delegatev1.Unmanaged_UNMANAGED_FORCE
+	gen := &delegatev1.GeneratePassword{Length: 40}
 	ops := []struct {
 		fault string // AWS error code injected on the op's first call
 		task  *delegatev1.SecretTask
@@ -114,6 +136,26 @@ func scanOps(t *testing.T, e *env, conn *delegatev1.ConnectorSettings) []string 
 		{"", &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Get{Get: &delegatev1.GetSecretOp{Name: "s"}}}}, // SCHEDULED_FOR_DELETION
 		{"", &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Restore{Restore: &delegatev1.RestoreSecretOp{Name: "s"}}}},
 		{"", &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "s", ForceDeleteWithoutRecovery: &force}}}},
+		// Generated values, returned and not; their failures.
+		{"", secretTask(conn, &delegatev1.CreateSecretOp{Name: "gen-a", Generate: gen})},
+		{"", secretTask(conn, &delegatev1.CreateSecretOp{Name: "gen-b", Generate: gen, ReturnValue: true})},
+		{"", secretTask(conn, &delegatev1.GetSecretOp{Name: "gen-b"})},
+		{"AccessDeniedException", secretTask(conn, &delegatev1.CreateSecretOp{Name: "gen-c", Generate: gen, ReturnValue: true})},
+		{"ResourceExistsException", secretTask(conn, &delegatev1.CreateSecretOp{Name: "gen-d", Generate: gen, ReturnValue: true})},
+		{"", secretTask(conn, &delegatev1.CreateSecretOp{Name: "gen-a", Generate: gen, ReturnValue: true})}, // ALREADY_EXISTS
+		// Versions and tags.
+		{"", secretTask(conn, &delegatev1.ListSecretVersionsOp{Name: "gen-b", IncludeDeprecated: true})},
+		{"InternalServiceError", secretTask(conn, &delegatev1.ListSecretVersionsOp{Name: "gen-b"})},
+		{"", secretTask(conn, &delegatev1.TagSecretOp{Name: "gen-b", Add: map[string]string{"team": "a"}, Remove: []string{"x"}})},
+		{"AccessDeniedException", secretTask(conn, &delegatev1.TagSecretOp{Name: "gen-b", Add: map[string]string{"team": "b"}})},
+		// A secret smdelegate does not manage: refused, then adopted, forced.
+		{"", secretTask(conn, &delegatev1.UpdateSecretOp{Name: "theirs", Value: str(plantedValue + "-7")})},
+		{"", secretTask(conn, &delegatev1.TagSecretOp{Name: "theirs", Remove: []string{"managed-by"}})},
+		{"", secretTask(conn, &delegatev1.DeleteSecretOp{Name: "theirs"})},
+		{"", secretTask(conn, &delegatev1.UpdateSecretOp{Name: "theirs", Value: str(plantedValue + "-8"), Unmanaged: forced})},
+		{"AccessDeniedException", secretTask(conn, &delegatev1.UpdateSecretOp{Name: "theirs", Value: str(plantedValue + "-9"), Unmanaged: adopt})},
+		{"", secretTask(conn, &delegatev1.UpsertSecretOp{Name: "theirs", Value: str(plantedValue + "-10"), Unmanaged: adopt})},
+		{"", secretTask(conn, &delegatev1.DeleteSecretOp{Name: "theirs", ForceDeleteWithoutRecovery: &force})},
 	}
 	var messages []string
 	for i, op := range ops {

@@ -21,6 +21,7 @@ const (
 	MaxRecoveryDays   = 30
 	DefaultRecovery   = 30
 	MaxListResults    = 100
+	MaxPasswordLength = 4096
 )
 
 // Rules as they appear in error messages.

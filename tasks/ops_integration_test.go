@@ -424,7 +424,7 @@ func TestRerunIsIdempotent(t *testing.T) {
 	wantCode(t, "delete missing, attempt 1", e.run(t, "idem-gone", gone), delegatev1.Code_NOT_FOUND, "")
 	mustOK(t, "delete missing, attempt 2", e.runCtx(tasks.WithAttempt(context.Background(), 2), t, "idem-gone", gone))
 	// Windowed delete retried while the first attempt's schedule stands.
-	e.emu.PutSecretDirect(prefix+"/sched", "v", nil)
+	e.emu.PutSecretDirect(prefix+"/sched", "v", managedTags)
 	sched := &delegatev1.SecretTask{Connector: conn, Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "sched"}}}
 	mustOK(t, "windowed delete", e.run(t, "idem-sched", sched))
 	mustOK(t, "windowed delete, attempt 2", e.runCtx(tasks.WithAttempt(context.Background(), 2), t, "idem-sched", sched))

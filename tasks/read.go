@@ -163,6 +163,50 @@ func (x *execution) describe(ctx context.Context, op *delegatev1.DescribeSecretO
 	return &delegatev1.SecretResult{Name: meta.Name, Arn: meta.Arn, Meta: meta}, nil
 }
 
+// versions lists a secret's versions (ListSecretVersionIds), one page:
+// ids, staging labels and dates, never values.
+func (x *execution) versions(ctx context.Context, op *delegatev1.ListSecretVersionsOp) (*delegatev1.SecretResult, *Error) {
+	full, verr := fullName(x.prefix, op.GetName())
+	if verr != nil {
+		return nil, verr
+	}
+	in := &secretsmanager.ListSecretVersionIdsInput{SecretId: aws.String(full)}
+	if m := op.GetMaxResults(); m != 0 {
+		if m < 1 || m > MaxListResults {
+			return nil, invalid("max_results", "must be 1-100")
+		}
+		in.MaxResults = aws.Int32(m)
+	}
+	if t := op.GetNextToken(); t != "" {
+		in.NextToken = aws.String(t)
+	}
+	if op.GetIncludeDeprecated() {
+		in.IncludeDeprecated = aws.Bool(true)
+	}
+	sm, verr := x.api(ctx)
+	if verr != nil {
+		return nil, verr
+	}
+	out, err := sm.ListSecretVersionIds(ctx, in)
+	if err != nil {
+		return nil, x.fail(ctx, op.GetName(), err)
+	}
+	res := &delegatev1.SecretResult{
+		Name:      x.prefix.Strip(aws.ToString(out.Name)),
+		Arn:       aws.ToString(out.ARN),
+		NextToken: aws.ToString(out.NextToken),
+	}
+	for _, v := range out.Versions {
+		res.Versions = append(res.Versions, &delegatev1.SecretVersion{
+			VersionId:        aws.ToString(v.VersionId),
+			Stages:           v.VersionStages,
+			CreatedDate:      ts(v.CreatedDate),
+			LastAccessedDate: ts(v.LastAccessedDate),
+		})
+	}
+	return res, nil
+}
+
 func ts(t *time.Time) *timestamppb.Timestamp {
 	if t == nil || t.IsZero() {
 		return nil

@@ -30,6 +30,10 @@ type SecretsManagerAPI interface {
 	RestoreSecret(ctx context.Context, params *secretsmanager.RestoreSecretInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.RestoreSecretOutput, error)
 	ListSecrets(ctx context.Context, params *secretsmanager.ListSecretsInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.ListSecretsOutput, error)
 	DescribeSecret(ctx context.Context, params *secretsmanager.DescribeSecretInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.DescribeSecretOutput, error)
+	ListSecretVersionIds(ctx context.Context, params *secretsmanager.ListSecretVersionIdsInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.ListSecretVersionIdsOutput, error)
+	GetRandomPassword(ctx context.Context, params *secretsmanager.GetRandomPasswordInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.GetRandomPasswordOutput, error)
+	TagResource(ctx context.Context, params *secretsmanager.TagResourceInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.TagResourceOutput, error)
+	UntagResource(ctx context.Context, params *secretsmanager.UntagResourceInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.UntagResourceOutput, error)
 }
 
 var _ SecretsManagerAPI = (*secretsmanager.Client)(nil)
@@ -178,6 +182,10 @@ func opName(t *delegatev1.SecretTask) string {
 		return "describe"
 	case *delegatev1.SecretTask_TestConnection:
 		return "test_connection"
+	case *delegatev1.SecretTask_Tag:
+		return "tag"
+	case *delegatev1.SecretTask_Versions:
+		return "versions"
 	}
 	return "unknown"
 }
@@ -217,6 +225,10 @@ func (x *execution) run(ctx context.Context, t *delegatev1.SecretTask) (*delegat
 		res, err = x.describe(ctx, o.Describe)
 	case *delegatev1.SecretTask_TestConnection:
 		res, err = x.testConnection(ctx)
+	case *delegatev1.SecretTask_Tag:
+		res, err = x.tag(ctx, o.Tag)
+	case *delegatev1.SecretTask_Versions:
+		res, err = x.versions(ctx, o.Versions)
 	default:
 		err = invalid("op", "is missing or unknown")
 	}
@@ -228,6 +240,8 @@ func (x *execution) run(ctx context.Context, t *delegatev1.SecretTask) (*delegat
 
 // collectSecrets gathers what sanitize must keep out of messages and logs:
 // the task's value and every credential the connector carries or names.
+// Values the task learns later (a generated password, a value read) are
+// added where they are learnt.
 func (x *execution) collectSecrets(t *delegatev1.SecretTask) {
 	add := func(v *delegatev1.SecretValue) {
 		if s := v.GetStringValue(); s != "" {

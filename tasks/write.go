@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -11,10 +12,6 @@ import (
 
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
-
-// managedByValue is the value of the connector's managed_by_tag_key tag
-// that creates set.
-const managedByValue = "smdelegate"
 
 // Names of the AWS APIs that make changes, as SecretResult.action reports.
 const (
@@ -26,14 +23,22 @@ const (
 )
 
 // createInput validates a create (or the create half of an upsert) and
-// builds its input. The token makes a re-run of the task idempotent.
-func (x *execution) createInput(name string, value *delegatev1.SecretValue, desc string, tags map[string]string, kms string) (*secretsmanager.CreateSecretInput, *Error) {
+// builds its input. The token makes a re-run of the task idempotent. The
+// secret always gets the managed-by tag; a tag of that key with another
+// value is refused. With generated the value must be nil, and the caller
+// sets it once it has been generated.
+func (x *execution) createInput(name string, value *delegatev1.SecretValue, generated bool, desc string, tags map[string]string, kms string) (*secretsmanager.CreateSecretInput, *Error) {
 	full, err := fullName(x.prefix, name)
 	if err != nil {
 		return nil, err
 	}
-	str, bin, err := secretValue(value, true)
-	if err != nil {
+	var str *string
+	var bin []byte
+	if generated {
+		if value.GetValue() != nil {
+			return nil, invalid("value", "must be empty when the value is generated")
+		}
+	} else if str, bin, err = secretValue(value, true); err != nil {
 		return nil, err
 	}
 	if err := checkDescription(desc); err != nil {
@@ -49,11 +54,11 @@ func (x *execution) createInput(name string, value *delegatev1.SecretValue, desc
 	for k, v := range tags {
 		all[k] = v
 	}
-	if k := x.conn.GetManagedByTagKey(); k != "" {
-		if _, ok := all[k]; !ok {
-			all[k] = managedByValue
-		}
+	key := x.managedKey()
+	if v, ok := all[key]; ok && v != ManagedByValue {
+		return nil, invalid(fmt.Sprintf("tags[%q]", key), fmt.Sprintf("is set by smdelegate to %q on every secret it creates", ManagedByValue))
 	}
+	all[key] = ManagedByValue
 	if err := checkTags(all); err != nil {
 		return nil, err
 	}
@@ -93,17 +98,38 @@ func sortedTags(m map[string]string) []types.Tag {
 	return out
 }
 
-// create runs CreateSecret. A ResourceExists whose secret already holds the
-// version this task's token names is this task's own earlier run (a lease
-// lost after AWS created the secret) and is success.
+// create runs CreateSecret, first GetRandomPassword when the op asks for a
+// generated value. A ResourceExists whose secret already holds the version
+// this task's token names is this task's own earlier run (a lease lost
+// after AWS created the secret) and is success; a generated value is then
+// the earlier run's, read back with GetSecretValue when it is to be
+// returned.
 func (x *execution) create(ctx context.Context, op *delegatev1.CreateSecretOp) (*delegatev1.SecretResult, *Error) {
-	in, verr := x.createInput(op.GetName(), op.GetValue(), op.GetDescription(), op.GetTags(), op.GetKmsKeyId())
+	gen := op.GetGenerate()
+	if op.GetReturnValue() && gen == nil {
+		return nil, invalid("return_value", "only with generate: a value that was given is not returned")
+	}
+	in, verr := x.createInput(op.GetName(), op.GetValue(), gen != nil, op.GetDescription(), op.GetTags(), op.GetKmsKeyId())
 	if verr != nil {
 		return nil, verr
+	}
+	var pwIn *secretsmanager.GetRandomPasswordInput
+	if gen != nil {
+		if pwIn, verr = passwordInput(gen); verr != nil {
+			return nil, verr
+		}
 	}
 	sm, verr := x.api(ctx)
 	if verr != nil {
 		return nil, verr
+	}
+	if gen != nil {
+		pw, err := sm.GetRandomPassword(ctx, pwIn)
+		if err != nil {
+			return nil, x.fail(ctx, op.GetName(), err)
+		}
+		in.SecretString = pw.RandomPassword
+		x.secrets = append(x.secrets, aws.ToString(pw.RandomPassword))
 	}
 	out, err := sm.CreateSecret(ctx, in)
 	if err != nil {
@@ -112,18 +138,76 @@ func (x *execution) create(ctx context.Context, op *delegatev1.CreateSecretOp) (
 			if res, ok := x.ownVersion(ctx, *in.Name, *in.ClientRequestToken); ok {
 				x.log.Debug().Msg("create found its own version from an earlier run")
 				res.Action, res.Created = actionCreate, true
+				if op.GetReturnValue() {
+					// This run's password is not the one AWS kept.
+					v, verr := x.readVersion(ctx, op.GetName(), *in.Name, *in.ClientRequestToken)
+					if verr != nil {
+						return nil, verr
+					}
+					res.Value = v
+				}
 				return res, nil
 			}
 		}
 		return nil, x.fail(ctx, op.GetName(), err)
 	}
-	return &delegatev1.SecretResult{
+	res := &delegatev1.SecretResult{
 		Name:      x.prefix.Strip(aws.ToString(out.Name)),
 		Arn:       aws.ToString(out.ARN),
 		VersionId: aws.ToString(out.VersionId),
 		Created:   true,
 		Action:    actionCreate,
-	}, nil
+	}
+	if op.GetReturnValue() {
+		res.Value = &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: aws.ToString(in.SecretString)}}
+	}
+	return res, nil
+}
+
+// passwordInput validates a GeneratePassword and builds GetRandomPassword's
+// input; zero values are left to AWS's defaults.
+func passwordInput(g *delegatev1.GeneratePassword) (*secretsmanager.GetRandomPasswordInput, *Error) {
+	in := &secretsmanager.GetRandomPasswordInput{}
+	if n := g.GetLength(); n != 0 {
+		if n < 1 || n > MaxPasswordLength {
+			return nil, invalid("generate.length", fmt.Sprintf("must be 1-%d", MaxPasswordLength))
+		}
+		in.PasswordLength = aws.Int64(int64(n))
+	}
+	if ex := g.GetExcludeCharacters(); ex != "" {
+		if len(ex) > MaxPasswordLength {
+			return nil, invalid("generate.exclude_characters", fmt.Sprintf("must be at most %d characters", MaxPasswordLength))
+		}
+		in.ExcludeCharacters = aws.String(ex)
+	}
+	set := func(b bool) *bool {
+		if b {
+			return aws.Bool(true)
+		}
+		return nil
+	}
+	in.ExcludeNumbers = set(g.GetExcludeNumbers())
+	in.ExcludePunctuation = set(g.GetExcludePunctuation())
+	in.ExcludeUppercase = set(g.GetExcludeUppercase())
+	in.ExcludeLowercase = set(g.GetExcludeLowercase())
+	in.IncludeSpace = set(g.GetIncludeSpace())
+	if g.RequireEachIncludedType != nil {
+		in.RequireEachIncludedType = aws.Bool(g.GetRequireEachIncludedType())
+	}
+	return in, nil
+}
+
+// readVersion reads the value of version id of secret full.
+func (x *execution) readVersion(ctx context.Context, name, full, id string) (*delegatev1.SecretValue, *Error) {
+	out, err := x.sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(full), VersionId: aws.String(id)})
+	if err != nil {
+		return nil, x.fail(ctx, name, err)
+	}
+	if out.SecretString != nil {
+		x.secrets = append(x.secrets, *out.SecretString)
+		return &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: *out.SecretString}}, nil
+	}
+	return &delegatev1.SecretValue{Value: &delegatev1.SecretValue_BinaryValue{BinaryValue: out.SecretBinary}}, nil
 }
 
 // ownVersion reports whether secret full has a version with id token.
@@ -148,9 +232,10 @@ func (x *execution) ownVersion(ctx context.Context, full, token string) (*delega
 // UpdateSecret (or PutSecretValue when the connector says so) under the same
 // token. A re-run whose first run created the secret therefore takes the
 // update path with the same token and value, which AWS treats as a repeat:
-// no new version, created reported false. Tags apply on creation only.
+// no new version, created reported false. Tags apply on creation only; the
+// update path requires the managed-by tag (see guard).
 func (x *execution) upsert(ctx context.Context, op *delegatev1.UpsertSecretOp) (*delegatev1.SecretResult, *Error) {
-	in, verr := x.createInput(op.GetName(), op.GetValue(), op.GetDescription(), op.GetTags(), "")
+	in, verr := x.createInput(op.GetName(), op.GetValue(), false, op.GetDescription(), op.GetTags(), op.GetKmsKeyId())
 	if verr != nil {
 		return nil, verr
 	}
@@ -172,7 +257,15 @@ func (x *execution) upsert(ctx context.Context, op *delegatev1.UpsertSecretOp) (
 	if !errors.As(err, &exists) {
 		return nil, x.fail(ctx, op.GetName(), err)
 	}
-	return x.write(ctx, op.GetName(), *in.Name, *in.ClientRequestToken, in.SecretString, in.SecretBinary, op.GetDescription(), "")
+	adopted, _, verr := x.guard(ctx, op.GetName(), *in.Name, op.GetUnmanaged())
+	if verr != nil {
+		return nil, verr
+	}
+	res, verr := x.write(ctx, op.GetName(), *in.Name, *in.ClientRequestToken, in.SecretString, in.SecretBinary, op.GetDescription(), op.GetKmsKeyId())
+	if res != nil {
+		res.Adopted = adopted
+	}
+	return res, verr
 }
 
 // update writes a new value (UpdateSecret, or PutSecretValue when the
@@ -206,7 +299,15 @@ func (x *execution) update(ctx context.Context, op *delegatev1.UpdateSecretOp) (
 	if _, verr := x.api(ctx); verr != nil {
 		return nil, verr
 	}
-	return x.write(ctx, op.GetName(), full, tok, str, bin, op.GetDescription(), op.GetKmsKeyId())
+	adopted, _, verr := x.guard(ctx, op.GetName(), full, op.GetUnmanaged())
+	if verr != nil {
+		return nil, verr
+	}
+	res, verr := x.write(ctx, op.GetName(), full, tok, str, bin, op.GetDescription(), op.GetKmsKeyId())
+	if res != nil {
+		res.Adopted = adopted
+	}
+	return res, verr
 }
 
 // write is the update half of upsert and update. With a value it sends the

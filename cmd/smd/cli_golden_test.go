@@ -36,10 +36,10 @@ func TestJSONOutputGolden(t *testing.T) {
 		tag   = "golden_tag"
 	)
 	// Leftovers of an interrupted run.
-	run(t, "", "secret", "delete", name, "--force", "--wait")
+	run(t, "", "secret", "delete", name, "--without-recovery", "--wait")
 	run(t, "", "delegate", "tag", "dev", "--remove", tag)
 	t.Cleanup(func() {
-		run(t, "", "secret", "delete", name, "--force", "--wait")
+		run(t, "", "secret", "delete", name, "--without-recovery", "--wait")
 		run(t, "", "delegate", "tag", "dev", "--remove", tag)
 	})
 
@@ -61,7 +61,7 @@ func TestJSONOutputGolden(t *testing.T) {
 	// A create cannot run twice: create, delete, create again.
 	createArgs := []string{"secret", "create", name, "--description", "made by TestJSONOutputGolden", "--tag", "team=cli", "--wait", "-o", "json"}
 	created := goldenOutput(t, value, createArgs...)
-	mustRun(t, "", "secret", "delete", name, "--force", "--wait")
+	mustRun(t, "", "secret", "delete", name, "--without-recovery", "--wait")
 	raw := mustRun(t, value, createArgs...)
 	if again := normalizeOrFatal(t, raw); again != created {
 		t.Errorf("smd secret create is not stable between two runs (-first +second):\n%s", cmp.Diff(created, again))

@@ -34,8 +34,8 @@ func TestTableOutputAligned(t *testing.T) {
 		mustRun(t, "", "connector", "create", "-f", file)
 		t.Cleanup(func() { run(t, "", "connector", "delete", id, "--scope", scope) })
 	}
-	run(t, "", "secret", "delete", secret, "--force", "--wait")
-	t.Cleanup(func() { run(t, "", "secret", "delete", secret, "--force", "--wait") })
+	run(t, "", "secret", "delete", secret, "--without-recovery", "--wait")
+	t.Cleanup(func() { run(t, "", "secret", "delete", secret, "--without-recovery", "--wait") })
 	mustRun(t, "v", "secret", "create", secret, "--description", desc, "--wait")
 	// A failed task, for a MESSAGE with spaces.
 	run(t, "", "secret", "restore", "table-test-missing", "--wait")
@@ -61,8 +61,8 @@ func TestTableOutputAligned(t *testing.T) {
 		},
 		{
 			args:   []string{"delegate", "list"},
-			header: []string{"NAME", "STATE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"},
-			want:   [][]string{{"dev", "connected", "", "", "dev", "", ""}},
+			header: []string{"NAME", "STATE", "SCOPE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"},
+			want:   [][]string{{"dev", "connected", "*", "", "", "dev", "", ""}},
 		},
 		{
 			args:   []string{"task", "list"},

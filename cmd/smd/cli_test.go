@@ -36,6 +36,7 @@ var (
 	smdBin string   // the built binary
 	devEnv []string // SMD_MANAGER=, SMD_TOKEN=, SMD_INSECURE= from smd dev's --env-file
 	devLog string   // smd dev's stderr (its log, at debug level)
+	devOut string   // smd dev's stdout (its banner)
 	devOK  bool     // smd dev is running
 )
 
@@ -87,7 +88,8 @@ func startDev(dir string) (stop func() error, err error) {
 		return nil, err
 	}
 	defer logf.Close() // the child has its own descriptor
-	banner, err := os.Create(filepath.Join(dir, "dev.out"))
+	devOut = filepath.Join(dir, "dev.out")
+	banner, err := os.Create(devOut)
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +268,14 @@ func TestExitCodes(t *testing.T) {
 		{name: "secret value empty stdin", args: []string{"secret", "create", "exit-codes-empty", "--wait"}, code: exitInvalid, stderr: "value: must not be empty"},
 		{name: "secret value empty file", args: []string{"secret", "create", "exit-codes-empty", "--value-file", os.DevNull}, code: exitInvalid, stderr: "value: must not be empty"},
 		{name: "secret value file missing", args: []string{"secret", "create", "exit-codes-empty", "--value-file", "/nonexistent/value"}, code: exitInvalid, stderr: "--value-file"},
+		{name: "show without generate", stdin: "v", args: []string{"secret", "create", "exit-codes-show", "--show"}, code: exitInvalid, stderr: "--show: only with --generate"},
+		{name: "length without generate", stdin: "v", args: []string{"secret", "create", "exit-codes-show", "--length", "8"}, code: exitInvalid, stderr: "--length: only with --generate"},
+		{name: "generate and a value file", args: []string{"secret", "create", "exit-codes-gen", "--generate", "--value-file", os.DevNull}, code: exitInvalid, stderr: "--generate: the value is generated"},
+		{name: "generate length", args: []string{"secret", "create", "exit-codes-gen", "--generate", "--length", "0"}, code: exitInvalid, stderr: "--length: must be 1-4096"},
+		{name: "adopt and force", stdin: "v", args: []string{"secret", "update", "exit-codes-x", "--adopt", "--force"}, code: exitInvalid, stderr: "--adopt and --force: give at most one"},
+		{name: "tag nothing", args: []string{"secret", "tag", "exit-codes-x"}, code: exitInvalid, stderr: "--add or --remove"},
+		{name: "tag malformed", args: []string{"secret", "tag", "exit-codes-x", "--add", "novalue"}, code: exitInvalid, stderr: `--add: want key=value, got "novalue"`},
+		{name: "binary not base64", stdin: "not*base64", args: []string{"secret", "create", "exit-codes-bin", "--binary"}, code: exitInvalid, stderr: "--binary: the value is not valid base64"},
 		{name: "bad scope", args: []string{"connector", "list", "--scope", "a/b/c/d"}, code: exitInvalid, stderr: "--scope"},
 		{name: "bad task state", args: []string{"task", "list", "--state", "nope"}, code: exitInvalid, stderr: "--state"},
 		{name: "token wrong", env: []string{"SMD_TOKEN=wrong"}, args: []string{"connector", "list"}, code: exitDenied, stderr: "permission denied"},
@@ -313,7 +323,7 @@ func TestShellCompletion(t *testing.T) {
 	}{
 		{[]string{"__complete", ""}, []string{"connector", "secret", "delegate", "task", "credential", "dev", "manager", "agent", "completion"}},
 		{[]string{"__complete", "connector", ""}, []string{"create", "get", "list", "delete", "test", "update"}},
-		{[]string{"__complete", "secret", ""}, []string{"create", "get", "describe", "list", "delete", "restore", "upsert", "update"}},
+		{[]string{"__complete", "secret", ""}, []string{"create", "get", "describe", "list", "delete", "restore", "upsert", "update", "tag", "versions"}},
 	} {
 		r := run(t, "", tt.args...)
 		if r.code != 0 {
@@ -339,7 +349,7 @@ func TestSecretValueNeverOnCommandLineOrLogs(t *testing.T) {
 	value := "leak-canary-" + randomToken("")
 	cred := "cred-canary-" + randomToken("")
 	const name = "leak-test-secret"
-	t.Cleanup(func() { run(t, "", "secret", "delete", name, "--force", "--wait") })
+	t.Cleanup(func() { run(t, "", "secret", "delete", name, "--without-recovery", "--wait") })
 
 	args := []string{"secret", "create", name, "--wait", "--description", "leak test"}
 	for _, a := range args {

@@ -22,7 +22,7 @@ func newCredentialCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v, err := readValue(cmd, valueFile, true)
+			v, err := readValue(cmd, valueFile, true, false)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/smdelegate/smdelegate/manager/connector"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -41,29 +42,38 @@ func newDelegateCmd() *cobra.Command {
 				if d.GetDraining() {
 					state = "draining"
 				}
-				rows = append(rows, []string{d.GetName(), state, strings.Join(d.GetTags(), ","),
+				scope := "*" // an unscoped token: every scope
+				if d.GetScope() != nil {
+					scope = connector.ScopeKey(d.GetScope())
+				}
+				rows = append(rows, []string{d.GetName(), state, scope, strings.Join(d.GetTags(), ","),
 					fmt.Sprintf("%d/%d", len(d.GetRunningTasks()), d.GetCapacity()), orDash(d.GetVersion()),
 					ago(d.GetConnectedSince()), ago(d.GetLastHeartbeat())})
 			}
-			return table(w, []string{"NAME", "STATE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}, rows)
+			return table(w, []string{"NAME", "STATE", "SCOPE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}, rows)
 		},
 	}
 
 	var selectors []string
 	var sleep time.Duration
 	var async bool
+	var pingScope string
 	ping := &cobra.Command{
 		Use:   "ping",
 		Short: "Run a ping task on a delegate matching the selectors",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc, err := parseScope(cmd, pingScope)
+			if err != nil {
+				return err
+			}
 			c, ctx, done, err := cf.managerClient(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
 			start := time.Now()
-			info, err := c.Ping(ctx, &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async})
+			info, err := c.Ping(ctx, &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async, Scope: sc})
 			if err != nil {
 				return apiErr(err)
 			}
@@ -86,6 +96,7 @@ func newDelegateCmd() *cobra.Command {
 	pf.StringArrayVar(&selectors, "selector", nil, "delegate selector the delegate's tags must include (repeatable)")
 	pf.DurationVar(&sleep, "sleep", 0, "how long the delegate sleeps before answering (tests, benchmarks)")
 	pf.BoolVar(&async, "async", false, "queue the ping durably and print its task id")
+	pf.StringVar(&pingScope, "scope", "", "need a delegate serving this scope: account, account/org or account/org/project (env SMD_SCOPE; default: the token's scope, or any delegate)")
 
 	var add, remove []string
 	tag := &cobra.Command{

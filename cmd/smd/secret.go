@@ -1,12 +1,12 @@
 package main
 
 import (
+	"encoding/base64"
 	"fmt"
 	"io"
-	"os"
+	"sort"
 	"strings"
 
-	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -27,71 +27,22 @@ func (f *secretFlags) register(cmd *cobra.Command, mutation bool) {
 	}
 }
 
-// readValue reads a secret value from --value-file, or from stdin when it
-// is not a terminal. Values never come from the command line.
-func readValue(cmd *cobra.Command, file string, required bool) (*delegatev1.SecretValue, error) {
-	var r io.Reader
-	switch {
-	case file == "-":
-		r = cmd.InOrStdin()
-	case file != "":
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--value-file: %w", err))
-		}
-		defer f.Close()
-		r = f
-	default:
-		in := cmd.InOrStdin()
-		if f, ok := in.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-			if required {
-				return nil, usageErr(fmt.Errorf("value: give it with --value-file FILE or on stdin (never on the command line)"))
-			}
-			return nil, nil
-		}
-		r = in
-	}
-	b, err := io.ReadAll(io.LimitReader(r, 65537))
-	if err != nil {
-		return nil, fmt.Errorf("read value: %w", err)
-	}
-	if len(b) == 0 {
-		if required {
-			return nil, usageErr(fmt.Errorf("value: must not be empty"))
-		}
-		return nil, nil
-	}
-	return &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: string(b)}}, nil
-}
-
-func parseTags(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	out := map[string]string{}
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, usageErr(fmt.Errorf("--tag: want key=value, got %q", kv))
-		}
-		out[k] = v
-	}
-	return out, nil
-}
+const timeLayout = "2006-01-02 15:04"
 
 func newSecretCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{Use: "secret", Short: "Run secret operations through a connector"}
 	cf.register(cmd)
 
-	run := func(cmd *cobra.Command, sf *secretFlags, req *delegatev1.SecretRequest, show func(io.Writer, *delegatev1.SecretResult)) error {
+	// run sends req; wait forces waiting for a change (--show).
+	run := func(cmd *cobra.Command, sf *secretFlags, req *delegatev1.SecretRequest, wait bool, show func(io.Writer, *delegatev1.SecretResult)) error {
 		sc, err := parseScope(cmd, sf.scope)
 		if err != nil {
 			return err
 		}
 		req.Connector = &delegatev1.ConnectorRef{Scope: sc, Identifier: sf.connector}
-		mutation := req.GetGet() == nil && req.GetList() == nil && req.GetDescribe() == nil
-		req.Async = mutation && !sf.wait
+		mutation := req.GetGet() == nil && req.GetList() == nil && req.GetDescribe() == nil && req.GetVersions() == nil
+		req.Async = mutation && !sf.wait && !wait
 		cl, ctx, done, err := cf.managerClient(cmd)
 		if err != nil {
 			return err
@@ -121,42 +72,78 @@ func newSecretCmd() *cobra.Command {
 	var (
 		sf                secretFlags
 		valueFile, desc   string
-		tags              []string
+		kms               string
+		binary            bool
+		tags, addTags     []string
+		removeTags        []string
 		versionID, stage  string
-		force             bool
+		withoutRecovery   bool
 		window            int32
 		prefix, nextToken string
 		maxResults        int32
 		planned           bool
+		deprecated        bool
+		um                unmanagedFlags
+		gen               generateFlags
 	)
+	valueFlags := func(c *cobra.Command) {
+		c.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file (- for stdin)")
+		c.Flags().BoolVar(&binary, "binary", false, "the value is base64: store the bytes it encodes as a binary secret")
+		c.Flags().StringVar(&desc, "description", "", "description")
+		c.Flags().StringVar(&kms, "kms-key-id", "", "KMS key of the secret (id, ARN or alias; default: the connector's kms_key_id)")
+	}
+
 	create := &cobra.Command{
-		Use: "create NAME", Short: "Create a secret (value from --value-file or stdin)", Args: cobra.ExactArgs(1),
+		Use: "create NAME", Short: "Create a secret (value from --value-file or stdin, or --generate)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := readValue(cmd, valueFile, true)
+			g, err := gen.op(cmd)
 			if err != nil {
 				return err
 			}
-			t, err := parseTags(tags)
+			var v *delegatev1.SecretValue
+			switch {
+			case g == nil:
+				if v, err = readValue(cmd, valueFile, true, binary); err != nil {
+					return err
+				}
+			case cmd.Flags().Changed("value-file") || binary:
+				return usageErr(fmt.Errorf("--generate: the value is generated; do not give --value-file or --binary"))
+			}
+			t, err := parseTags("tag", tags)
 			if err != nil {
 				return err
 			}
 			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Create{Create: &delegatev1.CreateSecretOp{
-				Name: args[0], Value: v, Description: desc, Tags: t}}}, showChange("created"))
+				Name: args[0], Value: v, Description: desc, Tags: t, KmsKeyId: kms, Generate: g, ReturnValue: gen.show}}},
+				gen.show, func(w io.Writer, r *delegatev1.SecretResult) {
+					showChange("created")(w, r)
+					switch {
+					case gen.show:
+						fmt.Fprintln(w, r.GetValue().GetStringValue())
+					case g != nil:
+						fmt.Fprintf(w, "the generated value was not shown (smd secret get %s prints it)\n", r.GetName())
+					}
+				})
 		},
 	}
+	gen.register(create)
 	upsert := &cobra.Command{
 		Use: "upsert NAME", Short: "Create a secret, or update it if it exists", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := readValue(cmd, valueFile, true)
+			p, err := um.policy()
 			if err != nil {
 				return err
 			}
-			t, err := parseTags(tags)
+			v, err := readValue(cmd, valueFile, true, binary)
+			if err != nil {
+				return err
+			}
+			t, err := parseTags("tag", tags)
 			if err != nil {
 				return err
 			}
 			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Upsert{Upsert: &delegatev1.UpsertSecretOp{
-				Name: args[0], Value: v, Description: desc, Tags: t}}}, func(w io.Writer, r *delegatev1.SecretResult) {
+				Name: args[0], Value: v, Description: desc, Tags: t, KmsKeyId: kms, Unmanaged: p}}}, false, func(w io.Writer, r *delegatev1.SecretResult) {
 				verb := "updated"
 				if r.GetCreated() {
 					verb = "created"
@@ -166,34 +153,37 @@ func newSecretCmd() *cobra.Command {
 		},
 	}
 	update := &cobra.Command{
-		Use: "update NAME", Short: "Write a new value (and/or description) of a secret", Args: cobra.ExactArgs(1),
+		Use: "update NAME", Short: "Write a new value (and/or description, KMS key) of a secret", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := readValue(cmd, valueFile, desc == "")
+			p, err := um.policy()
+			if err != nil {
+				return err
+			}
+			v, err := readValue(cmd, valueFile, desc == "" && kms == "", binary)
 			if err != nil {
 				return err
 			}
 			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Update{Update: &delegatev1.UpdateSecretOp{
-				Name: args[0], Value: v, Description: desc}}}, showChange("updated"))
+				Name: args[0], Value: v, Description: desc, KmsKeyId: kms, Unmanaged: p}}}, false, showChange("updated"))
 		},
 	}
 	for _, c := range []*cobra.Command{create, upsert, update} {
-		c.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file (- for stdin)")
-		c.Flags().StringVar(&desc, "description", "", "description")
+		valueFlags(c)
 		sf.register(c, true)
 	}
 	for _, c := range []*cobra.Command{create, upsert} {
 		c.Flags().StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable)")
 	}
 	get := &cobra.Command{
-		Use: "get NAME[#key]", Short: "Print a secret's value (or one JSON key of it)", Args: cobra.ExactArgs(1),
+		Use: "get NAME[#key]", Short: "Print a secret's value (or one JSON key of it; binary values in base64)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Get{Get: &delegatev1.GetSecretOp{
-				Name: args[0], VersionId: versionID, VersionStage: stage}}}, func(w io.Writer, r *delegatev1.SecretResult) {
+				Name: args[0], VersionId: versionID, VersionStage: stage}}}, false, func(w io.Writer, r *delegatev1.SecretResult) {
 				switch v := r.GetValue().GetValue().(type) {
 				case *delegatev1.SecretValue_StringValue:
 					fmt.Fprintln(w, v.StringValue)
 				case *delegatev1.SecretValue_BinaryValue:
-					w.Write(v.BinaryValue)
+					fmt.Fprintln(w, base64.StdEncoding.EncodeToString(v.BinaryValue))
 				}
 			})
 		},
@@ -202,81 +192,147 @@ func newSecretCmd() *cobra.Command {
 	get.Flags().StringVar(&stage, "version-stage", "", "a version stage (default AWSCURRENT)")
 	sf.register(get, false)
 	del := &cobra.Command{
-		Use: "delete NAME", Short: "Delete a secret (recovery window, or --force)", Args: cobra.ExactArgs(1),
+		Use: "delete NAME", Short: "Delete a secret (recovery window, or --without-recovery)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			op := &delegatev1.DeleteSecretOp{Name: args[0], RecoveryWindowDays: window}
-			if cmd.Flags().Changed("force") {
-				op.ForceDeleteWithoutRecovery = &force
+			p, err := um.policy()
+			if err != nil {
+				return err
 			}
-			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Delete{Delete: op}},
+			op := &delegatev1.DeleteSecretOp{Name: args[0], RecoveryWindowDays: window, Unmanaged: p}
+			if cmd.Flags().Changed("without-recovery") {
+				op.ForceDeleteWithoutRecovery = &withoutRecovery
+			}
+			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Delete{Delete: op}}, false,
 				func(w io.Writer, r *delegatev1.SecretResult) {
 					if d := r.GetDeletionDate(); d != nil {
-						fmt.Fprintf(w, "deleted %s; recoverable until %s (smd secret restore %s)\n", r.GetName(), d.AsTime().Format("2006-01-02 15:04 MST"), r.GetName())
+						fmt.Fprintf(w, "deleted %s; recoverable until %s (smd secret restore %s)\n", r.GetName(), d.AsTime().Format(timeLayout+" MST"), r.GetName())
 					} else {
 						fmt.Fprintf(w, "deleted %s without recovery\n", r.GetName())
 					}
+					adopted(w, r)
 				})
 		},
 	}
-	del.Flags().BoolVar(&force, "force", false, "delete at once, without recovery")
+	del.Flags().BoolVar(&withoutRecovery, "without-recovery", false, "delete at once, without a recovery window (AWS's ForceDeleteWithoutRecovery)")
 	del.Flags().Int32Var(&window, "recovery-window-days", 0, "days the secret stays recoverable (7-30; default the connector's)")
 	sf.register(del, true)
 	restore := &cobra.Command{
 		Use: "restore NAME", Short: "Cancel a scheduled deletion", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Restore{Restore: &delegatev1.RestoreSecretOp{Name: args[0]}}},
-				func(w io.Writer, r *delegatev1.SecretResult) { fmt.Fprintf(w, "restored %s\n", r.GetName()) })
+			p, err := um.policy()
+			if err != nil {
+				return err
+			}
+			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Restore{Restore: &delegatev1.RestoreSecretOp{Name: args[0], Unmanaged: p}}}, false,
+				func(w io.Writer, r *delegatev1.SecretResult) {
+					fmt.Fprintf(w, "restored %s\n", r.GetName())
+					adopted(w, r)
+				})
 		},
 	}
 	sf.register(restore, true)
+	tag := &cobra.Command{
+		Use: "tag NAME", Short: "Add (--add k=v) and remove (--remove k) tags of a secret", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := um.policy()
+			if err != nil {
+				return err
+			}
+			add, err := parseTags("add", addTags)
+			if err != nil {
+				return err
+			}
+			if len(add) == 0 && len(removeTags) == 0 {
+				return usageErr(fmt.Errorf("--add or --remove: at least one tag to change"))
+			}
+			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Tag{Tag: &delegatev1.TagSecretOp{
+				Name: args[0], Add: add, Remove: removeTags, Unmanaged: p}}}, false, func(w io.Writer, r *delegatev1.SecretResult) {
+				fmt.Fprintf(w, "tagged %s\n", r.GetName())
+				adopted(w, r)
+			})
+		},
+	}
+	tag.Flags().StringArrayVar(&addTags, "add", nil, "tag key=value to add or change (repeatable)")
+	tag.Flags().StringArrayVar(&removeTags, "remove", nil, "tag key to remove (repeatable)")
+	sf.register(tag, true)
+	for _, c := range []*cobra.Command{upsert, update, del, restore, tag} {
+		um.register(c)
+	}
 	list := &cobra.Command{
 		Use: "list", Short: "List secrets under the connector's prefix", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_List{List: &delegatev1.ListSecretsOp{
-				NamePrefix: prefix, MaxResults: maxResults, NextToken: nextToken, IncludePlannedDeletion: planned}}},
+				NamePrefix: prefix, MaxResults: maxResults, NextToken: nextToken, IncludePlannedDeletion: planned}}}, false,
 				func(w io.Writer, r *delegatev1.SecretResult) {
 					rows := [][]string{}
 					for _, m := range r.GetSecrets() {
 						changed, deleted := "-", "-"
 						if t := m.GetLastChangedDate(); t != nil {
-							changed = t.AsTime().Format("2006-01-02 15:04")
+							changed = t.AsTime().Format(timeLayout)
 						}
 						if t := m.GetDeletedDate(); t != nil {
-							deleted = t.AsTime().Format("2006-01-02 15:04")
+							deleted = t.AsTime().Format(timeLayout)
 						}
 						rows = append(rows, []string{m.GetName(), orDash(m.GetDescription()), changed, deleted})
 					}
 					table(w, []string{"NAME", "DESCRIPTION", "CHANGED", "DELETED"}, rows)
-					if r.GetNextToken() != "" {
-						fmt.Fprintf(w, "more: --next-token %s\n", r.GetNextToken())
-					}
+					moreNote(w, r)
 				})
 		},
 	}
 	list.Flags().StringVar(&prefix, "prefix", "", "only names starting with this (under the connector's prefix)")
-	list.Flags().Int32Var(&maxResults, "max-results", 0, "page size, 1-100")
-	list.Flags().StringVar(&nextToken, "next-token", "", "continue a previous listing")
 	list.Flags().BoolVar(&planned, "include-planned-deletion", false, "include secrets scheduled for deletion")
-	sf.register(list, false)
+	versions := &cobra.Command{
+		Use: "versions NAME", Short: "List a secret's versions: ids, staging labels, dates (never values)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Versions{Versions: &delegatev1.ListSecretVersionsOp{
+				Name: args[0], MaxResults: maxResults, NextToken: nextToken, IncludeDeprecated: deprecated}}}, false,
+				func(w io.Writer, r *delegatev1.SecretResult) {
+					rows := [][]string{}
+					for _, v := range r.GetVersions() {
+						created, accessed := "-", "-"
+						if t := v.GetCreatedDate(); t != nil {
+							created = t.AsTime().Format(timeLayout)
+						}
+						if t := v.GetLastAccessedDate(); t != nil {
+							accessed = t.AsTime().Format("2006-01-02")
+						}
+						rows = append(rows, []string{v.GetVersionId(), orDash(strings.Join(v.GetStages(), ",")), created, accessed})
+					}
+					table(w, []string{"VERSION", "STAGES", "CREATED", "LAST ACCESSED"}, rows)
+					moreNote(w, r)
+				})
+		},
+	}
+	versions.Flags().BoolVar(&deprecated, "include-deprecated", false, "include versions without a staging label")
+	for _, c := range []*cobra.Command{list, versions} {
+		c.Flags().Int32Var(&maxResults, "max-results", 0, "page size, 1-100")
+		c.Flags().StringVar(&nextToken, "next-token", "", "continue a previous listing")
+		sf.register(c, false)
+	}
 	describe := &cobra.Command{
 		Use: "describe NAME", Short: "Show a secret's metadata (never its value)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Describe{Describe: &delegatev1.DescribeSecretOp{Name: args[0]}}},
+			return run(cmd, &sf, &delegatev1.SecretRequest{Op: &delegatev1.SecretRequest_Describe{Describe: &delegatev1.DescribeSecretOp{Name: args[0]}}}, false,
 				func(w io.Writer, r *delegatev1.SecretResult) {
 					m := r.GetMeta()
-					rows := [][]string{{"name", m.GetName()}, {"arn", m.GetArn()}, {"description", orDash(m.GetDescription())}}
+					rows := [][]string{{"name", m.GetName()}, {"arn", m.GetArn()}, {"description", orDash(m.GetDescription())},
+						{"kms key", orDash(m.GetKmsKeyId())}}
 					if t := m.GetDeletedDate(); t != nil {
-						rows = append(rows, []string{"deleted", t.AsTime().Format("2006-01-02 15:04 MST")})
+						rows = append(rows, []string{"deleted", t.AsTime().Format(timeLayout + " MST")})
 					}
-					for id, st := range m.GetVersionStages() {
-						rows = append(rows, []string{"version " + id, strings.Join(st.GetStages(), ",")})
+					for _, k := range sortedKeys(m.GetTags()) {
+						rows = append(rows, []string{"tag " + k, m.GetTags()[k]})
+					}
+					for _, id := range sortedKeys(m.GetVersionStages()) {
+						rows = append(rows, []string{"version " + id, strings.Join(m.GetVersionStages()[id].GetStages(), ",")})
 					}
 					table(w, []string{"FIELD", "VALUE"}, rows)
 				})
 		},
 	}
 	sf.register(describe, false)
-	cmd.AddCommand(create, upsert, get, update, del, restore, list, describe)
+	cmd.AddCommand(create, upsert, get, update, del, restore, tag, list, versions, describe)
 	return cmd
 }
 
@@ -284,8 +340,32 @@ func showChange(verb string) func(io.Writer, *delegatev1.SecretResult) {
 	return func(w io.Writer, r *delegatev1.SecretResult) {
 		if r.GetVersionId() != "" {
 			fmt.Fprintf(w, "%s %s (version %s)\n", verb, r.GetName(), r.GetVersionId())
-			return
+		} else {
+			fmt.Fprintf(w, "%s %s\n", verb, r.GetName())
 		}
-		fmt.Fprintf(w, "%s %s\n", verb, r.GetName())
+		adopted(w, r)
 	}
+}
+
+// adopted notes that a change tagged a secret it did not manage yet.
+func adopted(w io.Writer, r *delegatev1.SecretResult) {
+	if r.GetAdopted() {
+		fmt.Fprintf(w, "adopted %s: it now carries the connector's managed-by tag\n", r.GetName())
+	}
+}
+
+// moreNote tells how to get the next page.
+func moreNote(w io.Writer, r *delegatev1.SecretResult) {
+	if r.GetNextToken() != "" {
+		fmt.Fprintf(w, "more: --next-token %s\n", r.GetNextToken())
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

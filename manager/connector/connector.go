@@ -86,6 +86,7 @@ func Normalize(c *delegatev1.Connector) {
 	c.EndpointUrl = strings.TrimSpace(c.EndpointUrl)
 	c.StsEndpointUrl = strings.TrimSpace(c.StsEndpointUrl)
 	c.KmsKeyId = strings.TrimSpace(c.KmsKeyId)
+	c.ManagedByTagKey = strings.TrimSpace(c.ManagedByTagKey)
 	if c.CredentialType == delegatev1.CredentialType_OIDC &&
 		c.OidcConnectivity == delegatev1.OIDCConnectivity_OIDC_CONNECTIVITY_UNSPECIFIED {
 		c.OidcConnectivity = delegatev1.OIDCConnectivity_DELEGATE

@@ -27,6 +27,7 @@ func TestNormalize(t *testing.T) {
 				SecretNamePrefix:  " /devops/team/ ",
 				DelegateSelectors: []string{" Linux", "gpu", "", "  ", "LINUX", "gpu "},
 				EndpointUrl:       " http://x ", StsEndpointUrl: " http://y ", KmsKeyId: " alias/k ",
+				ManagedByTagKey: " owner ",
 			},
 			&delegatev1.Connector{
 				Identifier: "aws_prod", Name: "AWS prod", Description: "desc",
@@ -37,6 +38,7 @@ func TestNormalize(t *testing.T) {
 				SecretNamePrefix:  "devops/team",
 				DelegateSelectors: []string{"gpu", "linux"},
 				EndpointUrl:       "http://x", StsEndpointUrl: "http://y", KmsKeyId: "alias/k",
+				ManagedByTagKey: "owner",
 			}},
 		{"only empty selectors",
 			&delegatev1.Connector{DelegateSelectors: []string{"", " "}},

@@ -71,6 +71,7 @@ func Settings(c *delegatev1.Connector, resolveBuiltin func(name string) (string,
 		EndpointUrl:                c.GetEndpointUrl(),
 		StsEndpointUrl:             c.GetStsEndpointUrl(),
 		KmsKeyId:                   c.GetKmsKeyId(),
+		ManagedByTagKey:            c.GetManagedByTagKey(),
 	}
 	var err error
 	switch c.GetCredentialType() {

@@ -46,12 +46,14 @@ func TestSettings(t *testing.T) {
 		c.EndpointUrl = "http://127.0.0.1:4566"
 		c.StsEndpointUrl = "http://127.0.0.1:4567"
 		c.KmsKeyId = "alias/smd"
+		c.ManagedByTagKey = "owner"
 	}
 	base := func(typ delegatev1.CredentialType) *delegatev1.ConnectorSettings {
 		return &delegatev1.ConnectorSettings{
 			Id: "a/o/p/aws_prod", Region: "eu-west-1", SecretNamePrefix: "devops",
 			UsePutSecretValue: true, RecoveryWindowDays: 7, CredentialType: typ,
 			EndpointUrl: "http://127.0.0.1:4566", StsEndpointUrl: "http://127.0.0.1:4567", KmsKeyId: "alias/smd",
+			ManagedByTagKey: "owner",
 		}
 	}
 	tests := []struct {

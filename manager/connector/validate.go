@@ -30,6 +30,7 @@ const (
 	ruleOnlyRole    = "only used with assume_role or oidc credentials"
 	ruleOnlyAssume  = "only used with assume_role credentials"
 	ruleOnlyOIDC    = "only used with oidc credentials"
+	ruleManagedBy   = "must be 1-127 letters, digits, spaces and _.:/=+-@, not starting with aws: (empty: managed-by)"
 )
 
 var (
@@ -40,6 +41,9 @@ var (
 	regionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
 	prefixRE     = regexp.MustCompile(`^[A-Za-z0-9/_+=.@-]{0,256}$`)
 	accessKeyRE  = regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
+	// managedByRE: the characters AWS allows in tag keys generally (and
+	// IAM's secretsmanager:ResourceTag/KEY conditions), at most 127.
+	managedByRE = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,127}$`)
 )
 
 // ValidIdentifier reports whether s follows the identifier rule: a letter
@@ -89,6 +93,9 @@ func Validate(c *delegatev1.Connector) error {
 	v.url("sts_endpoint_url", c.GetStsEndpointUrl())
 	if len(c.GetKmsKeyId()) > MaxKMSKeyIDLen {
 		v.add("kms_key_id", "must be at most %d characters", MaxKMSKeyIDLen)
+	}
+	if k := c.GetManagedByTagKey(); k != "" && (!managedByRE.MatchString(k) || strings.HasPrefix(strings.ToLower(k), "aws:")) {
+		v.add("managed_by_tag_key", ruleManagedBy)
 	}
 	return errors.Join(v.errs...)
 }

@@ -213,6 +213,15 @@ func TestValidate(t *testing.T) {
 		// kms_key_id
 		{"kms 2048", instance, func(c *delegatev1.Connector) { c.KmsKeyId = strings.Repeat("k", 2048) }, "", ""},
 		{"kms 2049", instance, func(c *delegatev1.Connector) { c.KmsKeyId = strings.Repeat("k", 2049) }, "kms_key_id", "must be at most 2048 characters"},
+
+		// managed_by_tag_key
+		{"managed by default", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = "" }, "", ""},
+		{"managed by custom", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = "team-a/owner:tool @x=1+2" }, "", ""},
+		{"managed by unicode", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = "verwaltet-von" }, "", ""},
+		{"managed by 127", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = strings.Repeat("k", 127) }, "", ""},
+		{"managed by 128", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = strings.Repeat("k", 128) }, "managed_by_tag_key", "must be 1-127 letters"},
+		{"managed by aws", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = "AWS:owner" }, "managed_by_tag_key", "not starting with aws:"},
+		{"managed by comma", instance, func(c *delegatev1.Connector) { c.ManagedByTagKey = "a,b" }, "managed_by_tag_key", "must be 1-127 letters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,6 +306,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		EndpointUrl:                "nope",
 		StsEndpointUrl:             "ftp://x",
 		KmsKeyId:                   strings.Repeat("k", 2049),
+		ManagedByTagKey:            "aws:x",
 	}
 	want := []string{
 		"identifier", "name", "description", `tags[""]`, "scope.org",
@@ -304,7 +314,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		"external_id", "oidc_connectivity", "region", "secret_name_prefix",
 		"recovery_window_days", "force_delete_without_recovery",
 		"delegate_selectors[1]", "delegate_selectors[2]",
-		"endpoint_url", "sts_endpoint_url", "kms_key_id",
+		"endpoint_url", "sts_endpoint_url", "kms_key_id", "managed_by_tag_key",
 	}
 	err := connector.Validate(c)
 	errs := fieldErrors(t, err)

@@ -25,6 +25,18 @@ func (s Scope) String() string {
 	return out
 }
 
+// IsZero reports whether s is the zero Scope: no scope at all.
+func (s Scope) IsZero() bool { return s == Scope{} }
+
+// Contains reports whether o is s or below it: the same account and, where
+// s names them, the same org and project. account contains account/org and
+// account/org/project; a project contains only itself. The zero Scope
+// contains only itself.
+func (s Scope) Contains(o Scope) bool {
+	return s.Account == o.Account &&
+		(s.Org == "" || s.Org == o.Org && (s.Project == "" || s.Project == o.Project))
+}
+
 // Parent returns the scope above s and whether there is one.
 func (s Scope) Parent() (Scope, bool) {
 	switch {

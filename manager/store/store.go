@@ -58,6 +58,10 @@ type Task struct {
 	Kind string // "ping", "secret.create", ...
 	// Selectors are normalized (trimmed, lower-cased, sorted, unique).
 	Selectors []string
+	// Scope is the scope the task belongs to (a secret task's connector's,
+	// a ping's operator's); only delegates serving it may run the task.
+	// The zero Scope means none: any delegate may.
+	Scope Scope
 	// Payload is the marshaled delegate.v1.TaskPayload. Secret values in it
 	// are sealed by the caller before they reach the store.
 	Payload []byte
@@ -107,6 +111,9 @@ type Filter struct {
 	States []State
 	// Limit caps the number of tasks returned; 0 means no limit.
 	Limit int
+	// Scope, when not zero, keeps only tasks at that scope or below it
+	// (Scope.Contains); tasks without a scope are left out.
+	Scope Scope
 }
 
 // Store is the manager's durable store: tasks, and through the embedded

@@ -214,6 +214,15 @@ func writeYAML(t testing.TB, path string, v any) {
 type managerOpts struct {
 	Lease, Heartbeat, QueueTimeout, TaskDeadline time.Duration
 	MaxAttempts                                  int
+	// Tokens are accepted besides the manager's own two.
+	Tokens []tokenOpt
+}
+
+// tokenOpt is one more token of a test manager, with its scope.
+type tokenOpt struct {
+	Kind  string // "delegate" or "operator"
+	Token string
+	Scope string // "" for an unscoped token
 }
 
 func (o managerOpts) withDefaults() managerOpts {
@@ -272,6 +281,16 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 	if err := os.WriteFile(keyPath, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	delegateTokens := []map[string]any{{"name": "e2e-delegate", "sha256": sha256Hex(m.DelegateToken)}}
+	operatorTokens := []map[string]any{{"name": "e2e-operator", "sha256": sha256Hex(m.OperatorToken)}}
+	for i, tk := range opts.Tokens {
+		entry := map[string]any{"name": fmt.Sprintf("e2e-%s-%d", tk.Kind, i), "sha256": sha256Hex(tk.Token), "scope": tk.Scope}
+		if tk.Kind == "delegate" {
+			delegateTokens = append(delegateTokens, entry)
+		} else {
+			operatorTokens = append(operatorTokens, entry)
+		}
+	}
 	for try := 0; ; try++ {
 		m.Addr, m.HTTPAddr = freeAddr(t), freeAddr(t)
 		writeYAML(t, m.configPath, map[string]any{
@@ -282,8 +301,8 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 			"master_key_file":  keyPath,
 			"tls":              map[string]any{"insecure": true},
 			"auth": map[string]any{
-				"delegate_tokens": []map[string]any{{"name": "e2e-delegate", "sha256": sha256Hex(m.DelegateToken)}},
-				"operator_tokens": []map[string]any{{"name": "e2e-operator", "sha256": sha256Hex(m.OperatorToken)}},
+				"delegate_tokens": delegateTokens,
+				"operator_tokens": operatorTokens,
 			},
 			"dispatch": map[string]any{
 				"lease_duration":     opts.Lease.String(),
@@ -604,10 +623,16 @@ func startAgent(t testing.TB, m *manager, name string, opts agentOpts) *proc {
 // exit code.
 func smdCLI(t testing.TB, m *manager, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return smdCLIAs(t, m, m.OperatorToken, args...)
+}
+
+// smdCLIAs is smdCLI with another operator token.
+func smdCLIAs(t testing.TB, m *manager, token string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, smdBin, args...)
-	cmd.Env = append(cleanEnv(), "SMD_MANAGER="+m.Addr, "SMD_TOKEN="+m.OperatorToken, "SMD_INSECURE=true")
+	cmd.Env = append(cleanEnv(), "SMD_MANAGER="+m.Addr, "SMD_TOKEN="+token, "SMD_INSECURE=true")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

@@ -14,9 +14,9 @@ import (
 // mutation decodes and re-encodes one, inside the single writer transaction
 // that all batched callers share, so its cost is paid serially.
 //
-// Layout (version 1):
+// Layout (version 2):
 //
-//	byte    version (1)
+//	byte    version (2)
 //	byte    state code (see stateCodes)
 //	string  ID, Kind            (uvarint length + bytes)
 //	uvarint len(Selectors), then each as a string
@@ -27,11 +27,17 @@ import (
 //	time    CreatedAt, UpdatedAt, Deadline, QueueDeadline
 //	        (varint Unix seconds + uvarint nanoseconds; the zero time
 //	        round-trips because its Unix seconds are just a large negative)
+//	string  Scope.Account, Scope.Org, Scope.Project
 //
+// Version 1 is version 2 without the scope; decode still reads it (tasks
+// written before scopes existed have none), encode writes only version 2.
 // The state sits at a fixed offset so list scans can filter without decoding.
 // A new layout gets a new version byte; decode refuses versions it does not
 // know rather than misreading them.
-const codecVersion = 1
+const codecVersion = 2
+
+// codecVersionNoScope is the previous layout, still decoded.
+const codecVersionNoScope = 1
 
 // stateOffset is where the state code lives in an encoded task.
 const stateOffset = 1
@@ -57,7 +63,7 @@ var codeStates = [...]store.State{
 
 // stateOf returns the state of an encoded task without decoding it.
 func stateOf(v []byte) (store.State, error) {
-	if len(v) <= stateOffset || v[0] != codecVersion {
+	if len(v) <= stateOffset || (v[0] != codecVersion && v[0] != codecVersionNoScope) {
 		return "", errCorrupt
 	}
 	c := v[stateOffset]
@@ -91,6 +97,9 @@ func encodeTask(dst []byte, t *store.Task) ([]byte, error) {
 	dst = appendTime(dst, t.UpdatedAt)
 	dst = appendTime(dst, t.Deadline)
 	dst = appendTime(dst, t.QueueDeadline)
+	dst = appendString(dst, t.Scope.Account)
+	dst = appendString(dst, t.Scope.Org)
+	dst = appendString(dst, t.Scope.Project)
 	return dst, nil
 }
 
@@ -98,8 +107,9 @@ func encodeTask(dst []byte, t *store.Task) ([]byte, error) {
 // buffer once.
 func encodedSize(t *store.Task) int {
 	n := 2 + 4*binary.MaxVarintLen64 + 8*(2*binary.MaxVarintLen64) // header, ints, times
-	n += 8*binary.MaxVarintLen64 + len(t.ID) + len(t.Kind) + len(t.Payload) +
-		len(t.LeaseID) + len(t.Delegate) + len(t.Code) + len(t.Outcome)
+	n += 11*binary.MaxVarintLen64 + len(t.ID) + len(t.Kind) + len(t.Payload) +
+		len(t.LeaseID) + len(t.Delegate) + len(t.Code) + len(t.Outcome) +
+		len(t.Scope.Account) + len(t.Scope.Org) + len(t.Scope.Project)
 	for _, s := range t.Selectors {
 		n += binary.MaxVarintLen64 + len(s)
 	}
@@ -152,6 +162,11 @@ func decodeTask(v []byte) (*store.Task, error) {
 	t.UpdatedAt = d.time()
 	t.Deadline = d.time()
 	t.QueueDeadline = d.time()
+	if v[0] == codecVersion {
+		t.Scope.Account = d.string()
+		t.Scope.Org = d.string()
+		t.Scope.Project = d.string()
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
 	}

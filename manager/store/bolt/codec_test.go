@@ -28,6 +28,7 @@ func codecTask() *store.Task {
 		UpdatedAt:     time.Date(1960, 1, 2, 3, 4, 5, 1, time.UTC), // before the epoch
 		Deadline:      time.Date(3000, 1, 1, 0, 0, 0, 999999999, time.UTC),
 		QueueDeadline: time.Time{},
+		Scope:         store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
 	}
 }
 
@@ -69,6 +70,35 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCodecDecodesVersion1 reads a record of the layout before scopes
+// (version 1: version 2 without the three scope strings), as a store file
+// written by an older manager holds: it decodes with no scope, and is
+// written back as version 2.
+func TestCodecDecodesVersion1(t *testing.T) {
+	want := codecTask()
+	want.Scope = store.Scope{}
+	v2, err := encodeTask(nil, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := append([]byte{codecVersionNoScope}, v2[1:len(v2)-3]...) // three empty strings: one zero byte each
+	got, err := decodeTask(v1)
+	if err != nil {
+		t.Fatalf("decodeTask(version 1) = %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decodeTask(version 1) mismatch (-want +got):\n%s", diff)
+	}
+	again, err := encodeTask(nil, got)
+	if err != nil || again[0] != codecVersion {
+		t.Errorf("encodeTask(a version 1 task) = version %d, %v, want version %d", again[0], err, codecVersion)
+	}
+	// A version 1 record that carries scope strings has trailing bytes.
+	if _, err := decodeTask(append([]byte{codecVersionNoScope}, v2[1:]...)); !errors.Is(err, errCorrupt) {
+		t.Errorf("decodeTask(version 1 with a scope) = %v, want %v", err, errCorrupt)
+	}
+}
+
 func TestCodecDecodeCopies(t *testing.T) {
 	v, err := encodeTask(nil, codecTask())
 	if err != nil {
@@ -107,6 +137,7 @@ func TestCodecCorrupt(t *testing.T) {
 	}
 	tests := map[string][]byte{
 		"unknown version": append([]byte{codecVersion + 1}, v[1:]...),
+		"version zero":    append([]byte{0}, v[1:]...),
 		"unknown state":   append([]byte{codecVersion, 9}, v[2:]...),
 		"trailing bytes":  append(bytes.Clone(v), 0),
 		"huge selector count": func() []byte {

@@ -286,6 +286,9 @@ func (db *DB) ListTasks(ctx context.Context, f store.Filter) ([]*store.Task, err
 			if err != nil {
 				return err
 			}
+			if !f.Scope.IsZero() && !f.Scope.Contains(t.Scope) {
+				continue
+			}
 			out = append(out, t)
 			if f.Limit > 0 && len(out) >= f.Limit {
 				return nil

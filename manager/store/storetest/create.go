@@ -43,6 +43,17 @@ func testCreateGet(t *testing.T, open OpenFunc) {
 			task.QueueDeadline = time.Time{}
 			return task
 		}()},
+		{name: "no scope", task: func() *store.Task {
+			task := newTask("no-scope", base)
+			task.Kind = "ping"
+			task.Scope = store.Scope{}
+			return task
+		}()},
+		{name: "account scope", task: func() *store.Task {
+			task := newTask("account-scope", base)
+			task.Scope = store.Scope{Account: "acme"}
+			return task
+		}()},
 		{name: "empty slices", task: func() *store.Task {
 			task := newTask("empty", base)
 			task.Selectors = nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/smdelegate/smdelegate/manager/store"
 )
@@ -117,6 +118,60 @@ func testListTasks(t *testing.T, open OpenFunc) {
 			}
 			if diff := cmp.Diff(tt.want, got, taskCmp); diff != "" {
 				t.Errorf("ListTasks(%+v) mismatch (-want +got):\n%s", tt.filter, diff)
+			}
+		})
+	}
+}
+
+// testListTasksScope checks Filter.Scope: a scope keeps the tasks at it and
+// below it, never those of a sibling, a parent or another account, nor
+// tasks without a scope; combined with states and a limit, the limit
+// counts only the tasks kept.
+func testListTasksScope(t *testing.T, open OpenFunc) {
+	s := mustOpen(t, open)
+	scopes := map[string]store.Scope{
+		"none":       {},
+		"acme":       {Account: "acme"},
+		"acme-pay":   {Account: "acme", Org: "pay"},
+		"acme-pay-1": {Account: "acme", Org: "pay", Project: "one"},
+		"acme-pay-2": {Account: "acme", Org: "pay", Project: "two"},
+		"acme-ops":   {Account: "acme", Org: "ops"},
+		"acmeco":     {Account: "acmeco"},
+		"other-pay":  {Account: "other", Org: "pay"},
+	}
+	names := []string{"none", "acme", "acme-pay", "acme-pay-1", "acme-pay-2", "acme-ops", "acmeco", "other-pay"}
+	for i, name := range names {
+		task := newTask(name, base.Add(time.Duration(i)*time.Second))
+		task.Scope = scopes[name]
+		st := store.StateQueued
+		if i%2 == 1 {
+			st = store.StateSucceeded
+		}
+		put(t, s, task, st)
+	}
+	tests := []struct {
+		name   string
+		filter store.Filter
+		want   []string // newest first
+	}{
+		{"no scope filter", store.Filter{}, []string{"other-pay", "acmeco", "acme-ops", "acme-pay-2", "acme-pay-1", "acme-pay", "acme", "none"}},
+		{"account", store.Filter{Scope: scopes["acme"]}, []string{"acme-ops", "acme-pay-2", "acme-pay-1", "acme-pay", "acme"}},
+		{"org", store.Filter{Scope: scopes["acme-pay"]}, []string{"acme-pay-2", "acme-pay-1", "acme-pay"}},
+		{"project", store.Filter{Scope: scopes["acme-pay-1"]}, []string{"acme-pay-1"}},
+		{"org of another account", store.Filter{Scope: scopes["other-pay"]}, []string{"other-pay"}},
+		{"unknown account", store.Filter{Scope: store.Scope{Account: "nobody"}}, nil},
+		{"with states", store.Filter{Scope: scopes["acme"], States: []store.State{store.StateQueued}}, []string{"acme-pay-2", "acme-pay"}},
+		{"with a limit", store.Filter{Scope: scopes["acme"], Limit: 2}, []string{"acme-ops", "acme-pay-2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := s.ListTasks(t.Context(), tt.filter)
+			if err != nil {
+				t.Fatalf("ListTasks(%+v) = %v, want nil", tt.filter, err)
+			}
+			if diff := cmp.Diff(tt.want, ids(got), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("ListTasks(%+v) ids mismatch (-want +got):\n%s", tt.filter, diff)
 			}
 		})
 	}

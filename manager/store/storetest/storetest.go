@@ -99,6 +99,7 @@ func RunConformance(t *testing.T, open OpenFunc) {
 		{"Lifecycle", testLifecycle},
 		{"ListUnfinished", testListUnfinished},
 		{"ListTasks", testListTasks},
+		{"ListTasksScope", testListTasksScope},
 		{"ListEmpty", testListEmpty},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"ConcurrentClaim", testConcurrentClaim},
@@ -169,6 +170,9 @@ func newTask(id string, created time.Time) *store.Task {
 		UpdatedAt:     created,
 		Deadline:      created.Add(60 * time.Second),
 		QueueDeadline: created.Add(30 * time.Second),
+		// Every transition test compares whole tasks, so they also
+		// check that a task keeps its scope through them.
+		Scope: store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
 	}
 }
 

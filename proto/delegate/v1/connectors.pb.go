@@ -171,13 +171,19 @@ type Connector struct {
 	OidcConnectivity   OIDCConnectivity `protobuf:"varint,19,opt,name=oidc_connectivity,json=oidcConnectivity,proto3,enum=delegate.v1.OIDCConnectivity" json:"oidc_connectivity,omitempty"`
 	// endpoint_url and sts_endpoint_url override AWS's endpoints (VPC
 	// endpoints, FIPS, tests).
-	EndpointUrl    string                 `protobuf:"bytes,20,opt,name=endpoint_url,json=endpointUrl,proto3" json:"endpoint_url,omitempty"`
-	StsEndpointUrl string                 `protobuf:"bytes,21,opt,name=sts_endpoint_url,json=stsEndpointUrl,proto3" json:"sts_endpoint_url,omitempty"`
-	KmsKeyId       string                 `protobuf:"bytes,22,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
-	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt      *timestamppb.Timestamp `protobuf:"bytes,31,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	EndpointUrl    string `protobuf:"bytes,20,opt,name=endpoint_url,json=endpointUrl,proto3" json:"endpoint_url,omitempty"`
+	StsEndpointUrl string `protobuf:"bytes,21,opt,name=sts_endpoint_url,json=stsEndpointUrl,proto3" json:"sts_endpoint_url,omitempty"`
+	// kms_key_id: the KMS key of new secrets (a secret's own kms_key_id
+	// wins); empty is aws/secretsmanager.
+	KmsKeyId string `protobuf:"bytes,22,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
+	// managed_by_tag_key: the tag key (value "smdelegate") that every secret
+	// the connector creates carries and that updates, deletes and tag
+	// changes require; empty means "managed-by".
+	ManagedByTagKey string                 `protobuf:"bytes,23,opt,name=managed_by_tag_key,json=managedByTagKey,proto3" json:"managed_by_tag_key,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt       *timestamppb.Timestamp `protobuf:"bytes,31,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Connector) Reset() {
@@ -360,6 +366,13 @@ func (x *Connector) GetStsEndpointUrl() string {
 func (x *Connector) GetKmsKeyId() string {
 	if x != nil {
 		return x.KmsKeyId
+	}
+	return ""
+}
+
+func (x *Connector) GetManagedByTagKey() string {
+	if x != nil {
+		return x.ManagedByTagKey
 	}
 	return ""
 }
@@ -1087,6 +1100,7 @@ type SecretRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Connector *ConnectorRef          `protobuf:"bytes,1,opt,name=connector,proto3" json:"connector,omitempty"`
 	// async returns as soon as a mutation is persisted (reads are always sync).
+	// It must be false for a create with return_value.
 	Async bool `protobuf:"varint,2,opt,name=async,proto3" json:"async,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
@@ -1098,6 +1112,8 @@ type SecretRequest struct {
 	//	*SecretRequest_Restore
 	//	*SecretRequest_List
 	//	*SecretRequest_Describe
+	//	*SecretRequest_Tag
+	//	*SecretRequest_Versions
 	Op            isSecretRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1226,6 +1242,24 @@ func (x *SecretRequest) GetDescribe() *DescribeSecretOp {
 	return nil
 }
 
+func (x *SecretRequest) GetTag() *TagSecretOp {
+	if x != nil {
+		if x, ok := x.Op.(*SecretRequest_Tag); ok {
+			return x.Tag
+		}
+	}
+	return nil
+}
+
+func (x *SecretRequest) GetVersions() *ListSecretVersionsOp {
+	if x != nil {
+		if x, ok := x.Op.(*SecretRequest_Versions); ok {
+			return x.Versions
+		}
+	}
+	return nil
+}
+
 type isSecretRequest_Op interface {
 	isSecretRequest_Op()
 }
@@ -1262,6 +1296,14 @@ type SecretRequest_Describe struct {
 	Describe *DescribeSecretOp `protobuf:"bytes,17,opt,name=describe,proto3,oneof"`
 }
 
+type SecretRequest_Tag struct {
+	Tag *TagSecretOp `protobuf:"bytes,18,opt,name=tag,proto3,oneof"`
+}
+
+type SecretRequest_Versions struct {
+	Versions *ListSecretVersionsOp `protobuf:"bytes,19,opt,name=versions,proto3,oneof"`
+}
+
 func (*SecretRequest_Create) isSecretRequest_Op() {}
 
 func (*SecretRequest_Upsert) isSecretRequest_Op() {}
@@ -1277,6 +1319,10 @@ func (*SecretRequest_Restore) isSecretRequest_Op() {}
 func (*SecretRequest_List) isSecretRequest_Op() {}
 
 func (*SecretRequest_Describe) isSecretRequest_Op() {}
+
+func (*SecretRequest_Tag) isSecretRequest_Op() {}
+
+func (*SecretRequest_Versions) isSecretRequest_Op() {}
 
 type TagDelegateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1391,7 +1437,7 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\x05Scope\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12\x18\n" +
-	"\aproject\x18\x03 \x01(\tR\aproject\"\xef\b\n" +
+	"\aproject\x18\x03 \x01(\tR\aproject\"\x9c\t\n" +
 	"\tConnector\x12\x1e\n" +
 	"\n" +
 	"identifier\x18\x01 \x01(\tR\n" +
@@ -1419,7 +1465,8 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\fendpoint_url\x18\x14 \x01(\tR\vendpointUrl\x12(\n" +
 	"\x10sts_endpoint_url\x18\x15 \x01(\tR\x0estsEndpointUrl\x12\x1c\n" +
 	"\n" +
-	"kms_key_id\x18\x16 \x01(\tR\bkmsKeyId\x129\n" +
+	"kms_key_id\x18\x16 \x01(\tR\bkmsKeyId\x12+\n" +
+	"\x12managed_by_tag_key\x18\x17 \x01(\tR\x0fmanagedByTagKey\x129\n" +
 	"\n" +
 	"created_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
@@ -1468,7 +1515,7 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\x17DeleteCredentialRequest\x12(\n" +
 	"\x05scope\x18\x01 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x1a\n" +
-	"\x18DeleteCredentialResponse\"\x97\x04\n" +
+	"\x18DeleteCredentialResponse\"\x86\x05\n" +
 	"\rSecretRequest\x127\n" +
 	"\tconnector\x18\x01 \x01(\v2\x19.delegate.v1.ConnectorRefR\tconnector\x12\x14\n" +
 	"\x05async\x18\x02 \x01(\bR\x05async\x125\n" +
@@ -1480,7 +1527,9 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\x06delete\x18\x0e \x01(\v2\x1b.delegate.v1.DeleteSecretOpH\x00R\x06delete\x128\n" +
 	"\arestore\x18\x0f \x01(\v2\x1c.delegate.v1.RestoreSecretOpH\x00R\arestore\x120\n" +
 	"\x04list\x18\x10 \x01(\v2\x1a.delegate.v1.ListSecretsOpH\x00R\x04list\x12;\n" +
-	"\bdescribe\x18\x11 \x01(\v2\x1d.delegate.v1.DescribeSecretOpH\x00R\bdescribeB\x04\n" +
+	"\bdescribe\x18\x11 \x01(\v2\x1d.delegate.v1.DescribeSecretOpH\x00R\bdescribe\x12,\n" +
+	"\x03tag\x18\x12 \x01(\v2\x18.delegate.v1.TagSecretOpH\x00R\x03tag\x12?\n" +
+	"\bversions\x18\x13 \x01(\v2!.delegate.v1.ListSecretVersionsOpH\x00R\bversionsB\x04\n" +
 	"\x02op\"R\n" +
 	"\x12TagDelegateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
@@ -1540,6 +1589,8 @@ var file_delegate_v1_connectors_proto_goTypes = []any{
 	(*RestoreSecretOp)(nil),          // 29: delegate.v1.RestoreSecretOp
 	(*ListSecretsOp)(nil),            // 30: delegate.v1.ListSecretsOp
 	(*DescribeSecretOp)(nil),         // 31: delegate.v1.DescribeSecretOp
+	(*TagSecretOp)(nil),              // 32: delegate.v1.TagSecretOp
+	(*ListSecretVersionsOp)(nil),     // 33: delegate.v1.ListSecretVersionsOp
 }
 var file_delegate_v1_connectors_proto_depIdxs = []int32{
 	21, // 0: delegate.v1.Connector.tags:type_name -> delegate.v1.Connector.TagsEntry
@@ -1572,11 +1623,13 @@ var file_delegate_v1_connectors_proto_depIdxs = []int32{
 	29, // 27: delegate.v1.SecretRequest.restore:type_name -> delegate.v1.RestoreSecretOp
 	30, // 28: delegate.v1.SecretRequest.list:type_name -> delegate.v1.ListSecretsOp
 	31, // 29: delegate.v1.SecretRequest.describe:type_name -> delegate.v1.DescribeSecretOp
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	32, // 30: delegate.v1.SecretRequest.tag:type_name -> delegate.v1.TagSecretOp
+	33, // 31: delegate.v1.SecretRequest.versions:type_name -> delegate.v1.ListSecretVersionsOp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_connectors_proto_init() }
@@ -1594,6 +1647,8 @@ func file_delegate_v1_connectors_proto_init() {
 		(*SecretRequest_Restore)(nil),
 		(*SecretRequest_List)(nil),
 		(*SecretRequest_Describe)(nil),
+		(*SecretRequest_Tag)(nil),
+		(*SecretRequest_Versions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -38,7 +38,10 @@ type DelegateInfo struct {
 	Draining       bool                   `protobuf:"varint,11,opt,name=draining,proto3" json:"draining,omitempty"`
 	Connected      bool                   `protobuf:"varint,12,opt,name=connected,proto3" json:"connected,omitempty"`
 	// operator_tags are the tags given by operators (smd delegate tag).
-	OperatorTags  []string `protobuf:"bytes,13,rep,name=operator_tags,json=operatorTags,proto3" json:"operator_tags,omitempty"`
+	OperatorTags []string `protobuf:"bytes,13,rep,name=operator_tags,json=operatorTags,proto3" json:"operator_tags,omitempty"`
+	// scope is the scope of the delegate's token: it runs only tasks of
+	// that scope and below. Unset: an unscoped token, every scope.
+	Scope         *Scope `protobuf:"bytes,14,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +167,13 @@ func (x *DelegateInfo) GetOperatorTags() []string {
 	return nil
 }
 
+func (x *DelegateInfo) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
 type ListDelegatesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -245,10 +255,15 @@ func (x *ListDelegatesResponse) GetDelegates() []*DelegateInfo {
 }
 
 type PingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Selectors     []string               `protobuf:"bytes,1,rep,name=selectors,proto3" json:"selectors,omitempty"`
-	Sleep         *durationpb.Duration   `protobuf:"bytes,2,opt,name=sleep,proto3" json:"sleep,omitempty"`
-	Async         bool                   `protobuf:"varint,3,opt,name=async,proto3" json:"async,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Selectors []string               `protobuf:"bytes,1,rep,name=selectors,proto3" json:"selectors,omitempty"`
+	Sleep     *durationpb.Duration   `protobuf:"bytes,2,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	Async     bool                   `protobuf:"varint,3,opt,name=async,proto3" json:"async,omitempty"`
+	// scope, when set, makes the ping need a delegate serving that scope
+	// (one whose scope contains it). Unset: the operator token's scope, or
+	// any delegate for an unscoped token. A scoped token may name only its
+	// scope or one below it.
+	Scope         *Scope `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,6 +319,13 @@ func (x *PingRequest) GetAsync() bool {
 	return false
 }
 
+func (x *PingRequest) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
 type TaskInfo struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -315,8 +337,11 @@ type TaskInfo struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// outcome is set once the task is final.
-	Outcome       *Outcome `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	Async         bool     `protobuf:"varint,10,opt,name=async,proto3" json:"async,omitempty"`
+	Outcome *Outcome `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Async   bool     `protobuf:"varint,10,opt,name=async,proto3" json:"async,omitempty"`
+	// scope is the task's scope (a secret task's connector's, a ping's
+	// operator's); only delegates serving it run the task. Unset: none.
+	Scope         *Scope `protobuf:"bytes,11,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,6 +444,13 @@ func (x *TaskInfo) GetAsync() bool {
 		return x.Async
 	}
 	return false
+}
+
+func (x *TaskInfo) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
 }
 
 type GetTaskRequest struct {
@@ -566,7 +598,7 @@ var File_delegate_v1_manager_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xba\x03\n" +
+	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xe4\x03\n" +
 	"\fDelegateInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -581,14 +613,16 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	" \x03(\tR\frunningTasks\x12\x1a\n" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12\x1c\n" +
 	"\tconnected\x18\f \x01(\bR\tconnected\x12#\n" +
-	"\roperator_tags\x18\r \x03(\tR\foperatorTags\"\x16\n" +
+	"\roperator_tags\x18\r \x03(\tR\foperatorTags\x12(\n" +
+	"\x05scope\x18\x0e \x01(\v2\x12.delegate.v1.ScopeR\x05scope\"\x16\n" +
 	"\x14ListDelegatesRequest\"P\n" +
 	"\x15ListDelegatesResponse\x127\n" +
-	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"r\n" +
+	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"\x9c\x01\n" +
 	"\vPingRequest\x12\x1c\n" +
 	"\tselectors\x18\x01 \x03(\tR\tselectors\x12/\n" +
 	"\x05sleep\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05sleep\x12\x14\n" +
-	"\x05async\x18\x03 \x01(\bR\x05async\"\xec\x02\n" +
+	"\x05async\x18\x03 \x01(\bR\x05async\x12(\n" +
+	"\x05scope\x18\x04 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\"\x96\x03\n" +
 	"\bTaskInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -602,7 +636,8 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12.\n" +
 	"\aoutcome\x18\t \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome\x12\x14\n" +
 	"\x05async\x18\n" +
-	" \x01(\bR\x05async\" \n" +
+	" \x01(\bR\x05async\x12(\n" +
+	"\x05scope\x18\v \x01(\v2\x12.delegate.v1.ScopeR\x05scope\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
 	"\x10ListTasksRequest\x12,\n" +
@@ -651,76 +686,80 @@ var file_delegate_v1_manager_proto_goTypes = []any{
 	(*ListTasksRequest)(nil),         // 6: delegate.v1.ListTasksRequest
 	(*ListTasksResponse)(nil),        // 7: delegate.v1.ListTasksResponse
 	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 9: google.protobuf.Duration
-	(TaskState)(0),                   // 10: delegate.v1.TaskState
-	(*Outcome)(nil),                  // 11: delegate.v1.Outcome
-	(*TagDelegateRequest)(nil),       // 12: delegate.v1.TagDelegateRequest
-	(*CreateConnectorRequest)(nil),   // 13: delegate.v1.CreateConnectorRequest
-	(*UpdateConnectorRequest)(nil),   // 14: delegate.v1.UpdateConnectorRequest
-	(*GetConnectorRequest)(nil),      // 15: delegate.v1.GetConnectorRequest
-	(*ListConnectorsRequest)(nil),    // 16: delegate.v1.ListConnectorsRequest
-	(*DeleteConnectorRequest)(nil),   // 17: delegate.v1.DeleteConnectorRequest
-	(*TestConnectorRequest)(nil),     // 18: delegate.v1.TestConnectorRequest
-	(*PutCredentialRequest)(nil),     // 19: delegate.v1.PutCredentialRequest
-	(*ListCredentialsRequest)(nil),   // 20: delegate.v1.ListCredentialsRequest
-	(*DeleteCredentialRequest)(nil),  // 21: delegate.v1.DeleteCredentialRequest
-	(*SecretRequest)(nil),            // 22: delegate.v1.SecretRequest
-	(*TagDelegateResponse)(nil),      // 23: delegate.v1.TagDelegateResponse
-	(*Connector)(nil),                // 24: delegate.v1.Connector
-	(*ListConnectorsResponse)(nil),   // 25: delegate.v1.ListConnectorsResponse
-	(*DeleteConnectorResponse)(nil),  // 26: delegate.v1.DeleteConnectorResponse
-	(*Credential)(nil),               // 27: delegate.v1.Credential
-	(*ListCredentialsResponse)(nil),  // 28: delegate.v1.ListCredentialsResponse
-	(*DeleteCredentialResponse)(nil), // 29: delegate.v1.DeleteCredentialResponse
+	(*Scope)(nil),                    // 9: delegate.v1.Scope
+	(*durationpb.Duration)(nil),      // 10: google.protobuf.Duration
+	(TaskState)(0),                   // 11: delegate.v1.TaskState
+	(*Outcome)(nil),                  // 12: delegate.v1.Outcome
+	(*TagDelegateRequest)(nil),       // 13: delegate.v1.TagDelegateRequest
+	(*CreateConnectorRequest)(nil),   // 14: delegate.v1.CreateConnectorRequest
+	(*UpdateConnectorRequest)(nil),   // 15: delegate.v1.UpdateConnectorRequest
+	(*GetConnectorRequest)(nil),      // 16: delegate.v1.GetConnectorRequest
+	(*ListConnectorsRequest)(nil),    // 17: delegate.v1.ListConnectorsRequest
+	(*DeleteConnectorRequest)(nil),   // 18: delegate.v1.DeleteConnectorRequest
+	(*TestConnectorRequest)(nil),     // 19: delegate.v1.TestConnectorRequest
+	(*PutCredentialRequest)(nil),     // 20: delegate.v1.PutCredentialRequest
+	(*ListCredentialsRequest)(nil),   // 21: delegate.v1.ListCredentialsRequest
+	(*DeleteCredentialRequest)(nil),  // 22: delegate.v1.DeleteCredentialRequest
+	(*SecretRequest)(nil),            // 23: delegate.v1.SecretRequest
+	(*TagDelegateResponse)(nil),      // 24: delegate.v1.TagDelegateResponse
+	(*Connector)(nil),                // 25: delegate.v1.Connector
+	(*ListConnectorsResponse)(nil),   // 26: delegate.v1.ListConnectorsResponse
+	(*DeleteConnectorResponse)(nil),  // 27: delegate.v1.DeleteConnectorResponse
+	(*Credential)(nil),               // 28: delegate.v1.Credential
+	(*ListCredentialsResponse)(nil),  // 29: delegate.v1.ListCredentialsResponse
+	(*DeleteCredentialResponse)(nil), // 30: delegate.v1.DeleteCredentialResponse
 }
 var file_delegate_v1_manager_proto_depIdxs = []int32{
 	8,  // 0: delegate.v1.DelegateInfo.connected_since:type_name -> google.protobuf.Timestamp
 	8,  // 1: delegate.v1.DelegateInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	0,  // 2: delegate.v1.ListDelegatesResponse.delegates:type_name -> delegate.v1.DelegateInfo
-	9,  // 3: delegate.v1.PingRequest.sleep:type_name -> google.protobuf.Duration
-	10, // 4: delegate.v1.TaskInfo.state:type_name -> delegate.v1.TaskState
-	8,  // 5: delegate.v1.TaskInfo.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: delegate.v1.TaskInfo.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 7: delegate.v1.TaskInfo.outcome:type_name -> delegate.v1.Outcome
-	10, // 8: delegate.v1.ListTasksRequest.state:type_name -> delegate.v1.TaskState
-	4,  // 9: delegate.v1.ListTasksResponse.tasks:type_name -> delegate.v1.TaskInfo
-	1,  // 10: delegate.v1.ManagerService.ListDelegates:input_type -> delegate.v1.ListDelegatesRequest
-	3,  // 11: delegate.v1.ManagerService.Ping:input_type -> delegate.v1.PingRequest
-	5,  // 12: delegate.v1.ManagerService.GetTask:input_type -> delegate.v1.GetTaskRequest
-	6,  // 13: delegate.v1.ManagerService.ListTasks:input_type -> delegate.v1.ListTasksRequest
-	5,  // 14: delegate.v1.ManagerService.WatchTask:input_type -> delegate.v1.GetTaskRequest
-	12, // 15: delegate.v1.ManagerService.TagDelegate:input_type -> delegate.v1.TagDelegateRequest
-	13, // 16: delegate.v1.ManagerService.CreateConnector:input_type -> delegate.v1.CreateConnectorRequest
-	14, // 17: delegate.v1.ManagerService.UpdateConnector:input_type -> delegate.v1.UpdateConnectorRequest
-	15, // 18: delegate.v1.ManagerService.GetConnector:input_type -> delegate.v1.GetConnectorRequest
-	16, // 19: delegate.v1.ManagerService.ListConnectors:input_type -> delegate.v1.ListConnectorsRequest
-	17, // 20: delegate.v1.ManagerService.DeleteConnector:input_type -> delegate.v1.DeleteConnectorRequest
-	18, // 21: delegate.v1.ManagerService.TestConnector:input_type -> delegate.v1.TestConnectorRequest
-	19, // 22: delegate.v1.ManagerService.PutCredential:input_type -> delegate.v1.PutCredentialRequest
-	20, // 23: delegate.v1.ManagerService.ListCredentials:input_type -> delegate.v1.ListCredentialsRequest
-	21, // 24: delegate.v1.ManagerService.DeleteCredential:input_type -> delegate.v1.DeleteCredentialRequest
-	22, // 25: delegate.v1.ManagerService.Secret:input_type -> delegate.v1.SecretRequest
-	2,  // 26: delegate.v1.ManagerService.ListDelegates:output_type -> delegate.v1.ListDelegatesResponse
-	4,  // 27: delegate.v1.ManagerService.Ping:output_type -> delegate.v1.TaskInfo
-	4,  // 28: delegate.v1.ManagerService.GetTask:output_type -> delegate.v1.TaskInfo
-	7,  // 29: delegate.v1.ManagerService.ListTasks:output_type -> delegate.v1.ListTasksResponse
-	4,  // 30: delegate.v1.ManagerService.WatchTask:output_type -> delegate.v1.TaskInfo
-	23, // 31: delegate.v1.ManagerService.TagDelegate:output_type -> delegate.v1.TagDelegateResponse
-	24, // 32: delegate.v1.ManagerService.CreateConnector:output_type -> delegate.v1.Connector
-	24, // 33: delegate.v1.ManagerService.UpdateConnector:output_type -> delegate.v1.Connector
-	24, // 34: delegate.v1.ManagerService.GetConnector:output_type -> delegate.v1.Connector
-	25, // 35: delegate.v1.ManagerService.ListConnectors:output_type -> delegate.v1.ListConnectorsResponse
-	26, // 36: delegate.v1.ManagerService.DeleteConnector:output_type -> delegate.v1.DeleteConnectorResponse
-	4,  // 37: delegate.v1.ManagerService.TestConnector:output_type -> delegate.v1.TaskInfo
-	27, // 38: delegate.v1.ManagerService.PutCredential:output_type -> delegate.v1.Credential
-	28, // 39: delegate.v1.ManagerService.ListCredentials:output_type -> delegate.v1.ListCredentialsResponse
-	29, // 40: delegate.v1.ManagerService.DeleteCredential:output_type -> delegate.v1.DeleteCredentialResponse
-	4,  // 41: delegate.v1.ManagerService.Secret:output_type -> delegate.v1.TaskInfo
-	26, // [26:42] is the sub-list for method output_type
-	10, // [10:26] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	9,  // 2: delegate.v1.DelegateInfo.scope:type_name -> delegate.v1.Scope
+	0,  // 3: delegate.v1.ListDelegatesResponse.delegates:type_name -> delegate.v1.DelegateInfo
+	10, // 4: delegate.v1.PingRequest.sleep:type_name -> google.protobuf.Duration
+	9,  // 5: delegate.v1.PingRequest.scope:type_name -> delegate.v1.Scope
+	11, // 6: delegate.v1.TaskInfo.state:type_name -> delegate.v1.TaskState
+	8,  // 7: delegate.v1.TaskInfo.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 8: delegate.v1.TaskInfo.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 9: delegate.v1.TaskInfo.outcome:type_name -> delegate.v1.Outcome
+	9,  // 10: delegate.v1.TaskInfo.scope:type_name -> delegate.v1.Scope
+	11, // 11: delegate.v1.ListTasksRequest.state:type_name -> delegate.v1.TaskState
+	4,  // 12: delegate.v1.ListTasksResponse.tasks:type_name -> delegate.v1.TaskInfo
+	1,  // 13: delegate.v1.ManagerService.ListDelegates:input_type -> delegate.v1.ListDelegatesRequest
+	3,  // 14: delegate.v1.ManagerService.Ping:input_type -> delegate.v1.PingRequest
+	5,  // 15: delegate.v1.ManagerService.GetTask:input_type -> delegate.v1.GetTaskRequest
+	6,  // 16: delegate.v1.ManagerService.ListTasks:input_type -> delegate.v1.ListTasksRequest
+	5,  // 17: delegate.v1.ManagerService.WatchTask:input_type -> delegate.v1.GetTaskRequest
+	13, // 18: delegate.v1.ManagerService.TagDelegate:input_type -> delegate.v1.TagDelegateRequest
+	14, // 19: delegate.v1.ManagerService.CreateConnector:input_type -> delegate.v1.CreateConnectorRequest
+	15, // 20: delegate.v1.ManagerService.UpdateConnector:input_type -> delegate.v1.UpdateConnectorRequest
+	16, // 21: delegate.v1.ManagerService.GetConnector:input_type -> delegate.v1.GetConnectorRequest
+	17, // 22: delegate.v1.ManagerService.ListConnectors:input_type -> delegate.v1.ListConnectorsRequest
+	18, // 23: delegate.v1.ManagerService.DeleteConnector:input_type -> delegate.v1.DeleteConnectorRequest
+	19, // 24: delegate.v1.ManagerService.TestConnector:input_type -> delegate.v1.TestConnectorRequest
+	20, // 25: delegate.v1.ManagerService.PutCredential:input_type -> delegate.v1.PutCredentialRequest
+	21, // 26: delegate.v1.ManagerService.ListCredentials:input_type -> delegate.v1.ListCredentialsRequest
+	22, // 27: delegate.v1.ManagerService.DeleteCredential:input_type -> delegate.v1.DeleteCredentialRequest
+	23, // 28: delegate.v1.ManagerService.Secret:input_type -> delegate.v1.SecretRequest
+	2,  // 29: delegate.v1.ManagerService.ListDelegates:output_type -> delegate.v1.ListDelegatesResponse
+	4,  // 30: delegate.v1.ManagerService.Ping:output_type -> delegate.v1.TaskInfo
+	4,  // 31: delegate.v1.ManagerService.GetTask:output_type -> delegate.v1.TaskInfo
+	7,  // 32: delegate.v1.ManagerService.ListTasks:output_type -> delegate.v1.ListTasksResponse
+	4,  // 33: delegate.v1.ManagerService.WatchTask:output_type -> delegate.v1.TaskInfo
+	24, // 34: delegate.v1.ManagerService.TagDelegate:output_type -> delegate.v1.TagDelegateResponse
+	25, // 35: delegate.v1.ManagerService.CreateConnector:output_type -> delegate.v1.Connector
+	25, // 36: delegate.v1.ManagerService.UpdateConnector:output_type -> delegate.v1.Connector
+	25, // 37: delegate.v1.ManagerService.GetConnector:output_type -> delegate.v1.Connector
+	26, // 38: delegate.v1.ManagerService.ListConnectors:output_type -> delegate.v1.ListConnectorsResponse
+	27, // 39: delegate.v1.ManagerService.DeleteConnector:output_type -> delegate.v1.DeleteConnectorResponse
+	4,  // 40: delegate.v1.ManagerService.TestConnector:output_type -> delegate.v1.TaskInfo
+	28, // 41: delegate.v1.ManagerService.PutCredential:output_type -> delegate.v1.Credential
+	29, // 42: delegate.v1.ManagerService.ListCredentials:output_type -> delegate.v1.ListCredentialsResponse
+	30, // 43: delegate.v1.ManagerService.DeleteCredential:output_type -> delegate.v1.DeleteCredentialResponse
+	4,  // 44: delegate.v1.ManagerService.Secret:output_type -> delegate.v1.TaskInfo
+	29, // [29:45] is the sub-list for method output_type
+	13, // [13:29] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_manager_proto_init() }

@@ -78,6 +78,62 @@ func (CredentialType) EnumDescriptor() ([]byte, []int) {
 	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{0}
 }
 
+// Unmanaged says what a change does to an existing secret that lacks the
+// connector's managed-by tag (managed_by_tag_key=smdelegate): a secret
+// smdelegate did not create, or one whose tag was removed.
+type Unmanaged int32
+
+const (
+	// UNMANAGED_REFUSE: refuse the change with INVALID_ARGUMENT naming the
+	// missing tag; nothing is changed at AWS (the default).
+	Unmanaged_UNMANAGED_REFUSE Unmanaged = 0
+	// UNMANAGED_ADOPT: tag the secret as managed (TagResource), then change it.
+	Unmanaged_UNMANAGED_ADOPT Unmanaged = 1
+	// UNMANAGED_FORCE: change it and leave it untagged.
+	Unmanaged_UNMANAGED_FORCE Unmanaged = 2
+)
+
+// Enum value maps for Unmanaged.
+var (
+	Unmanaged_name = map[int32]string{
+		0: "UNMANAGED_REFUSE",
+		1: "UNMANAGED_ADOPT",
+		2: "UNMANAGED_FORCE",
+	}
+	Unmanaged_value = map[string]int32{
+		"UNMANAGED_REFUSE": 0,
+		"UNMANAGED_ADOPT":  1,
+		"UNMANAGED_FORCE":  2,
+	}
+)
+
+func (x Unmanaged) Enum() *Unmanaged {
+	p := new(Unmanaged)
+	*p = x
+	return p
+}
+
+func (x Unmanaged) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Unmanaged) Descriptor() protoreflect.EnumDescriptor {
+	return file_delegate_v1_secrets_proto_enumTypes[1].Descriptor()
+}
+
+func (Unmanaged) Type() protoreflect.EnumType {
+	return &file_delegate_v1_secrets_proto_enumTypes[1]
+}
+
+func (x Unmanaged) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Unmanaged.Descriptor instead.
+func (Unmanaged) EnumDescriptor() ([]byte, []int) {
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{1}
+}
+
 // SecretRef names secret material. Exactly one form is set: a value the
 // manager resolved (builtin references, decrypted only into the task), or a
 // reference the delegate resolves on its own host (env:VAR, file:/path).
@@ -201,7 +257,8 @@ type ConnectorSettings struct {
 	// sts_endpoint_url overrides the STS endpoint.
 	StsEndpointUrl string `protobuf:"bytes,15,opt,name=sts_endpoint_url,json=stsEndpointUrl,proto3" json:"sts_endpoint_url,omitempty"`
 	KmsKeyId       string `protobuf:"bytes,16,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
-	// managed_by_tag_key is the tag key that marks secrets smdelegate manages.
+	// managed_by_tag_key is the tag key that marks secrets smdelegate
+	// manages (managed_by_tag_key=smdelegate); empty means "managed-by".
 	ManagedByTagKey string `protobuf:"bytes,17,opt,name=managed_by_tag_key,json=managedByTagKey,proto3" json:"managed_by_tag_key,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -371,6 +428,8 @@ type SecretTask struct {
 	//	*SecretTask_List
 	//	*SecretTask_Describe
 	//	*SecretTask_TestConnection
+	//	*SecretTask_Tag
+	//	*SecretTask_Versions
 	Op            isSecretTask_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -501,6 +560,24 @@ func (x *SecretTask) GetTestConnection() *TestConnectionOp {
 	return nil
 }
 
+func (x *SecretTask) GetTag() *TagSecretOp {
+	if x != nil {
+		if x, ok := x.Op.(*SecretTask_Tag); ok {
+			return x.Tag
+		}
+	}
+	return nil
+}
+
+func (x *SecretTask) GetVersions() *ListSecretVersionsOp {
+	if x != nil {
+		if x, ok := x.Op.(*SecretTask_Versions); ok {
+			return x.Versions
+		}
+	}
+	return nil
+}
+
 type isSecretTask_Op interface {
 	isSecretTask_Op()
 }
@@ -541,6 +618,14 @@ type SecretTask_TestConnection struct {
 	TestConnection *TestConnectionOp `protobuf:"bytes,18,opt,name=test_connection,json=testConnection,proto3,oneof"`
 }
 
+type SecretTask_Tag struct {
+	Tag *TagSecretOp `protobuf:"bytes,19,opt,name=tag,proto3,oneof"`
+}
+
+type SecretTask_Versions struct {
+	Versions *ListSecretVersionsOp `protobuf:"bytes,20,opt,name=versions,proto3,oneof"`
+}
+
 func (*SecretTask_Create) isSecretTask_Op() {}
 
 func (*SecretTask_Upsert) isSecretTask_Op() {}
@@ -558,6 +643,10 @@ func (*SecretTask_List) isSecretTask_Op() {}
 func (*SecretTask_Describe) isSecretTask_Op() {}
 
 func (*SecretTask_TestConnection) isSecretTask_Op() {}
+
+func (*SecretTask_Tag) isSecretTask_Op() {}
+
+func (*SecretTask_Versions) isSecretTask_Op() {}
 
 type SecretValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -642,12 +731,21 @@ func (*SecretValue_StringValue) isSecretValue_Value() {}
 func (*SecretValue_BinaryValue) isSecretValue_Value() {}
 
 type CreateSecretOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Value         *SecretValue           `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	Tags          map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	KmsKeyId      string                 `protobuf:"bytes,5,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// value: required unless generate is set (then it must be empty).
+	Value       *SecretValue `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Description string       `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// tags: added to the connector's managed-by tag, which every create sets.
+	Tags map[string]string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// kms_key_id overrides the connector's kms_key_id for this secret.
+	KmsKeyId string `protobuf:"bytes,5,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
+	// generate: the delegate generates the value with GetRandomPassword.
+	Generate *GeneratePassword `protobuf:"bytes,6,opt,name=generate,proto3" json:"generate,omitempty"`
+	// return_value: the outcome carries the generated value. Only with
+	// generate and only for a caller that waits (SecretRequest.async false):
+	// the manager never stores the value and gives it to no one else.
+	ReturnValue   bool `protobuf:"varint,7,opt,name=return_value,json=returnValue,proto3" json:"return_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -717,19 +815,145 @@ func (x *CreateSecretOp) GetKmsKeyId() string {
 	return ""
 }
 
+func (x *CreateSecretOp) GetGenerate() *GeneratePassword {
+	if x != nil {
+		return x.Generate
+	}
+	return nil
+}
+
+func (x *CreateSecretOp) GetReturnValue() bool {
+	if x != nil {
+		return x.ReturnValue
+	}
+	return false
+}
+
+// GeneratePassword is GetRandomPassword's input. Zero values mean AWS's
+// defaults: 32 characters of letters, digits and punctuation, at least
+// one of each.
+type GeneratePassword struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// length: 1-4,096 (0: 32).
+	Length int32 `protobuf:"varint,1,opt,name=length,proto3" json:"length,omitempty"`
+	// exclude_characters: characters never used (at most 4,096).
+	ExcludeCharacters  string `protobuf:"bytes,2,opt,name=exclude_characters,json=excludeCharacters,proto3" json:"exclude_characters,omitempty"`
+	ExcludeNumbers     bool   `protobuf:"varint,3,opt,name=exclude_numbers,json=excludeNumbers,proto3" json:"exclude_numbers,omitempty"`
+	ExcludePunctuation bool   `protobuf:"varint,4,opt,name=exclude_punctuation,json=excludePunctuation,proto3" json:"exclude_punctuation,omitempty"`
+	ExcludeUppercase   bool   `protobuf:"varint,5,opt,name=exclude_uppercase,json=excludeUppercase,proto3" json:"exclude_uppercase,omitempty"`
+	ExcludeLowercase   bool   `protobuf:"varint,6,opt,name=exclude_lowercase,json=excludeLowercase,proto3" json:"exclude_lowercase,omitempty"`
+	IncludeSpace       bool   `protobuf:"varint,7,opt,name=include_space,json=includeSpace,proto3" json:"include_space,omitempty"`
+	// require_each_included_type: unset means AWS's default, true.
+	RequireEachIncludedType *bool `protobuf:"varint,8,opt,name=require_each_included_type,json=requireEachIncludedType,proto3,oneof" json:"require_each_included_type,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *GeneratePassword) Reset() {
+	*x = GeneratePassword{}
+	mi := &file_delegate_v1_secrets_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GeneratePassword) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GeneratePassword) ProtoMessage() {}
+
+func (x *GeneratePassword) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_secrets_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GeneratePassword.ProtoReflect.Descriptor instead.
+func (*GeneratePassword) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GeneratePassword) GetLength() int32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *GeneratePassword) GetExcludeCharacters() string {
+	if x != nil {
+		return x.ExcludeCharacters
+	}
+	return ""
+}
+
+func (x *GeneratePassword) GetExcludeNumbers() bool {
+	if x != nil {
+		return x.ExcludeNumbers
+	}
+	return false
+}
+
+func (x *GeneratePassword) GetExcludePunctuation() bool {
+	if x != nil {
+		return x.ExcludePunctuation
+	}
+	return false
+}
+
+func (x *GeneratePassword) GetExcludeUppercase() bool {
+	if x != nil {
+		return x.ExcludeUppercase
+	}
+	return false
+}
+
+func (x *GeneratePassword) GetExcludeLowercase() bool {
+	if x != nil {
+		return x.ExcludeLowercase
+	}
+	return false
+}
+
+func (x *GeneratePassword) GetIncludeSpace() bool {
+	if x != nil {
+		return x.IncludeSpace
+	}
+	return false
+}
+
+func (x *GeneratePassword) GetRequireEachIncludedType() bool {
+	if x != nil && x.RequireEachIncludedType != nil {
+		return *x.RequireEachIncludedType
+	}
+	return false
+}
+
 type UpsertSecretOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Value         *SecretValue           `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	Tags          map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value       *SecretValue           `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// tags apply on creation only.
+	Tags map[string]string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// kms_key_id overrides the connector's kms_key_id (on creation, and on
+	// update when set).
+	KmsKeyId string `protobuf:"bytes,5,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
+	// unmanaged applies when the secret exists.
+	Unmanaged     Unmanaged `protobuf:"varint,6,opt,name=unmanaged,proto3,enum=delegate.v1.Unmanaged" json:"unmanaged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpsertSecretOp) Reset() {
 	*x = UpsertSecretOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[5]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +965,7 @@ func (x *UpsertSecretOp) String() string {
 func (*UpsertSecretOp) ProtoMessage() {}
 
 func (x *UpsertSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[5]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +978,7 @@ func (x *UpsertSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertSecretOp.ProtoReflect.Descriptor instead.
 func (*UpsertSecretOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{5}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpsertSecretOp) GetName() string {
@@ -785,6 +1009,20 @@ func (x *UpsertSecretOp) GetTags() map[string]string {
 	return nil
 }
 
+func (x *UpsertSecretOp) GetKmsKeyId() string {
+	if x != nil {
+		return x.KmsKeyId
+	}
+	return ""
+}
+
+func (x *UpsertSecretOp) GetUnmanaged() Unmanaged {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return Unmanaged_UNMANAGED_REFUSE
+}
+
 type GetSecretOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name may carry a JSON reference: name#key or name#a.b.c.
@@ -797,7 +1035,7 @@ type GetSecretOp struct {
 
 func (x *GetSecretOp) Reset() {
 	*x = GetSecretOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[6]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1047,7 @@ func (x *GetSecretOp) String() string {
 func (*GetSecretOp) ProtoMessage() {}
 
 func (x *GetSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[6]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1060,7 @@ func (x *GetSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretOp.ProtoReflect.Descriptor instead.
 func (*GetSecretOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{6}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetSecretOp) GetName() string {
@@ -852,13 +1090,14 @@ type UpdateSecretOp struct {
 	Value         *SecretValue           `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	KmsKeyId      string                 `protobuf:"bytes,4,opt,name=kms_key_id,json=kmsKeyId,proto3" json:"kms_key_id,omitempty"`
+	Unmanaged     Unmanaged              `protobuf:"varint,5,opt,name=unmanaged,proto3,enum=delegate.v1.Unmanaged" json:"unmanaged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSecretOp) Reset() {
 	*x = UpdateSecretOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[7]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1109,7 @@ func (x *UpdateSecretOp) String() string {
 func (*UpdateSecretOp) ProtoMessage() {}
 
 func (x *UpdateSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[7]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1122,7 @@ func (x *UpdateSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSecretOp.ProtoReflect.Descriptor instead.
 func (*UpdateSecretOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{7}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateSecretOp) GetName() string {
@@ -914,20 +1153,28 @@ func (x *UpdateSecretOp) GetKmsKeyId() string {
 	return ""
 }
 
+func (x *UpdateSecretOp) GetUnmanaged() Unmanaged {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return Unmanaged_UNMANAGED_REFUSE
+}
+
 type DeleteSecretOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// force_delete_without_recovery and recovery_window_days override the
 	// connector's settings when set.
-	ForceDeleteWithoutRecovery *bool `protobuf:"varint,2,opt,name=force_delete_without_recovery,json=forceDeleteWithoutRecovery,proto3,oneof" json:"force_delete_without_recovery,omitempty"`
-	RecoveryWindowDays         int32 `protobuf:"varint,3,opt,name=recovery_window_days,json=recoveryWindowDays,proto3" json:"recovery_window_days,omitempty"`
+	ForceDeleteWithoutRecovery *bool     `protobuf:"varint,2,opt,name=force_delete_without_recovery,json=forceDeleteWithoutRecovery,proto3,oneof" json:"force_delete_without_recovery,omitempty"`
+	RecoveryWindowDays         int32     `protobuf:"varint,3,opt,name=recovery_window_days,json=recoveryWindowDays,proto3" json:"recovery_window_days,omitempty"`
+	Unmanaged                  Unmanaged `protobuf:"varint,4,opt,name=unmanaged,proto3,enum=delegate.v1.Unmanaged" json:"unmanaged,omitempty"`
 	unknownFields              protoimpl.UnknownFields
 	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *DeleteSecretOp) Reset() {
 	*x = DeleteSecretOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[8]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1186,7 @@ func (x *DeleteSecretOp) String() string {
 func (*DeleteSecretOp) ProtoMessage() {}
 
 func (x *DeleteSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[8]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1199,7 @@ func (x *DeleteSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretOp.ProtoReflect.Descriptor instead.
 func (*DeleteSecretOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{8}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteSecretOp) GetName() string {
@@ -976,16 +1223,24 @@ func (x *DeleteSecretOp) GetRecoveryWindowDays() int32 {
 	return 0
 }
 
+func (x *DeleteSecretOp) GetUnmanaged() Unmanaged {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return Unmanaged_UNMANAGED_REFUSE
+}
+
 type RestoreSecretOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Unmanaged     Unmanaged              `protobuf:"varint,2,opt,name=unmanaged,proto3,enum=delegate.v1.Unmanaged" json:"unmanaged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreSecretOp) Reset() {
 	*x = RestoreSecretOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[9]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1252,7 @@ func (x *RestoreSecretOp) String() string {
 func (*RestoreSecretOp) ProtoMessage() {}
 
 func (x *RestoreSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[9]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1265,7 @@ func (x *RestoreSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSecretOp.ProtoReflect.Descriptor instead.
 func (*RestoreSecretOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{9}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RestoreSecretOp) GetName() string {
@@ -1018,6 +1273,155 @@ func (x *RestoreSecretOp) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *RestoreSecretOp) GetUnmanaged() Unmanaged {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return Unmanaged_UNMANAGED_REFUSE
+}
+
+// TagSecretOp adds and removes tags of a secret (TagResource,
+// UntagResource). Changing or removing the connector's managed-by tag
+// needs unmanaged UNMANAGED_FORCE.
+type TagSecretOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Add           map[string]string      `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Remove        []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	Unmanaged     Unmanaged              `protobuf:"varint,4,opt,name=unmanaged,proto3,enum=delegate.v1.Unmanaged" json:"unmanaged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TagSecretOp) Reset() {
+	*x = TagSecretOp{}
+	mi := &file_delegate_v1_secrets_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TagSecretOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TagSecretOp) ProtoMessage() {}
+
+func (x *TagSecretOp) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_secrets_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TagSecretOp.ProtoReflect.Descriptor instead.
+func (*TagSecretOp) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TagSecretOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TagSecretOp) GetAdd() map[string]string {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *TagSecretOp) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *TagSecretOp) GetUnmanaged() Unmanaged {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return Unmanaged_UNMANAGED_REFUSE
+}
+
+// ListSecretVersionsOp lists a secret's versions (ListSecretVersionIds).
+type ListSecretVersionsOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// max_results: 1-100 (0: AWS's default).
+	MaxResults int32  `protobuf:"varint,2,opt,name=max_results,json=maxResults,proto3" json:"max_results,omitempty"`
+	NextToken  string `protobuf:"bytes,3,opt,name=next_token,json=nextToken,proto3" json:"next_token,omitempty"`
+	// include_deprecated: also versions without a staging label.
+	IncludeDeprecated bool `protobuf:"varint,4,opt,name=include_deprecated,json=includeDeprecated,proto3" json:"include_deprecated,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ListSecretVersionsOp) Reset() {
+	*x = ListSecretVersionsOp{}
+	mi := &file_delegate_v1_secrets_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretVersionsOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretVersionsOp) ProtoMessage() {}
+
+func (x *ListSecretVersionsOp) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_secrets_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretVersionsOp.ProtoReflect.Descriptor instead.
+func (*ListSecretVersionsOp) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListSecretVersionsOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListSecretVersionsOp) GetMaxResults() int32 {
+	if x != nil {
+		return x.MaxResults
+	}
+	return 0
+}
+
+func (x *ListSecretVersionsOp) GetNextToken() string {
+	if x != nil {
+		return x.NextToken
+	}
+	return ""
+}
+
+func (x *ListSecretVersionsOp) GetIncludeDeprecated() bool {
+	if x != nil {
+		return x.IncludeDeprecated
+	}
+	return false
 }
 
 type ListSecretsOp struct {
@@ -1033,7 +1437,7 @@ type ListSecretsOp struct {
 
 func (x *ListSecretsOp) Reset() {
 	*x = ListSecretsOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[10]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1449,7 @@ func (x *ListSecretsOp) String() string {
 func (*ListSecretsOp) ProtoMessage() {}
 
 func (x *ListSecretsOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[10]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1462,7 @@ func (x *ListSecretsOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsOp.ProtoReflect.Descriptor instead.
 func (*ListSecretsOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{10}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListSecretsOp) GetNamePrefix() string {
@@ -1098,7 +1502,7 @@ type DescribeSecretOp struct {
 
 func (x *DescribeSecretOp) Reset() {
 	*x = DescribeSecretOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[11]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1514,7 @@ func (x *DescribeSecretOp) String() string {
 func (*DescribeSecretOp) ProtoMessage() {}
 
 func (x *DescribeSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[11]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1527,7 @@ func (x *DescribeSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeSecretOp.ProtoReflect.Descriptor instead.
 func (*DescribeSecretOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{11}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DescribeSecretOp) GetName() string {
@@ -1141,7 +1545,7 @@ type TestConnectionOp struct {
 
 func (x *TestConnectionOp) Reset() {
 	*x = TestConnectionOp{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[12]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1557,7 @@ func (x *TestConnectionOp) String() string {
 func (*TestConnectionOp) ProtoMessage() {}
 
 func (x *TestConnectionOp) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[12]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1570,7 @@ func (x *TestConnectionOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestConnectionOp.ProtoReflect.Descriptor instead.
 func (*TestConnectionOp) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{12}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{15}
 }
 
 // SecretMeta describes a secret without its value.
@@ -1188,7 +1592,7 @@ type SecretMeta struct {
 
 func (x *SecretMeta) Reset() {
 	*x = SecretMeta{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[13]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1604,7 @@ func (x *SecretMeta) String() string {
 func (*SecretMeta) ProtoMessage() {}
 
 func (x *SecretMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[13]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1617,7 @@ func (x *SecretMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretMeta.ProtoReflect.Descriptor instead.
 func (*SecretMeta) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{13}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SecretMeta) GetName() string {
@@ -1288,7 +1692,7 @@ type VersionStages struct {
 
 func (x *VersionStages) Reset() {
 	*x = VersionStages{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[14]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1704,7 @@ func (x *VersionStages) String() string {
 func (*VersionStages) ProtoMessage() {}
 
 func (x *VersionStages) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[14]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,12 +1717,82 @@ func (x *VersionStages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionStages.ProtoReflect.Descriptor instead.
 func (*VersionStages) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{14}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VersionStages) GetStages() []string {
 	if x != nil {
 		return x.Stages
+	}
+	return nil
+}
+
+// SecretVersion is one version of a secret, without its value.
+type SecretVersion struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	VersionId string                 `protobuf:"bytes,1,opt,name=version_id,json=versionId,proto3" json:"version_id,omitempty"`
+	// stages: its staging labels; none means deprecated.
+	Stages           []string               `protobuf:"bytes,2,rep,name=stages,proto3" json:"stages,omitempty"`
+	CreatedDate      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_date,json=createdDate,proto3" json:"created_date,omitempty"`
+	LastAccessedDate *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_accessed_date,json=lastAccessedDate,proto3" json:"last_accessed_date,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SecretVersion) Reset() {
+	*x = SecretVersion{}
+	mi := &file_delegate_v1_secrets_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretVersion) ProtoMessage() {}
+
+func (x *SecretVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_secrets_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretVersion.ProtoReflect.Descriptor instead.
+func (*SecretVersion) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SecretVersion) GetVersionId() string {
+	if x != nil {
+		return x.VersionId
+	}
+	return ""
+}
+
+func (x *SecretVersion) GetStages() []string {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+func (x *SecretVersion) GetCreatedDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedDate
+	}
+	return nil
+}
+
+func (x *SecretVersion) GetLastAccessedDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAccessedDate
 	}
 	return nil
 }
@@ -1335,7 +1809,7 @@ type PermissionCheck struct {
 
 func (x *PermissionCheck) Reset() {
 	*x = PermissionCheck{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[15]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1821,7 @@ func (x *PermissionCheck) String() string {
 func (*PermissionCheck) ProtoMessage() {}
 
 func (x *PermissionCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[15]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1834,7 @@ func (x *PermissionCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermissionCheck.ProtoReflect.Descriptor instead.
 func (*PermissionCheck) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{15}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PermissionCheck) GetAction() string {
@@ -1395,18 +1869,22 @@ type SecretResult struct {
 	// created is set by an upsert that created the secret.
 	Created bool `protobuf:"varint,7,opt,name=created,proto3" json:"created,omitempty"`
 	// action names the AWS API that made the change (UpdateSecret, PutSecretValue, ...).
-	Action        string             `protobuf:"bytes,8,opt,name=action,proto3" json:"action,omitempty"`
-	Secrets       []*SecretMeta      `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty"`
-	NextToken     string             `protobuf:"bytes,10,opt,name=next_token,json=nextToken,proto3" json:"next_token,omitempty"`
-	Meta          *SecretMeta        `protobuf:"bytes,11,opt,name=meta,proto3" json:"meta,omitempty"`
-	Checks        []*PermissionCheck `protobuf:"bytes,12,rep,name=checks,proto3" json:"checks,omitempty"`
+	Action    string             `protobuf:"bytes,8,opt,name=action,proto3" json:"action,omitempty"`
+	Secrets   []*SecretMeta      `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	NextToken string             `protobuf:"bytes,10,opt,name=next_token,json=nextToken,proto3" json:"next_token,omitempty"`
+	Meta      *SecretMeta        `protobuf:"bytes,11,opt,name=meta,proto3" json:"meta,omitempty"`
+	Checks    []*PermissionCheck `protobuf:"bytes,12,rep,name=checks,proto3" json:"checks,omitempty"`
+	// versions: a versions listing (next_token continues it).
+	Versions []*SecretVersion `protobuf:"bytes,13,rep,name=versions,proto3" json:"versions,omitempty"`
+	// adopted: the change tagged a secret smdelegate did not manage yet.
+	Adopted       bool `protobuf:"varint,14,opt,name=adopted,proto3" json:"adopted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SecretResult) Reset() {
 	*x = SecretResult{}
-	mi := &file_delegate_v1_secrets_proto_msgTypes[16]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1896,7 @@ func (x *SecretResult) String() string {
 func (*SecretResult) ProtoMessage() {}
 
 func (x *SecretResult) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_secrets_proto_msgTypes[16]
+	mi := &file_delegate_v1_secrets_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1909,7 @@ func (x *SecretResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretResult.ProtoReflect.Descriptor instead.
 func (*SecretResult) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{16}
+	return file_delegate_v1_secrets_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SecretResult) GetName() string {
@@ -1518,6 +1996,20 @@ func (x *SecretResult) GetChecks() []*PermissionCheck {
 	return nil
 }
 
+func (x *SecretResult) GetVersions() []*SecretVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *SecretResult) GetAdopted() bool {
+	if x != nil {
+		return x.Adopted
+	}
+	return false
+}
+
 var File_delegate_v1_secrets_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_secrets_proto_rawDesc = "" +
@@ -1548,7 +2040,7 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x10sts_endpoint_url\x18\x0f \x01(\tR\x0estsEndpointUrl\x12\x1c\n" +
 	"\n" +
 	"kms_key_id\x18\x10 \x01(\tR\bkmsKeyId\x12+\n" +
-	"\x12managed_by_tag_key\x18\x11 \x01(\tR\x0fmanagedByTagKey\"\xcd\x04\n" +
+	"\x12managed_by_tag_key\x18\x11 \x01(\tR\x0fmanagedByTagKey\"\xbc\x05\n" +
 	"\n" +
 	"SecretTask\x12<\n" +
 	"\tconnector\x18\x01 \x01(\v2\x1e.delegate.v1.ConnectorSettingsR\tconnector\x125\n" +
@@ -1561,27 +2053,44 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\arestore\x18\x0f \x01(\v2\x1c.delegate.v1.RestoreSecretOpH\x00R\arestore\x120\n" +
 	"\x04list\x18\x10 \x01(\v2\x1a.delegate.v1.ListSecretsOpH\x00R\x04list\x12;\n" +
 	"\bdescribe\x18\x11 \x01(\v2\x1d.delegate.v1.DescribeSecretOpH\x00R\bdescribe\x12H\n" +
-	"\x0ftest_connection\x18\x12 \x01(\v2\x1d.delegate.v1.TestConnectionOpH\x00R\x0etestConnectionB\x04\n" +
+	"\x0ftest_connection\x18\x12 \x01(\v2\x1d.delegate.v1.TestConnectionOpH\x00R\x0etestConnection\x12,\n" +
+	"\x03tag\x18\x13 \x01(\v2\x18.delegate.v1.TagSecretOpH\x00R\x03tag\x12?\n" +
+	"\bversions\x18\x14 \x01(\v2!.delegate.v1.ListSecretVersionsOpH\x00R\bversionsB\x04\n" +
 	"\x02op\"`\n" +
 	"\vSecretValue\x12#\n" +
 	"\fstring_value\x18\x01 \x01(\tH\x00R\vstringValue\x12#\n" +
 	"\fbinary_value\x18\x02 \x01(\fH\x00R\vbinaryValueB\a\n" +
-	"\x05value\"\x88\x02\n" +
+	"\x05value\"\xe6\x02\n" +
 	"\x0eCreateSecretOp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x129\n" +
 	"\x04tags\x18\x04 \x03(\v2%.delegate.v1.CreateSecretOp.TagsEntryR\x04tags\x12\x1c\n" +
 	"\n" +
-	"kms_key_id\x18\x05 \x01(\tR\bkmsKeyId\x1a7\n" +
+	"kms_key_id\x18\x05 \x01(\tR\bkmsKeyId\x129\n" +
+	"\bgenerate\x18\x06 \x01(\v2\x1d.delegate.v1.GeneratePasswordR\bgenerate\x12!\n" +
+	"\freturn_value\x18\a \x01(\bR\vreturnValue\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x03\n" +
+	"\x10GeneratePassword\x12\x16\n" +
+	"\x06length\x18\x01 \x01(\x05R\x06length\x12-\n" +
+	"\x12exclude_characters\x18\x02 \x01(\tR\x11excludeCharacters\x12'\n" +
+	"\x0fexclude_numbers\x18\x03 \x01(\bR\x0eexcludeNumbers\x12/\n" +
+	"\x13exclude_punctuation\x18\x04 \x01(\bR\x12excludePunctuation\x12+\n" +
+	"\x11exclude_uppercase\x18\x05 \x01(\bR\x10excludeUppercase\x12+\n" +
+	"\x11exclude_lowercase\x18\x06 \x01(\bR\x10excludeLowercase\x12#\n" +
+	"\rinclude_space\x18\a \x01(\bR\fincludeSpace\x12@\n" +
+	"\x1arequire_each_included_type\x18\b \x01(\bH\x00R\x17requireEachIncludedType\x88\x01\x01B\x1d\n" +
+	"\x1b_require_each_included_type\"\xbe\x02\n" +
 	"\x0eUpsertSecretOp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x129\n" +
-	"\x04tags\x18\x04 \x03(\v2%.delegate.v1.UpsertSecretOp.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x04 \x03(\v2%.delegate.v1.UpsertSecretOp.TagsEntryR\x04tags\x12\x1c\n" +
+	"\n" +
+	"kms_key_id\x18\x05 \x01(\tR\bkmsKeyId\x124\n" +
+	"\tunmanaged\x18\x06 \x01(\x0e2\x16.delegate.v1.UnmanagedR\tunmanaged\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
@@ -1589,20 +2098,38 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"version_id\x18\x02 \x01(\tR\tversionId\x12#\n" +
-	"\rversion_stage\x18\x03 \x01(\tR\fversionStage\"\x94\x01\n" +
+	"\rversion_stage\x18\x03 \x01(\tR\fversionStage\"\xca\x01\n" +
 	"\x0eUpdateSecretOp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1c\n" +
 	"\n" +
-	"kms_key_id\x18\x04 \x01(\tR\bkmsKeyId\"\xc0\x01\n" +
+	"kms_key_id\x18\x04 \x01(\tR\bkmsKeyId\x124\n" +
+	"\tunmanaged\x18\x05 \x01(\x0e2\x16.delegate.v1.UnmanagedR\tunmanaged\"\xf6\x01\n" +
 	"\x0eDeleteSecretOp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12F\n" +
 	"\x1dforce_delete_without_recovery\x18\x02 \x01(\bH\x00R\x1aforceDeleteWithoutRecovery\x88\x01\x01\x120\n" +
-	"\x14recovery_window_days\x18\x03 \x01(\x05R\x12recoveryWindowDaysB \n" +
-	"\x1e_force_delete_without_recovery\"%\n" +
+	"\x14recovery_window_days\x18\x03 \x01(\x05R\x12recoveryWindowDays\x124\n" +
+	"\tunmanaged\x18\x04 \x01(\x0e2\x16.delegate.v1.UnmanagedR\tunmanagedB \n" +
+	"\x1e_force_delete_without_recovery\"[\n" +
 	"\x0fRestoreSecretOp\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xaa\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\tunmanaged\x18\x02 \x01(\x0e2\x16.delegate.v1.UnmanagedR\tunmanaged\"\xdc\x01\n" +
+	"\vTagSecretOp\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
+	"\x03add\x18\x02 \x03(\v2!.delegate.v1.TagSecretOp.AddEntryR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x124\n" +
+	"\tunmanaged\x18\x04 \x01(\x0e2\x16.delegate.v1.UnmanagedR\tunmanaged\x1a6\n" +
+	"\bAddEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x01\n" +
+	"\x14ListSecretVersionsOp\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vmax_results\x18\x02 \x01(\x05R\n" +
+	"maxResults\x12\x1d\n" +
+	"\n" +
+	"next_token\x18\x03 \x01(\tR\tnextToken\x12-\n" +
+	"\x12include_deprecated\x18\x04 \x01(\bR\x11includeDeprecated\"\xaa\x01\n" +
 	"\rListSecretsOp\x12\x1f\n" +
 	"\vname_prefix\x18\x01 \x01(\tR\n" +
 	"namePrefix\x12\x1f\n" +
@@ -1633,11 +2160,17 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
 	"\x05value\x18\x02 \x01(\v2\x1a.delegate.v1.VersionStagesR\x05value:\x028\x01\"'\n" +
 	"\rVersionStages\x12\x16\n" +
-	"\x06stages\x18\x01 \x03(\tR\x06stages\"S\n" +
+	"\x06stages\x18\x01 \x03(\tR\x06stages\"\xcf\x01\n" +
+	"\rSecretVersion\x12\x1d\n" +
+	"\n" +
+	"version_id\x18\x01 \x01(\tR\tversionId\x12\x16\n" +
+	"\x06stages\x18\x02 \x03(\tR\x06stages\x12=\n" +
+	"\fcreated_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedDate\x12H\n" +
+	"\x12last_accessed_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastAccessedDate\"S\n" +
 	"\x0fPermissionCheck\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xd2\x03\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xa4\x04\n" +
 	"\fSecretResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03arn\x18\x02 \x01(\tR\x03arn\x12\x1d\n" +
@@ -1653,14 +2186,20 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"next_token\x18\n" +
 	" \x01(\tR\tnextToken\x12+\n" +
 	"\x04meta\x18\v \x01(\v2\x17.delegate.v1.SecretMetaR\x04meta\x124\n" +
-	"\x06checks\x18\f \x03(\v2\x1c.delegate.v1.PermissionCheckR\x06checks*o\n" +
+	"\x06checks\x18\f \x03(\v2\x1c.delegate.v1.PermissionCheckR\x06checks\x126\n" +
+	"\bversions\x18\r \x03(\v2\x1a.delegate.v1.SecretVersionR\bversions\x12\x18\n" +
+	"\aadopted\x18\x0e \x01(\bR\aadopted*o\n" +
 	"\x0eCredentialType\x12\x1f\n" +
 	"\x1bCREDENTIAL_TYPE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"ACCESS_KEY\x10\x01\x12\x11\n" +
 	"\rINSTANCE_ROLE\x10\x02\x12\x0f\n" +
 	"\vASSUME_ROLE\x10\x03\x12\b\n" +
-	"\x04OIDC\x10\x04B?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
+	"\x04OIDC\x10\x04*K\n" +
+	"\tUnmanaged\x12\x14\n" +
+	"\x10UNMANAGED_REFUSE\x10\x00\x12\x13\n" +
+	"\x0fUNMANAGED_ADOPT\x10\x01\x12\x13\n" +
+	"\x0fUNMANAGED_FORCE\x10\x02B?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
 
 var (
 	file_delegate_v1_secrets_proto_rawDescOnce sync.Once
@@ -1674,68 +2213,86 @@ func file_delegate_v1_secrets_proto_rawDescGZIP() []byte {
 	return file_delegate_v1_secrets_proto_rawDescData
 }
 
-var file_delegate_v1_secrets_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_delegate_v1_secrets_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_delegate_v1_secrets_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_delegate_v1_secrets_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_delegate_v1_secrets_proto_goTypes = []any{
 	(CredentialType)(0),           // 0: delegate.v1.CredentialType
-	(*SecretRef)(nil),             // 1: delegate.v1.SecretRef
-	(*ConnectorSettings)(nil),     // 2: delegate.v1.ConnectorSettings
-	(*SecretTask)(nil),            // 3: delegate.v1.SecretTask
-	(*SecretValue)(nil),           // 4: delegate.v1.SecretValue
-	(*CreateSecretOp)(nil),        // 5: delegate.v1.CreateSecretOp
-	(*UpsertSecretOp)(nil),        // 6: delegate.v1.UpsertSecretOp
-	(*GetSecretOp)(nil),           // 7: delegate.v1.GetSecretOp
-	(*UpdateSecretOp)(nil),        // 8: delegate.v1.UpdateSecretOp
-	(*DeleteSecretOp)(nil),        // 9: delegate.v1.DeleteSecretOp
-	(*RestoreSecretOp)(nil),       // 10: delegate.v1.RestoreSecretOp
-	(*ListSecretsOp)(nil),         // 11: delegate.v1.ListSecretsOp
-	(*DescribeSecretOp)(nil),      // 12: delegate.v1.DescribeSecretOp
-	(*TestConnectionOp)(nil),      // 13: delegate.v1.TestConnectionOp
-	(*SecretMeta)(nil),            // 14: delegate.v1.SecretMeta
-	(*VersionStages)(nil),         // 15: delegate.v1.VersionStages
-	(*PermissionCheck)(nil),       // 16: delegate.v1.PermissionCheck
-	(*SecretResult)(nil),          // 17: delegate.v1.SecretResult
-	nil,                           // 18: delegate.v1.CreateSecretOp.TagsEntry
-	nil,                           // 19: delegate.v1.UpsertSecretOp.TagsEntry
-	nil,                           // 20: delegate.v1.SecretMeta.TagsEntry
-	nil,                           // 21: delegate.v1.SecretMeta.VersionStagesEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(Unmanaged)(0),                // 1: delegate.v1.Unmanaged
+	(*SecretRef)(nil),             // 2: delegate.v1.SecretRef
+	(*ConnectorSettings)(nil),     // 3: delegate.v1.ConnectorSettings
+	(*SecretTask)(nil),            // 4: delegate.v1.SecretTask
+	(*SecretValue)(nil),           // 5: delegate.v1.SecretValue
+	(*CreateSecretOp)(nil),        // 6: delegate.v1.CreateSecretOp
+	(*GeneratePassword)(nil),      // 7: delegate.v1.GeneratePassword
+	(*UpsertSecretOp)(nil),        // 8: delegate.v1.UpsertSecretOp
+	(*GetSecretOp)(nil),           // 9: delegate.v1.GetSecretOp
+	(*UpdateSecretOp)(nil),        // 10: delegate.v1.UpdateSecretOp
+	(*DeleteSecretOp)(nil),        // 11: delegate.v1.DeleteSecretOp
+	(*RestoreSecretOp)(nil),       // 12: delegate.v1.RestoreSecretOp
+	(*TagSecretOp)(nil),           // 13: delegate.v1.TagSecretOp
+	(*ListSecretVersionsOp)(nil),  // 14: delegate.v1.ListSecretVersionsOp
+	(*ListSecretsOp)(nil),         // 15: delegate.v1.ListSecretsOp
+	(*DescribeSecretOp)(nil),      // 16: delegate.v1.DescribeSecretOp
+	(*TestConnectionOp)(nil),      // 17: delegate.v1.TestConnectionOp
+	(*SecretMeta)(nil),            // 18: delegate.v1.SecretMeta
+	(*VersionStages)(nil),         // 19: delegate.v1.VersionStages
+	(*SecretVersion)(nil),         // 20: delegate.v1.SecretVersion
+	(*PermissionCheck)(nil),       // 21: delegate.v1.PermissionCheck
+	(*SecretResult)(nil),          // 22: delegate.v1.SecretResult
+	nil,                           // 23: delegate.v1.CreateSecretOp.TagsEntry
+	nil,                           // 24: delegate.v1.UpsertSecretOp.TagsEntry
+	nil,                           // 25: delegate.v1.TagSecretOp.AddEntry
+	nil,                           // 26: delegate.v1.SecretMeta.TagsEntry
+	nil,                           // 27: delegate.v1.SecretMeta.VersionStagesEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_delegate_v1_secrets_proto_depIdxs = []int32{
 	0,  // 0: delegate.v1.ConnectorSettings.credential_type:type_name -> delegate.v1.CredentialType
-	1,  // 1: delegate.v1.ConnectorSettings.access_key_id:type_name -> delegate.v1.SecretRef
-	1,  // 2: delegate.v1.ConnectorSettings.secret_access_key:type_name -> delegate.v1.SecretRef
-	2,  // 3: delegate.v1.SecretTask.connector:type_name -> delegate.v1.ConnectorSettings
-	5,  // 4: delegate.v1.SecretTask.create:type_name -> delegate.v1.CreateSecretOp
-	6,  // 5: delegate.v1.SecretTask.upsert:type_name -> delegate.v1.UpsertSecretOp
-	7,  // 6: delegate.v1.SecretTask.get:type_name -> delegate.v1.GetSecretOp
-	8,  // 7: delegate.v1.SecretTask.update:type_name -> delegate.v1.UpdateSecretOp
-	9,  // 8: delegate.v1.SecretTask.delete:type_name -> delegate.v1.DeleteSecretOp
-	10, // 9: delegate.v1.SecretTask.restore:type_name -> delegate.v1.RestoreSecretOp
-	11, // 10: delegate.v1.SecretTask.list:type_name -> delegate.v1.ListSecretsOp
-	12, // 11: delegate.v1.SecretTask.describe:type_name -> delegate.v1.DescribeSecretOp
-	13, // 12: delegate.v1.SecretTask.test_connection:type_name -> delegate.v1.TestConnectionOp
-	4,  // 13: delegate.v1.CreateSecretOp.value:type_name -> delegate.v1.SecretValue
-	18, // 14: delegate.v1.CreateSecretOp.tags:type_name -> delegate.v1.CreateSecretOp.TagsEntry
-	4,  // 15: delegate.v1.UpsertSecretOp.value:type_name -> delegate.v1.SecretValue
-	19, // 16: delegate.v1.UpsertSecretOp.tags:type_name -> delegate.v1.UpsertSecretOp.TagsEntry
-	4,  // 17: delegate.v1.UpdateSecretOp.value:type_name -> delegate.v1.SecretValue
-	22, // 18: delegate.v1.SecretMeta.created_date:type_name -> google.protobuf.Timestamp
-	22, // 19: delegate.v1.SecretMeta.last_changed_date:type_name -> google.protobuf.Timestamp
-	22, // 20: delegate.v1.SecretMeta.deleted_date:type_name -> google.protobuf.Timestamp
-	20, // 21: delegate.v1.SecretMeta.tags:type_name -> delegate.v1.SecretMeta.TagsEntry
-	21, // 22: delegate.v1.SecretMeta.version_stages:type_name -> delegate.v1.SecretMeta.VersionStagesEntry
-	4,  // 23: delegate.v1.SecretResult.value:type_name -> delegate.v1.SecretValue
-	22, // 24: delegate.v1.SecretResult.deletion_date:type_name -> google.protobuf.Timestamp
-	14, // 25: delegate.v1.SecretResult.secrets:type_name -> delegate.v1.SecretMeta
-	14, // 26: delegate.v1.SecretResult.meta:type_name -> delegate.v1.SecretMeta
-	16, // 27: delegate.v1.SecretResult.checks:type_name -> delegate.v1.PermissionCheck
-	15, // 28: delegate.v1.SecretMeta.VersionStagesEntry.value:type_name -> delegate.v1.VersionStages
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	2,  // 1: delegate.v1.ConnectorSettings.access_key_id:type_name -> delegate.v1.SecretRef
+	2,  // 2: delegate.v1.ConnectorSettings.secret_access_key:type_name -> delegate.v1.SecretRef
+	3,  // 3: delegate.v1.SecretTask.connector:type_name -> delegate.v1.ConnectorSettings
+	6,  // 4: delegate.v1.SecretTask.create:type_name -> delegate.v1.CreateSecretOp
+	8,  // 5: delegate.v1.SecretTask.upsert:type_name -> delegate.v1.UpsertSecretOp
+	9,  // 6: delegate.v1.SecretTask.get:type_name -> delegate.v1.GetSecretOp
+	10, // 7: delegate.v1.SecretTask.update:type_name -> delegate.v1.UpdateSecretOp
+	11, // 8: delegate.v1.SecretTask.delete:type_name -> delegate.v1.DeleteSecretOp
+	12, // 9: delegate.v1.SecretTask.restore:type_name -> delegate.v1.RestoreSecretOp
+	15, // 10: delegate.v1.SecretTask.list:type_name -> delegate.v1.ListSecretsOp
+	16, // 11: delegate.v1.SecretTask.describe:type_name -> delegate.v1.DescribeSecretOp
+	17, // 12: delegate.v1.SecretTask.test_connection:type_name -> delegate.v1.TestConnectionOp
+	13, // 13: delegate.v1.SecretTask.tag:type_name -> delegate.v1.TagSecretOp
+	14, // 14: delegate.v1.SecretTask.versions:type_name -> delegate.v1.ListSecretVersionsOp
+	5,  // 15: delegate.v1.CreateSecretOp.value:type_name -> delegate.v1.SecretValue
+	23, // 16: delegate.v1.CreateSecretOp.tags:type_name -> delegate.v1.CreateSecretOp.TagsEntry
+	7,  // 17: delegate.v1.CreateSecretOp.generate:type_name -> delegate.v1.GeneratePassword
+	5,  // 18: delegate.v1.UpsertSecretOp.value:type_name -> delegate.v1.SecretValue
+	24, // 19: delegate.v1.UpsertSecretOp.tags:type_name -> delegate.v1.UpsertSecretOp.TagsEntry
+	1,  // 20: delegate.v1.UpsertSecretOp.unmanaged:type_name -> delegate.v1.Unmanaged
+	5,  // 21: delegate.v1.UpdateSecretOp.value:type_name -> delegate.v1.SecretValue
+	1,  // 22: delegate.v1.UpdateSecretOp.unmanaged:type_name -> delegate.v1.Unmanaged
+	1,  // 23: delegate.v1.DeleteSecretOp.unmanaged:type_name -> delegate.v1.Unmanaged
+	1,  // 24: delegate.v1.RestoreSecretOp.unmanaged:type_name -> delegate.v1.Unmanaged
+	25, // 25: delegate.v1.TagSecretOp.add:type_name -> delegate.v1.TagSecretOp.AddEntry
+	1,  // 26: delegate.v1.TagSecretOp.unmanaged:type_name -> delegate.v1.Unmanaged
+	28, // 27: delegate.v1.SecretMeta.created_date:type_name -> google.protobuf.Timestamp
+	28, // 28: delegate.v1.SecretMeta.last_changed_date:type_name -> google.protobuf.Timestamp
+	28, // 29: delegate.v1.SecretMeta.deleted_date:type_name -> google.protobuf.Timestamp
+	26, // 30: delegate.v1.SecretMeta.tags:type_name -> delegate.v1.SecretMeta.TagsEntry
+	27, // 31: delegate.v1.SecretMeta.version_stages:type_name -> delegate.v1.SecretMeta.VersionStagesEntry
+	28, // 32: delegate.v1.SecretVersion.created_date:type_name -> google.protobuf.Timestamp
+	28, // 33: delegate.v1.SecretVersion.last_accessed_date:type_name -> google.protobuf.Timestamp
+	5,  // 34: delegate.v1.SecretResult.value:type_name -> delegate.v1.SecretValue
+	28, // 35: delegate.v1.SecretResult.deletion_date:type_name -> google.protobuf.Timestamp
+	18, // 36: delegate.v1.SecretResult.secrets:type_name -> delegate.v1.SecretMeta
+	18, // 37: delegate.v1.SecretResult.meta:type_name -> delegate.v1.SecretMeta
+	21, // 38: delegate.v1.SecretResult.checks:type_name -> delegate.v1.PermissionCheck
+	20, // 39: delegate.v1.SecretResult.versions:type_name -> delegate.v1.SecretVersion
+	19, // 40: delegate.v1.SecretMeta.VersionStagesEntry.value:type_name -> delegate.v1.VersionStages
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_secrets_proto_init() }
@@ -1758,19 +2315,22 @@ func file_delegate_v1_secrets_proto_init() {
 		(*SecretTask_List)(nil),
 		(*SecretTask_Describe)(nil),
 		(*SecretTask_TestConnection)(nil),
+		(*SecretTask_Tag)(nil),
+		(*SecretTask_Versions)(nil),
 	}
 	file_delegate_v1_secrets_proto_msgTypes[3].OneofWrappers = []any{
 		(*SecretValue_StringValue)(nil),
 		(*SecretValue_BinaryValue)(nil),
 	}
-	file_delegate_v1_secrets_proto_msgTypes[8].OneofWrappers = []any{}
+	file_delegate_v1_secrets_proto_msgTypes[5].OneofWrappers = []any{}
+	file_delegate_v1_secrets_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_delegate_v1_secrets_proto_rawDesc), len(file_delegate_v1_secrets_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   21,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
