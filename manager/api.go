@@ -40,6 +40,9 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 	if sl := req.GetSleep().AsDuration(); sl < 0 || sl > maxPingSleep {
 		return nil, status.Errorf(codes.InvalidArgument, "sleep: must be between 0 and %s", maxPingSleep)
 	}
+	if err := validateRequestID(req.GetRequestId()); err != nil {
+		return nil, invalid(err)
+	}
 	// A ping needs a delegate serving its scope: the one asked for, else
 	// the token's (none for an unscoped token: any delegate).
 	scope := tokenScope(ctx)
@@ -52,12 +55,20 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 		}
 		scope = storeScope(rs)
 	}
+	var r store.Request // a sync ping is never stored: nothing to deduplicate
+	if req.GetAsync() {
+		var err error
+		if r, err = s.storeRequest(ctx, "Ping", req); err != nil {
+			return nil, s.toStatus(err)
+		}
+	}
 	return s.submit(ctx, SubmitRequest{
 		Kind:      "ping",
 		Scope:     scope,
 		Selectors: req.GetSelectors(),
 		Payload:   &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{Sleep: req.GetSleep()}}},
 		Async:     req.GetAsync(),
+		Request:   r,
 	})
 }
 
@@ -183,6 +194,7 @@ func (d *Dispatcher) infoLocked(t *task) *delegatev1.TaskInfo {
 		Id: t.id, Kind: t.kind, State: stateToProto(t.state), Selectors: t.selectors,
 		Attempt: int32(t.attempt), Delegate: t.holder, CreatedAt: timestamp(t.createdAt),
 		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async, Scope: scopeProto(t.scope),
+		RequestId: t.requestID,
 	}
 }
 
@@ -191,6 +203,7 @@ func storedInfo(t *store.Task) *delegatev1.TaskInfo {
 		Id: t.ID, Kind: t.Kind, State: stateToProto(t.State), Selectors: t.Selectors,
 		Attempt: int32(t.Attempt), Delegate: t.Delegate, CreatedAt: timestamppb.New(t.CreatedAt),
 		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true, Scope: scopeProto(t.Scope),
+		RequestId: t.Request.ID,
 	}
 	if len(t.Outcome) > 0 {
 		o := &delegatev1.Outcome{}

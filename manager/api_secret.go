@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -50,13 +51,23 @@ func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretReque
 		// The value exists only in memory, for the caller that waits.
 		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
 	}
-	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync())
+	if err := validateRequestID(req.GetRequestId()); err != nil {
+		return nil, invalid(err)
+	}
+	var r store.Request // reads are never stored: nothing to deduplicate
+	if mutation {
+		var err error
+		if r, err = s.storeRequest(ctx, "Secret", req); err != nil {
+			return nil, s.toStatus(err)
+		}
+	}
+	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync(), r)
 }
 
 // TestConnector runs a connection test (sync) on a delegate the connector selects.
 func (s *managerService) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
-	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false)
+	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false, store.Request{})
 }
 
 // secretKind is the task kind of a secret task ("secret.get", ...,
@@ -106,8 +117,10 @@ func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
 	return c
 }
 
+// runSecret submits a secret task: a mutation is stored (idempotent under
+// r, when it has an id) and, unless async, waited for; a read is sync.
 func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,
-	kind string, mutation, async bool) (*delegatev1.TaskInfo, error) {
+	kind string, mutation, async bool, r store.Request) (*delegatev1.TaskInfo, error) {
 	c, err := s.lookupConnector(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -123,7 +136,8 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 			Op:        &delegatev1.TaskPayload_Secret{Secret: st},
 			Connector: &delegatev1.ConnectorRef{Scope: c.GetScope(), Identifier: c.GetIdentifier()},
 		},
-		Async: mutation,
+		Async:   mutation,
+		Request: r,
 	}
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {
@@ -214,6 +228,7 @@ func (p platformRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1
 // only to the log.
 func (s *managerService) toStatus(err error) error {
 	var te *TaskError
+	var reused *RequestReusedError
 	switch {
 	case err == nil:
 		return nil
@@ -223,6 +238,15 @@ func (s *managerService) toStatus(err error) error {
 		return status.Error(codes.NotFound, "task not found")
 	case errors.Is(err, ErrShuttingDown):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.As(err, &reused):
+		st := status.New(codes.AlreadyExists, reused.Error())
+		if ds, err := st.WithDetails(&errdetails.ErrorInfo{
+			Reason: "REQUEST_ID_REUSED", Domain: "smdelegate",
+			Metadata: map[string]string{"request_id": reused.RequestID, "task_id": reused.TaskID},
+		}); err == nil {
+			st = ds
+		}
+		return st.Err()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

@@ -41,6 +41,7 @@ type task struct {
 	createdAt   time.Time
 	updatedAt   time.Time
 	enqueuedAt  time.Time
+	requestID   string // the caller's request id (async tasks given one)
 	seq         uint64 // FIFO order across queues
 	// busy is set while a store write for this task is in flight; the
 	// sweeper and result handling leave a busy task alone.
@@ -99,7 +100,27 @@ var (
 	// ErrNameInUse: a delegate of another scope is connected under the
 	// name a new stream announces; it is not replaced (connect).
 	ErrNameInUse = errors.New("the delegate name is in use by a connected delegate of another scope; delegate names must be unique per manager")
+	// ErrRequestReused: a request id came again with another request
+	// than the one it was first given with (wrapped by RequestReusedError).
+	ErrRequestReused = errors.New("request_id reused for a different request")
 )
+
+// RequestReusedError is Submit's error for a request id its caller used
+// before for another request: the task of the first one is not returned
+// and nothing is submitted. It wraps ErrRequestReused.
+type RequestReusedError struct {
+	RequestID string
+	// TaskID and Kind are the first request's task.
+	TaskID, Kind string
+}
+
+func (e *RequestReusedError) Error() string {
+	return fmt.Sprintf("request_id %q was used for a different request (task %s, %s); a new request needs a new request_id",
+		e.RequestID, e.TaskID, e.Kind)
+}
+
+// Unwrap returns ErrRequestReused.
+func (e *RequestReusedError) Unwrap() error { return ErrRequestReused }
 
 func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *metrics) *Dispatcher {
 	return &Dispatcher{
@@ -128,9 +149,17 @@ type SubmitRequest struct {
 	// Async tasks are persisted before Submit returns and survive manager
 	// restarts; sync tasks live only in memory while the caller waits.
 	Async bool
+	// Request, when its ID is set, makes an async submission idempotent:
+	// it is stored with the task, and a submission with the same Owner
+	// and ID gets the task the first one made (if the Hash is the same)
+	// or a RequestReusedError. Sync tasks ignore it.
+	Request store.Request
 }
 
 // Submit queues a task and dispatches it at once if a delegate has credit.
+// An async submission whose request (SubmitRequest.Request) was submitted
+// before returns the task that one made, whatever its state, and queues
+// nothing.
 func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, error) {
 	now := d.now()
 	t := &task{
@@ -168,13 +197,19 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		if err != nil {
 			return nil, err
 		}
+		t.requestID = req.Request.ID
 		st := &store.Task{
 			ID: t.id, Kind: t.kind, Selectors: t.selectors, Scope: t.scope, Payload: raw,
 			State: store.StateQueued, MaxAttempts: t.maxAttempts,
 			CreatedAt: now, UpdatedAt: now, Deadline: t.deadline,
-			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()),
+			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()), Request: req.Request,
 		}
-		if err := d.store.CreateTask(ctx, st); err != nil {
+		err = d.store.CreateTask(ctx, st)
+		var dup *store.DuplicateRequestError
+		if errors.As(err, &dup) {
+			return d.existing(ctx, dup.Task, req.Request)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("persist task: %w", err)
 		}
 	}

@@ -289,7 +289,7 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 			id: st.ID, kind: st.Kind, selectors: st.Selectors, scope: scope, key: matchKey(scope, st.Selectors),
 			payload: p, async: true, state: st.State, attempt: st.Attempt, maxAttempts: st.MaxAttempts,
 			leaseID: st.LeaseID, holder: st.Delegate, deadline: st.Deadline,
-			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt,
+			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt, requestID: st.Request.ID,
 			changed: make(chan struct{}), done: make(chan struct{}),
 		}
 		d.tasks[t.id] = t

@@ -17,6 +17,7 @@ type metrics struct {
 	submitted       *prometheus.CounterVec
 	staleResults    prometheus.Counter
 	redispatched    prometheus.Counter
+	deduplicated    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -45,8 +46,12 @@ func newMetrics() *metrics {
 		redispatched: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smd_tasks_requeued_total", Help: "Tasks returned to the queue after their lease expired.",
 		}),
+		deduplicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smd_tasks_deduplicated_total",
+			Help: "Submissions that repeated an earlier request under its request_id and got its task instead of a new one, by kind.",
+		}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched,
+	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched, m.deduplicated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -159,8 +159,9 @@ var (
 // values. It keeps the field order of b and writes it indented by two
 // spaces. Replaced are:
 //
-//   - the values of "id", "delegate_id" and "task_id", and the elements of
-//     "running_tasks": <ID> (random per task and per connection);
+//   - the values of "id", "delegate_id", "task_id" and "request_id", and
+//     the elements of "running_tasks": <ID> (random per task, per
+//     connection and per invocation);
 //   - every protojson Timestamp (RFC 3339, UTC): <TIME>;
 //   - every protojson Duration ("1.5s"): <DURATION>;
 //   - "version_id" values and the keys of a "version_stages" object (AWS
@@ -265,7 +266,7 @@ func (n *jsonNode) normalize(key, host string) {
 			return
 		}
 		switch {
-		case key == "id" || key == "delegate_id" || key == "task_id":
+		case key == "id" || key == "delegate_id" || key == "task_id" || key == "request_id":
 			s = phID
 		case key == "version_id":
 			s = phVersion

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/smdelegate/smdelegate/internal/awsemu"
+	"github.com/smdelegate/smdelegate/internal/ids"
 )
 
 // devAWS returns a Secrets Manager client on smd dev's emulator that does
@@ -285,5 +286,51 @@ func TestSecretBinaryAndKMS(t *testing.T) {
 	d, err := sm.DescribeSecret(t.Context(), &secretsmanager.DescribeSecretInput{SecretId: aws.String("dev/" + kmsName)})
 	if err != nil || aws.ToString(d.KmsKeyId) != "alias/cli-two" {
 		t.Errorf("KMS key at AWS after update = %q (%v), want alias/cli-two", aws.ToString(d.KmsKeyId), err)
+	}
+}
+
+// TestSecretRequestID: a change sent again with the same --request-id
+// gets the first one's task and makes no second version; another change
+// under it is refused, exit 2, naming request_id; without the flag every
+// invocation gets a request id of its own.
+func TestSecretRequestID(t *testing.T) {
+	t.Parallel()
+	const name = "cli-request-id"
+	sm := devAWS(t)
+	cleanSecret(t, name)
+	taskOf := func(out string) (id, requestID string) {
+		t.Helper()
+		var info struct {
+			ID        string `json:"id"`
+			RequestID string `json:"request_id"`
+		}
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			t.Fatalf("not a task: %v\n%s", err, out)
+		}
+		return info.ID, info.RequestID
+	}
+	rid := "cli-test." + ids.New()
+	create := []string{"secret", "create", name, "--request-id", rid, "--wait", "-o", "json"}
+	first, firstRID := taskOf(mustRun(t, "v1", create...))
+	again, _ := taskOf(mustRun(t, "v1", create...))
+	if first == "" || again != first || firstRID != rid {
+		t.Errorf("create twice with --request-id %s = tasks %s and %s (request_id %q), want one task with that request_id", rid, first, again, firstRID)
+	}
+	if r := run(t, "v2", create...); r.code != exitInvalid || !strings.Contains(r.stderr, "request_id") || !strings.Contains(r.stderr, first) {
+		t.Errorf("create with another value under the same --request-id: %v\nwant exit %d naming request_id and task %s", r, exitInvalid, first)
+	}
+	v, err := sm.ListSecretVersionIds(t.Context(), &secretsmanager.ListSecretVersionIdsInput{SecretId: aws.String("dev/" + name)})
+	if err != nil || len(v.Versions) != 1 {
+		t.Errorf("versions at AWS = %+v, %v; want one", v, err)
+	}
+
+	// Without the flag: a new id per invocation.
+	_, a := taskOf(mustRun(t, "v3", "secret", "update", name, "--wait", "-o", "json"))
+	_, b := taskOf(mustRun(t, "v4", "secret", "update", name, "--wait", "-o", "json"))
+	if !strings.HasPrefix(a, "smd-") || !strings.HasPrefix(b, "smd-") || a == b {
+		t.Errorf("request ids of two updates = %q, %q; want two generated ids (smd-...)", a, b)
+	}
+	if r := run(t, "", "delegate", "ping", "--request-id", "x"); r.code != exitInvalid || !strings.Contains(r.stderr, "--request-id: only with --async") {
+		t.Errorf("sync ping with --request-id: %v, want exit %d", r, exitInvalid)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -96,7 +98,14 @@ func (c *clientFlags) dial(ctx context.Context) (*grpc.ClientConn, context.Conte
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(c.manager, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(c.manager, grpc.WithTransportCredentials(creds),
+		// Reconnect within a few seconds of the manager coming back, so
+		// that a submission retried under its request id (submit) gets
+		// through inside the retry window; gRPC's default waits up to 2m.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 20 * time.Second,
+		}))
 	if err != nil {
 		return nil, nil, usageErr(fmt.Errorf("--manager: %w", err))
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,7 +58,7 @@ func newDelegateCmd() *cobra.Command {
 	var selectors []string
 	var sleep time.Duration
 	var async bool
-	var pingScope string
+	var pingScope, requestID string
 	ping := &cobra.Command{
 		Use:   "ping",
 		Short: "Run a ping task on a delegate matching the selectors",
@@ -67,13 +68,29 @@ func newDelegateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if requestID != "" && !async {
+				return usageErr(fmt.Errorf("--request-id: only with --async (a sync ping is not stored, and safe to repeat)"))
+			}
 			c, ctx, done, err := cf.managerClient(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
 			start := time.Now()
-			info, err := c.Ping(ctx, &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async, Scope: sc})
+			req := &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async, Scope: sc}
+			var info *delegatev1.TaskInfo
+			if async {
+				// Stored: retried under a request id, queued once.
+				req.RequestId = requestID
+				if req.RequestId == "" {
+					req.RequestId = newRequestID()
+				}
+				info, err = defaultRetry.submit(ctx, cmd.ErrOrStderr(), req.RequestId, false, func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+					return c.Ping(ctx, req)
+				})
+			} else {
+				info, err = c.Ping(ctx, req)
+			}
 			if err != nil {
 				return apiErr(err)
 			}
@@ -96,6 +113,7 @@ func newDelegateCmd() *cobra.Command {
 	pf.StringArrayVar(&selectors, "selector", nil, "delegate selector the delegate's tags must include (repeatable)")
 	pf.DurationVar(&sleep, "sleep", 0, "how long the delegate sleeps before answering (tests, benchmarks)")
 	pf.BoolVar(&async, "async", false, "queue the ping durably and print its task id")
+	requestIDFlag(ping, &requestID)
 	pf.StringVar(&pingScope, "scope", "", "need a delegate serving this scope: account, account/org or account/org/project (env SMD_SCOPE; default: the token's scope, or any delegate)")
 
 	var add, remove []string

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ type secretFlags struct {
 	connector string
 	scope     string
 	wait      bool
+	requestID string
 }
 
 func (f *secretFlags) register(cmd *cobra.Command, mutation bool) {
@@ -24,7 +26,13 @@ func (f *secretFlags) register(cmd *cobra.Command, mutation bool) {
 	scopeFlag(cmd, &f.scope)
 	if mutation {
 		cmd.Flags().BoolVar(&f.wait, "wait", false, "wait for the change to complete and print its result (default: print the task id)")
+		requestIDFlag(cmd, &f.requestID)
 	}
+}
+
+// requestIDFlag registers --request-id on a command that submits a task.
+func requestIDFlag(cmd *cobra.Command, v *string) {
+	cmd.Flags().StringVar(v, "request-id", "", "idempotency key: the same command with the same id gets the task the first one made, never a second (1-128 of A-Z a-z 0-9 _ . : -; default: a new one per invocation, printed when smd retries)")
 }
 
 const timeLayout = "2006-01-02 15:04"
@@ -48,7 +56,21 @@ func newSecretCmd() *cobra.Command {
 			return err
 		}
 		defer done()
-		info, err := cl.Secret(ctx, req)
+		var info *delegatev1.TaskInfo
+		if mutation {
+			// A change carries a request id and is retried under it when
+			// its fate is unknown: it is made once, whatever happens to
+			// the connection or the manager.
+			req.RequestId = sf.requestID
+			if req.RequestId == "" {
+				req.RequestId = newRequestID()
+			}
+			info, err = defaultRetry.submit(ctx, cmd.ErrOrStderr(), req.RequestId, !req.Async, func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+				return cl.Secret(ctx, req)
+			})
+		} else {
+			info, err = cl.Secret(ctx, req)
+		}
 		if err != nil {
 			return apiErr(err)
 		}
@@ -118,6 +140,10 @@ func newSecretCmd() *cobra.Command {
 				gen.show, func(w io.Writer, r *delegatev1.SecretResult) {
 					showChange("created")(w, r)
 					switch {
+					case gen.show && r.GetValue() == nil:
+						// A retry found the task finished: the value went
+						// to the attempt whose connection broke.
+						fmt.Fprintf(w, "the generated value was lost with the connection (smd secret get %s prints it)\n", r.GetName())
 					case gen.show:
 						fmt.Fprintln(w, r.GetValue().GetStringValue())
 					case g != nil:

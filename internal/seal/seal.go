@@ -1,13 +1,17 @@
 // Package seal encrypts secret material at rest with AES-256-GCM under the
 // manager's master key: builtin credentials, OIDC signing keys, and task
-// payloads that carry secret values.
+// payloads that carry secret values. It also makes keyed digests (MAC) of
+// data that must be compared later but never stored in the clear.
 package seal
 
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +30,13 @@ var ErrOpen = errors.New("seal: cannot decrypt (wrong master key or corrupted da
 // Sealer seals and opens values. It is safe for concurrent use.
 type Sealer struct {
 	aead cipher.AEAD
+	// macKey is MAC's key, derived from the master key so that the
+	// AES key is used for nothing else.
+	macKey []byte
 }
+
+// macLabel derives the MAC key from the master key.
+const macLabel = "smdelegate seal: MAC key v1"
 
 // New returns a Sealer for a 32-byte key.
 func New(key []byte) (*Sealer, error) {
@@ -41,7 +51,22 @@ func New(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{aead: aead}, nil
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte(macLabel))
+	return &Sealer{aead: aead, macKey: h.Sum(nil)}, nil
+}
+
+// MAC returns a keyed digest of data bound to context (like Seal's aad):
+// HMAC-SHA256 under a key derived from the master key. Under one master
+// key the same data and context give the same 32 bytes; without the key a
+// digest tells nothing of data, so it may be stored where data may not
+// (a request holding secret values, compared on a retry).
+func (s *Sealer) MAC(data, context []byte) []byte {
+	h := hmac.New(sha256.New, s.macKey)
+	h.Write(binary.AppendUvarint(nil, uint64(len(context))))
+	h.Write(context)
+	h.Write(data)
+	return h.Sum(nil)
 }
 
 // Seal encrypts plaintext; aad binds it to its context (e.g. the record's

@@ -2,6 +2,7 @@ package seal_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -73,5 +74,31 @@ func TestLoadKey(t *testing.T) {
 				t.Errorf("error %q echoes the key material", err)
 			}
 		})
+	}
+}
+
+func TestMAC(t *testing.T) {
+	t.Parallel()
+	s := mustSealer(t)
+	value := []byte("request holding s3cr3t")
+	sum := s.MAC(value, []byte("Secret"))
+	if len(sum) != 32 || bytes.Contains(sum, value) {
+		t.Fatalf("MAC = %x: want 32 bytes without the data", sum)
+	}
+	if again := s.MAC(value, []byte("Secret")); !bytes.Equal(again, sum) {
+		t.Errorf("MAC is not stable: %x, then %x", sum, again)
+	}
+	// Context and data are not concatenated blindly.
+	others := map[string][]byte{
+		"other data":            s.MAC([]byte("request holding s3cr3T"), []byte("Secret")),
+		"other context":         s.MAC(value, []byte("Ping")),
+		"bytes moved to data":   s.MAC(append([]byte("t"), value...), []byte("Secre")),
+		"another master key":    mustSealer(t).MAC(value, []byte("Secret")),
+		"unkeyed SHA-256 alike": func() []byte { h := sha256.Sum256(value); return h[:] }(),
+	}
+	for name, other := range others {
+		if bytes.Equal(other, sum) {
+			t.Errorf("MAC with %s = the same digest", name)
+		}
 	}
 }

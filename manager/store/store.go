@@ -1,7 +1,7 @@
 // Package store declares the manager's durable state: tasks and their leases
 // (Store), and the configuration beside them (Catalog: connectors, builtin
 // credentials, OIDC signing keys, operator delegate tags). Implementations
-// live in packages named after what they wrap (manager/store/bolt, later
+// live in packages named after what they wrap (manager/store/bolt,
 // manager/store/postgres) and all pass the one conformance suite in
 // manager/store/storetest.
 //
@@ -12,6 +12,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -20,8 +21,9 @@ var (
 	// ErrNotFound: no task, connector, credential or signing key with that
 	// key.
 	ErrNotFound = errors.New("store: not found")
-	// ErrExists: a task with that id, or a connector with that scope and
-	// id, already exists.
+	// ErrExists: a task with that id, a task with that request (then as a
+	// *DuplicateRequestError), or a connector with that scope and id,
+	// already exists.
 	ErrExists = errors.New("store: already exists")
 	// ErrConflict: the task is not in the state the call requires (a claim
 	// of a task that is not queued, a completion under a lease that is not
@@ -48,6 +50,40 @@ const (
 // Final reports whether s is a final state.
 func (s State) Final() bool { return s == StateSucceeded || s == StateFailed }
 
+// Request names the call that submitted a task, so that a retry of the
+// call finds the task instead of making a second one. Owner and ID
+// together are unique among stored tasks while ID is not empty: CreateTask
+// refuses a second task with the same pair (DuplicateRequestError), and
+// the pair is free again once the task is deleted (retention).
+type Request struct {
+	// Owner is the namespace ID lives in, so that callers of different
+	// tenants never collide: the manager uses the operator token's scope
+	// and name. Opaque to the store, compared byte for byte.
+	Owner string
+	// ID is the caller's request id. Empty: the task has none, and
+	// nothing is indexed.
+	ID string
+	// Hash is a digest of the request, stored to tell a retry (the same
+	// hash) from another request reusing the id. Opaque to the store; it
+	// is keyed, so it reveals nothing of the secret values in the request.
+	Hash []byte
+}
+
+// DuplicateRequestError is CreateTask's error when a task with the same
+// Request.Owner and Request.ID exists: the call is a retry of the one that
+// created Task, or a reuse of its id. It wraps ErrExists.
+type DuplicateRequestError struct {
+	// Task is the existing task, as stored when CreateTask ran.
+	Task *Task
+}
+
+func (e *DuplicateRequestError) Error() string {
+	return fmt.Sprintf("store: create task: request id %q is taken by task %s", e.Task.Request.ID, e.Task.ID)
+}
+
+// Unwrap returns ErrExists.
+func (e *DuplicateRequestError) Unwrap() error { return ErrExists }
+
 // Task is a persisted asynchronous task.
 //
 // Times round-trip with at least millisecond precision (an implementation
@@ -65,6 +101,9 @@ type Task struct {
 	// Payload is the marshaled delegate.v1.TaskPayload. Secret values in it
 	// are sealed by the caller before they reach the store.
 	Payload []byte
+	// Request is the call that submitted the task, when the caller gave a
+	// request id: unique by Owner and ID (see Request).
+	Request Request
 	State   State
 	// Attempt counts dispatches; 0 while never dispatched.
 	Attempt     int
@@ -124,8 +163,13 @@ type Store interface {
 	Catalog
 
 	// CreateTask persists a new task in StateQueued. It returns ErrExists if
-	// the id is taken. When it returns nil the task is durable. It keeps
-	// no reference to t or its slices.
+	// the id is taken. If t.Request.ID is not empty and a task with the
+	// same Request.Owner and Request.ID exists, it stores nothing and
+	// returns a *DuplicateRequestError holding that task (it wraps
+	// ErrExists); the check and the insert are one atomic step, so of
+	// concurrent calls with one request exactly one creates a task. When
+	// it returns nil the task is durable. It keeps no reference to t or
+	// its slices.
 	CreateTask(ctx context.Context, t *Task) error
 
 	// GetTask returns the task, or ErrNotFound.

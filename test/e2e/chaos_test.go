@@ -44,6 +44,9 @@ import (
 // next operation once the previous one is final; many chains run at once.
 // AWS holds every reply for a moment after serving the request, so a kill
 // often lands after AWS made a change and before the manager heard of it.
+// A submission the chaos cuts off is sent again under its request id
+// (SecretRequest.request_id), which gets the task an earlier attempt
+// stored, if any: the manager must hold no task the test did not see.
 func TestChaos(t *testing.T) {
 	n := chaosEnvInt(t, "SMD_CHAOS_TASKS", 300)
 	seed := uint64(time.Now().UnixNano())

@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,8 +184,12 @@ type workload struct {
 	inflight                               atomic.Int64
 	duplicates                             atomic.Int64 // found before forced deletes
 	submitted, completed, expectedFailures atomic.Int64
-	ambiguous, adopted, resubmitted        atomic.Int64
-	gets, getRetries                       atomic.Int64
+	// ambiguous counts submit attempts that failed without an answer;
+	// adopted and resubmitted, the retries (under the same request id)
+	// answered with the task an earlier attempt stored, or with the task
+	// the retry made.
+	ambiguous, adopted, resubmitted atomic.Int64
+	gets, getRetries                atomic.Int64
 }
 
 // dialWaitForReady is a client of the manager's API at addr whose calls
@@ -233,7 +235,7 @@ func (w *workload) run(ctx context.Context, chains []*chain, workers int) {
 }
 
 func (w *workload) runChain(ctx context.Context, c *chain) {
-	for _, op := range c.ops {
+	for i, op := range c.ops {
 		if ctx.Err() != nil {
 			c.broken = true
 			return
@@ -249,7 +251,7 @@ func (w *workload) runChain(ctx context.Context, c *chain) {
 			// The secret's versions are about to go: check them now.
 			w.duplicates.Add(int64(checkSecret(w.t, w.emu, c)))
 		}
-		id, ok := w.submit(ctx, c.name, op)
+		id, ok := w.submit(ctx, c.name, op, fmt.Sprintf("chaos.%s.%d", c.name, i))
 		if !ok {
 			c.broken = true
 			return
@@ -291,11 +293,15 @@ func (op chainOp) request(name string) *delegatev1.SecretRequest {
 
 // submit submits an async operation exactly once and returns its task id.
 //
-// A call that fails with Unavailable (the manager was killed, or the
-// connection broken, while it was in flight) may or may not have persisted
-// the task: it is resubmitted only when resolve shows that no such task
-// exists, and adopted otherwise.
-func (w *workload) submit(ctx context.Context, name string, op chainOp) (string, bool) {
+// Every attempt carries the operation's request id. A call that fails
+// with Unavailable (the manager was killed, or the connection broken,
+// while it was in flight) may or may not have stored the task, even after
+// the caller saw the error: it is sent again under the same id, and the
+// manager answers with the task the first attempt stored, if it stored
+// one, else makes it now. Either way the operation has one task. A retry
+// answered with a task created before the retry began is counted as
+// adopted (an earlier attempt stored it), else as resubmitted.
+func (w *workload) submit(ctx context.Context, name string, op chainOp, requestID string) (string, bool) {
 	if w.gate != nil && w.submitted.Load() >= w.gateAt {
 		select {
 		case <-w.gate:
@@ -303,33 +309,36 @@ func (w *workload) submit(ctx context.Context, name string, op chainOp) (string,
 			return "", false
 		}
 	}
+	req := op.request(name)
+	req.RequestId = requestID
 	for try := 1; ; try++ {
 		start := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		w.inflight.Add(1)
-		info, err := w.api.Secret(cctx, op.request(name))
+		info, err := w.api.Secret(cctx, req)
 		w.inflight.Add(-1)
 		cancel()
 		if err == nil {
+			if try > 1 {
+				if info.GetCreatedAt().AsTime().Before(start) {
+					w.adopted.Add(1)
+				} else {
+					w.resubmitted.Add(1)
+				}
+			}
+			if info.GetRequestId() != requestID {
+				w.t.Errorf("Secret(%s %s) = task %s with request id %q, want %q", opKinds[op.kind], name, info.GetId(), info.GetRequestId(), requestID)
+			}
 			w.record(info.GetId())
 			return info.GetId(), true
 		}
-		if status.Code(err) != codes.Unavailable || try == 5 || ctx.Err() != nil {
-			w.t.Errorf("Secret(%s %s) = %v", opKinds[op.kind], name, err)
+		code := status.Code(err)
+		if code != codes.Unavailable && code != codes.DeadlineExceeded || try == 10 || ctx.Err() != nil {
+			w.t.Errorf("Secret(%s %s, request id %s) = %v", opKinds[op.kind], name, requestID, err)
 			return "", false
 		}
 		w.ambiguous.Add(1)
-		id, found, err := w.resolve(ctx, name, op, start, time.Now())
-		if err != nil {
-			w.t.Errorf("Secret(%s %s) failed (%v), and whether it was persisted is unknown: %v", opKinds[op.kind], name, status.Code(err), err)
-			return "", false
-		}
-		if found {
-			w.adopted.Add(1)
-			w.record(id)
-			return id, true
-		}
-		w.resubmitted.Add(1)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -349,66 +358,6 @@ func (w *workload) record(id string) {
 	w.mu.Lock()
 	w.known[id] = nil
 	w.mu.Unlock()
-}
-
-// resolve looks for the task a failed Submit may have persisted: a task
-// the test does not know, created in the call's window, of the same kind,
-// whose outcome names the secret. Tasks of that window the test does not
-// know and that are not final yet (other submissions the chaos cut off)
-// may be it: resolve waits for them. When none is left and none matched,
-// the submission never reached the store.
-//
-// The API has no idempotency key, so a caller cannot tell otherwise. When
-// the manager was killed, the store is settled once it answers again. When
-// only the connection broke, the manager carries on with the orphaned call
-// and may persist it after the caller saw the error (observed: more than
-// 16 ms later): resolve first lets such a call settle.
-func (w *workload) resolve(ctx context.Context, name string, op chainOp, start, failed time.Time) (string, bool, error) {
-	const slack, settle = 250 * time.Millisecond, 3 * time.Second
-	select {
-	case <-time.After(time.Until(failed.Add(settle))):
-	case <-ctx.Done():
-		return "", false, ctx.Err()
-	}
-	from, to := start.Add(-slack), failed.Add(settle)
-	deadline := time.Now().Add(2 * time.Minute)
-	var last error
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err := w.api.ListTasks(cctx, &delegatev1.ListTasksRequest{Limit: 1 << 20})
-		cancel()
-		if err != nil {
-			last = err
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		w.mu.Lock()
-		open := 0
-		for _, ti := range resp.GetTasks() {
-			if _, ok := w.known[ti.GetId()]; ok {
-				continue
-			}
-			if c := ti.GetCreatedAt().AsTime(); c.Before(from) || c.After(to) {
-				continue
-			}
-			if !isFinal(ti) {
-				open++
-				continue
-			}
-			o := ti.GetOutcome()
-			if ti.GetKind() == opKinds[op.kind] && (o.GetSecret().GetName() == name || strings.Contains(o.GetMessage(), strconv.Quote(name))) {
-				w.mu.Unlock()
-				return ti.GetId(), true, nil
-			}
-		}
-		w.mu.Unlock()
-		if open == 0 {
-			return "", false, nil
-		}
-		last = fmt.Errorf("%d unknown tasks of the window are not final", open)
-		time.Sleep(200 * time.Millisecond)
-	}
-	return "", false, fmt.Errorf("not resolved: %v", last)
 }
 
 func isFinal(ti *delegatev1.TaskInfo) bool {

@@ -4,13 +4,18 @@
 //
 // # Layout
 //
-// Three buckets hold tasks:
+// Four buckets hold tasks:
 //
 //   - "tasks": task id → the task, in the binary layout described in codec.go.
 //   - "created": creation key → empty, one entry per task. ListTasks walks it
 //     backwards (newest first) and Prune forwards (oldest first).
 //   - "unfinished": creation key → empty, one entry per queued or leased
 //     task, so ListUnfinished never scans finished history.
+//   - "requests": request key → task id, one entry per task with a
+//     Request.ID, so that CreateTask finds the task of a retried request
+//     in the transaction that would insert it. A request key is
+//     Request.Owner's length (uvarint), Owner, then Request.ID. Prune
+//     deletes a task's entry with the task.
 //
 // A creation key is the task's CreatedAt (8 bytes of Unix seconds with the
 // sign bit flipped, then 4 bytes of nanoseconds, both big-endian, so byte
@@ -78,6 +83,7 @@ var (
 	bucketTasks      = []byte("tasks")
 	bucketCreated    = []byte("created")
 	bucketUnfinished = []byte("unfinished")
+	bucketRequests   = []byte("requests")
 )
 
 // Options configures Open. The zero value is usable.
@@ -165,7 +171,7 @@ func Open(path string, opts Options) (*DB, error) {
 		maxBatch = opts.MaxBatchSize
 	}
 	err = bdb.Update(func(tx *bbolt.Tx) error {
-		for _, name := range append([][]byte{bucketTasks, bucketCreated, bucketUnfinished}, catalogBuckets...) {
+		for _, name := range append([][]byte{bucketTasks, bucketCreated, bucketUnfinished, bucketRequests}, catalogBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -247,6 +253,13 @@ func creationKey(createdAt time.Time, id string) []byte {
 	k := make([]byte, timeKeyLen, timeKeyLen+len(id))
 	putTimeKey(k, createdAt)
 	return append(k, id...)
+}
+
+// requestKey returns the "requests" key of a task's request.
+func requestKey(r store.Request) []byte {
+	k := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(r.Owner)+len(r.ID)), uint64(len(r.Owner)))
+	k = append(k, r.Owner...)
+	return append(k, r.ID...)
 }
 
 // timeKeyLen is the length of the time prefix of a creation key.

@@ -122,7 +122,7 @@ func finish(t *testing.T, db *bolt.DB, prefix string, n int, created time.Time) 
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("%s-%04d", prefix, i)
-		task := &store.Task{ID: id, Kind: "ping"}
+		task := &store.Task{ID: id, Kind: "ping", Request: store.Request{Owner: "op", ID: "req-" + id}}
 		if !created.IsZero() {
 			task.CreatedAt = created.Add(time.Duration(i) * time.Microsecond)
 		}
@@ -159,7 +159,8 @@ func testPrune(t *testing.T, db *bolt.DB) {
 	pruned := finish(t, db, "old-done", 5, old)
 	// Created long ago and not finished: kept, whatever their age.
 	for _, id := range []string{"old-queued", "old-leased", "old-done-late"} {
-		if err := db.CreateTask(ctx, &store.Task{ID: id, CreatedAt: old.Add(time.Second)}); err != nil {
+		task := &store.Task{ID: id, CreatedAt: old.Add(time.Second), Request: store.Request{Owner: "op", ID: "req-" + id}}
+		if err := db.CreateTask(ctx, task); err != nil {
 			t.Fatalf("CreateTask(%q) = %v", id, err)
 		}
 	}
@@ -212,6 +213,22 @@ func testPrune(t *testing.T, db *bolt.DB) {
 	}
 	if n, err := db.Prune(ctx, cutoff); err != nil || n != 0 {
 		t.Errorf("second Prune(cutoff) = %d, %v, want 0, nil", n, err)
+	}
+
+	// A pruned task's request id is free again; a kept task's is not.
+	for _, id := range pruned {
+		r := store.Request{Owner: "op", ID: "req-" + id}
+		if err := db.CreateTask(ctx, &store.Task{ID: "again-" + id, Request: r}); err != nil {
+			t.Errorf("CreateTask(request of pruned %q) = %v, want nil", id, err)
+		}
+	}
+	for _, id := range append([]string{"old-queued", "old-leased", "old-done-late"}, recent...) {
+		r := store.Request{Owner: "op", ID: "req-" + id}
+		err := db.CreateTask(ctx, &store.Task{ID: "again-" + id, Request: r})
+		var dup *store.DuplicateRequestError
+		if !errors.As(err, &dup) || dup.Task.ID != id {
+			t.Errorf("CreateTask(request of kept %q) = %v, want a DuplicateRequestError naming it", id, err)
+		}
 	}
 }
 

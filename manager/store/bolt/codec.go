@@ -14,9 +14,9 @@ import (
 // mutation decodes and re-encodes one, inside the single writer transaction
 // that all batched callers share, so its cost is paid serially.
 //
-// Layout (version 2):
+// Layout (version 3):
 //
-//	byte    version (2)
+//	byte    version (3)
 //	byte    state code (see stateCodes)
 //	string  ID, Kind            (uvarint length + bytes)
 //	uvarint len(Selectors), then each as a string
@@ -28,16 +28,22 @@ import (
 //	        (varint Unix seconds + uvarint nanoseconds; the zero time
 //	        round-trips because its Unix seconds are just a large negative)
 //	string  Scope.Account, Scope.Org, Scope.Project
+//	string  Request.Owner, Request.ID
+//	bytes   Request.Hash
 //
-// Version 1 is version 2 without the scope; decode still reads it (tasks
-// written before scopes existed have none), encode writes only version 2.
+// Version 2 is version 3 without the request, version 1 version 2 without
+// the scope; decode still reads both (tasks written before request ids or
+// scopes existed have none), encode writes only version 3.
 // The state sits at a fixed offset so list scans can filter without decoding.
 // A new layout gets a new version byte; decode refuses versions it does not
 // know rather than misreading them.
-const codecVersion = 2
+const codecVersion = 3
 
-// codecVersionNoScope is the previous layout, still decoded.
-const codecVersionNoScope = 1
+// Older layouts, still decoded.
+const (
+	codecVersionNoScope   = 1
+	codecVersionNoRequest = 2
+)
 
 // stateOffset is where the state code lives in an encoded task.
 const stateOffset = 1
@@ -63,7 +69,7 @@ var codeStates = [...]store.State{
 
 // stateOf returns the state of an encoded task without decoding it.
 func stateOf(v []byte) (store.State, error) {
-	if len(v) <= stateOffset || (v[0] != codecVersion && v[0] != codecVersionNoScope) {
+	if len(v) <= stateOffset || v[0] < codecVersionNoScope || v[0] > codecVersion {
 		return "", errCorrupt
 	}
 	c := v[stateOffset]
@@ -100,6 +106,9 @@ func encodeTask(dst []byte, t *store.Task) ([]byte, error) {
 	dst = appendString(dst, t.Scope.Account)
 	dst = appendString(dst, t.Scope.Org)
 	dst = appendString(dst, t.Scope.Project)
+	dst = appendString(dst, t.Request.Owner)
+	dst = appendString(dst, t.Request.ID)
+	dst = appendBytes(dst, t.Request.Hash)
 	return dst, nil
 }
 
@@ -107,9 +116,10 @@ func encodeTask(dst []byte, t *store.Task) ([]byte, error) {
 // buffer once.
 func encodedSize(t *store.Task) int {
 	n := 2 + 4*binary.MaxVarintLen64 + 8*(2*binary.MaxVarintLen64) // header, ints, times
-	n += 11*binary.MaxVarintLen64 + len(t.ID) + len(t.Kind) + len(t.Payload) +
+	n += 14*binary.MaxVarintLen64 + len(t.ID) + len(t.Kind) + len(t.Payload) +
 		len(t.LeaseID) + len(t.Delegate) + len(t.Code) + len(t.Outcome) +
-		len(t.Scope.Account) + len(t.Scope.Org) + len(t.Scope.Project)
+		len(t.Scope.Account) + len(t.Scope.Org) + len(t.Scope.Project) +
+		len(t.Request.Owner) + len(t.Request.ID) + len(t.Request.Hash)
 	for _, s := range t.Selectors {
 		n += binary.MaxVarintLen64 + len(s)
 	}
@@ -162,10 +172,15 @@ func decodeTask(v []byte) (*store.Task, error) {
 	t.UpdatedAt = d.time()
 	t.Deadline = d.time()
 	t.QueueDeadline = d.time()
-	if v[0] == codecVersion {
+	if v[0] >= codecVersionNoRequest {
 		t.Scope.Account = d.string()
 		t.Scope.Org = d.string()
 		t.Scope.Project = d.string()
+	}
+	if v[0] >= codecVersion {
+		t.Request.Owner = d.string()
+		t.Request.ID = d.string()
+		t.Request.Hash = d.bytes()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))

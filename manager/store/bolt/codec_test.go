@@ -29,6 +29,7 @@ func codecTask() *store.Task {
 		Deadline:      time.Date(3000, 1, 1, 0, 0, 0, 999999999, time.UTC),
 		QueueDeadline: time.Time{},
 		Scope:         store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
+		Request:       store.Request{Owner: "acme:ci", ID: "deploy-42", Hash: []byte{0, 0xfe, 7}},
 	}
 }
 
@@ -73,15 +74,18 @@ func TestCodecRoundTrip(t *testing.T) {
 // TestCodecDecodesVersion1 reads a record of the layout before scopes
 // (version 1: version 2 without the three scope strings), as a store file
 // written by an older manager holds: it decodes with no scope, and is
-// written back as version 2.
+// written back as the current version.
 func TestCodecDecodesVersion1(t *testing.T) {
 	want := codecTask()
 	want.Scope = store.Scope{}
-	v2, err := encodeTask(nil, want)
+	want.Request = store.Request{}
+	v3, err := encodeTask(nil, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1 := append([]byte{codecVersionNoScope}, v2[1:len(v2)-3]...) // three empty strings: one zero byte each
+	// Three empty scope strings and an empty request: one zero byte each.
+	v2 := append([]byte{codecVersionNoRequest}, v3[1:len(v3)-3]...)
+	v1 := append([]byte{codecVersionNoScope}, v3[1:len(v3)-6]...)
 	got, err := decodeTask(v1)
 	if err != nil {
 		t.Fatalf("decodeTask(version 1) = %v", err)
@@ -96,6 +100,33 @@ func TestCodecDecodesVersion1(t *testing.T) {
 	// A version 1 record that carries scope strings has trailing bytes.
 	if _, err := decodeTask(append([]byte{codecVersionNoScope}, v2[1:]...)); !errors.Is(err, errCorrupt) {
 		t.Errorf("decodeTask(version 1 with a scope) = %v, want %v", err, errCorrupt)
+	}
+}
+
+// TestCodecDecodesVersion2 reads a record of the layout before request
+// ids (version 2: version 3 without the request): it decodes with its
+// scope and no request, and is written back as version 3.
+func TestCodecDecodesVersion2(t *testing.T) {
+	want := codecTask()
+	want.Request = store.Request{}
+	v3, err := encodeTask(nil, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := append([]byte{codecVersionNoRequest}, v3[1:len(v3)-3]...) // owner, id, hash: one zero byte each
+	got, err := decodeTask(v2)
+	if err != nil {
+		t.Fatalf("decodeTask(version 2) = %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decodeTask(version 2) mismatch (-want +got):\n%s", diff)
+	}
+	if again, err := encodeTask(nil, got); err != nil || again[0] != codecVersion {
+		t.Errorf("encodeTask(a version 2 task) = version %d, %v, want version %d", again[0], err, codecVersion)
+	}
+	// A version 2 record that carries a request has trailing bytes.
+	if _, err := decodeTask(append([]byte{codecVersionNoRequest}, v3[1:]...)); !errors.Is(err, errCorrupt) {
+		t.Errorf("decodeTask(version 2 with a request) = %v, want %v", err, errCorrupt)
 	}
 }
 

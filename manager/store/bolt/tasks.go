@@ -47,9 +47,11 @@ func (db *DB) batch(fn func(tx *bbolt.Tx) (result, err error)) error {
 // CreateTask persists a copy of t in StateQueued, whatever t.State says. A
 // zero CreatedAt is set to the current time and a zero UpdatedAt to
 // CreatedAt; t itself is not modified or retained. It returns an error
-// wrapping store.ErrExists if the id is taken, store.ErrClosed after Close,
-// and ctx's error if ctx is done before the call starts. When it returns nil
-// the task has been fsynced.
+// wrapping store.ErrExists if the id is taken, a *store.DuplicateRequestError
+// if t.Request.ID is not empty and a task with the same Request.Owner and
+// Request.ID exists (looked up in the transaction that would insert t),
+// store.ErrClosed after Close, and ctx's error if ctx is done before the
+// call starts. When it returns nil the task has been fsynced.
 func (db *DB) CreateTask(ctx context.Context, t *store.Task) error {
 	if t == nil || t.ID == "" {
 		return fmt.Errorf("bolt: create task: empty id: %w", errInvalid)
@@ -75,10 +77,31 @@ func (db *DB) CreateTask(ctx context.Context, t *store.Task) error {
 	}
 	id := []byte(nt.ID)
 	ckey := creationKey(nt.CreatedAt, nt.ID)
+	var rkey []byte // nil: no request id, nothing to index
+	if nt.Request.ID != "" {
+		rkey = requestKey(nt.Request)
+	}
 	err = db.batch(func(tx *bbolt.Tx) (error, error) {
 		tasks := tx.Bucket(bucketTasks)
 		if tasks.Get(id) != nil {
 			return fmt.Errorf("bolt: create task %s: %w", nt.ID, store.ErrExists), nil
+		}
+		if rkey != nil {
+			requests := tx.Bucket(bucketRequests)
+			if other := requests.Get(rkey); other != nil {
+				v := tasks.Get(other)
+				if v == nil {
+					return nil, fmt.Errorf("%w: request index entry for missing task %q", errCorrupt, other)
+				}
+				existing, err := decodeTask(v)
+				if err != nil {
+					return nil, err
+				}
+				return &store.DuplicateRequestError{Task: existing}, nil
+			}
+			if err := requests.Put(rkey, id); err != nil {
+				return nil, err
+			}
 		}
 		if err := tasks.Put(id, val); err != nil {
 			return nil, err

@@ -101,6 +101,10 @@ func RunConformance(t *testing.T, open OpenFunc) {
 		{"ListTasks", testListTasks},
 		{"ListTasksScope", testListTasksScope},
 		{"ListEmpty", testListEmpty},
+		{"RequestDuplicate", testRequestDuplicate},
+		{"RequestKeys", testRequestKeys},
+		{"RequestDurable", testRequestDurable},
+		{"ConcurrentRequest", testConcurrentRequest},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"ConcurrentClaim", testConcurrentClaim},
 		{"ConcurrentComplete", testConcurrentComplete},
@@ -171,8 +175,9 @@ func newTask(id string, created time.Time) *store.Task {
 		Deadline:      created.Add(60 * time.Second),
 		QueueDeadline: created.Add(30 * time.Second),
 		// Every transition test compares whole tasks, so they also
-		// check that a task keeps its scope through them.
-		Scope: store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
+		// check that a task keeps its scope and request through them.
+		Scope:   store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
+		Request: store.Request{Owner: "acme:ci", ID: "req-" + id, Hash: []byte("hash of " + id)},
 	}
 }
 

@@ -1102,6 +1102,18 @@ type SecretRequest struct {
 	// async returns as soon as a mutation is persisted (reads are always sync).
 	// It must be false for a create with return_value.
 	Async bool `protobuf:"varint,2,opt,name=async,proto3" json:"async,omitempty"`
+	// request_id, when set, makes a mutation safe to send again: a caller
+	// that got no answer (Unavailable, DeadlineExceeded, a broken
+	// connection) sends the same request with the same request_id, and the
+	// manager returns the task the first call made (whatever its state;
+	// waited for unless async) instead of making a second one. 1 to 128
+	// characters of A-Z a-z 0-9 _ . : - (InvalidArgument otherwise), unique
+	// per operator token: a different request (operation, name, value,
+	// connector, options) under a request_id the token already used is
+	// AlreadyExists. Kept as long as the task (task_retention). Reads are
+	// never stored and safe to repeat: their request_id is checked and
+	// otherwise ignored. The CLI sets one on every change.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*SecretRequest_Create
@@ -1161,6 +1173,13 @@ func (x *SecretRequest) GetAsync() bool {
 		return x.Async
 	}
 	return false
+}
+
+func (x *SecretRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 func (x *SecretRequest) GetOp() isSecretRequest_Op {
@@ -1515,10 +1534,12 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\x17DeleteCredentialRequest\x12(\n" +
 	"\x05scope\x18\x01 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x1a\n" +
-	"\x18DeleteCredentialResponse\"\x86\x05\n" +
+	"\x18DeleteCredentialResponse\"\xa5\x05\n" +
 	"\rSecretRequest\x127\n" +
 	"\tconnector\x18\x01 \x01(\v2\x19.delegate.v1.ConnectorRefR\tconnector\x12\x14\n" +
-	"\x05async\x18\x02 \x01(\bR\x05async\x125\n" +
+	"\x05async\x18\x02 \x01(\bR\x05async\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x125\n" +
 	"\x06create\x18\n" +
 	" \x01(\v2\x1b.delegate.v1.CreateSecretOpH\x00R\x06create\x125\n" +
 	"\x06upsert\x18\v \x01(\v2\x1b.delegate.v1.UpsertSecretOpH\x00R\x06upsert\x12,\n" +

@@ -263,7 +263,13 @@ type PingRequest struct {
 	// (one whose scope contains it). Unset: the operator token's scope, or
 	// any delegate for an unscoped token. A scoped token may name only its
 	// scope or one below it.
-	Scope         *Scope `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
+	Scope *Scope `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
+	// request_id, when set on an async ping, makes it safe to send again:
+	// the same request with the same request_id returns the task the first
+	// call made instead of queueing a second one. Format and rules as
+	// SecretRequest.request_id. A sync ping is not stored and is safe to
+	// repeat: its request_id is checked and otherwise ignored.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +332,13 @@ func (x *PingRequest) GetScope() *Scope {
 	return nil
 }
 
+func (x *PingRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type TaskInfo struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -341,7 +354,10 @@ type TaskInfo struct {
 	Async   bool     `protobuf:"varint,10,opt,name=async,proto3" json:"async,omitempty"`
 	// scope is the task's scope (a secret task's connector's, a ping's
 	// operator's); only delegates serving it run the task. Unset: none.
-	Scope         *Scope `protobuf:"bytes,11,opt,name=scope,proto3" json:"scope,omitempty"`
+	Scope *Scope `protobuf:"bytes,11,opt,name=scope,proto3" json:"scope,omitempty"`
+	// request_id is the caller's request id of an async task submitted
+	// with one (PingRequest.request_id, SecretRequest.request_id).
+	RequestId     string `protobuf:"bytes,12,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,6 +467,13 @@ func (x *TaskInfo) GetScope() *Scope {
 		return x.Scope
 	}
 	return nil
+}
+
+func (x *TaskInfo) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type GetTaskRequest struct {
@@ -617,12 +640,14 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\x05scope\x18\x0e \x01(\v2\x12.delegate.v1.ScopeR\x05scope\"\x16\n" +
 	"\x14ListDelegatesRequest\"P\n" +
 	"\x15ListDelegatesResponse\x127\n" +
-	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"\x9c\x01\n" +
+	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"\xbb\x01\n" +
 	"\vPingRequest\x12\x1c\n" +
 	"\tselectors\x18\x01 \x03(\tR\tselectors\x12/\n" +
 	"\x05sleep\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05sleep\x12\x14\n" +
 	"\x05async\x18\x03 \x01(\bR\x05async\x12(\n" +
-	"\x05scope\x18\x04 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\"\x96\x03\n" +
+	"\x05scope\x18\x04 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\xb5\x03\n" +
 	"\bTaskInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -637,7 +662,9 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\aoutcome\x18\t \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome\x12\x14\n" +
 	"\x05async\x18\n" +
 	" \x01(\bR\x05async\x12(\n" +
-	"\x05scope\x18\v \x01(\v2\x12.delegate.v1.ScopeR\x05scope\" \n" +
+	"\x05scope\x18\v \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\f \x01(\tR\trequestId\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
 	"\x10ListTasksRequest\x12,\n" +

@@ -1,0 +1,193 @@
+package manager
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// Request ids make a submission safe to repeat (PingRequest.request_id,
+// SecretRequest.request_id). A caller whose call failed without an answer
+// (Unavailable, DeadlineExceeded, a broken connection) cannot tell whether
+// the manager stored the task: it may have, after the caller saw the
+// error. It sends the same request with the same request id, and the
+// store, which indexes async tasks by request (store.Request), hands back
+// the first call's task instead of a second one, so that a mutation never
+// runs twice (two task ids would mean two ClientRequestTokens, and two
+// versions at AWS).
+//
+// Only async tasks are stored, so only they are deduplicated. Sync work
+// (reads, sync pings) is never stored and is safe to repeat; its request
+// id is validated and otherwise ignored.
+
+// maxRequestIDLen is the longest request id.
+const maxRequestIDLen = 128
+
+// validateRequestID checks a request id: empty (none) or 1 to 128
+// characters of A-Z a-z 0-9 _ . : -.
+func validateRequestID(id string) error {
+	if len(id) > maxRequestIDLen {
+		return config.Errf("request_id", "must be at most %d characters (got %d)", maxRequestIDLen, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == ':', c == '-':
+		default:
+			return config.Errf("request_id", "must be 1 to %d characters of A-Z a-z 0-9 _ . : - (character %d is not one of them)", maxRequestIDLen, i+1)
+		}
+	}
+	return nil
+}
+
+// requestOwner is the namespace of a caller's request ids: its operator
+// token's scope and name. Callers of different tenants, or with different
+// tokens, never share request ids. (A scope string holds no ':'.)
+func requestOwner(ctx context.Context) string {
+	id := identityFrom(ctx)
+	return id.scope.String() + ":" + id.name
+}
+
+// storeRequest is what the store keeps of a call with a request id: the
+// caller's namespace, the id, and a digest of the request. The digest
+// covers the method and the request as sent, without request_id and
+// async: a retry may wait where the first call did not, and matches
+// whatever the connector's settings are now. It is a MAC under the master
+// key (seal.Sealer.MAC), so the store learns nothing of the values a
+// request carries. Without a request id it returns the zero Request.
+func (s *managerService) storeRequest(ctx context.Context, method string, m interface {
+	proto.Message
+	GetRequestId() string
+}) (store.Request, error) {
+	if m.GetRequestId() == "" {
+		return store.Request{}, nil
+	}
+	c := proto.Clone(m)
+	r := c.ProtoReflect()
+	for _, name := range []protoreflect.Name{"request_id", "async"} {
+		if fd := r.Descriptor().Fields().ByName(name); fd != nil {
+			r.Clear(fd)
+		}
+	}
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return store.Request{}, fmt.Errorf("marshal request: %w", err)
+	}
+	bind := []byte("request/" + method)
+	var sum []byte
+	if s.sealer != nil {
+		sum = s.sealer.MAC(raw, bind)
+	} else { // tests without a master key
+		h := sha256.Sum256(append(bind, raw...))
+		sum = h[:]
+	}
+	return store.Request{Owner: requestOwner(ctx), ID: m.GetRequestId(), Hash: sum}, nil
+}
+
+// existing returns, for a submission that repeats request r, the task the
+// first submission made (stored as first), whatever its state: the task in
+// memory while it runs here, so a caller may wait for it, else as stored
+// and, until final, followed in the store for as long as ctx lasts. The
+// same request id with another request (another digest) is a
+// *RequestReusedError.
+func (d *Dispatcher) existing(ctx context.Context, first *store.Task, r store.Request) (*task, error) {
+	if !hmac.Equal(first.Request.Hash, r.Hash) {
+		return nil, &RequestReusedError{RequestID: r.ID, TaskID: first.ID, Kind: first.Kind}
+	}
+	d.mu.Lock()
+	t, closed := d.tasks[first.ID], d.closed
+	d.mu.Unlock()
+	if t != nil {
+		d.metrics.deduplicated.WithLabelValues(t.kind).Inc()
+		return t, nil
+	}
+	// Not in memory: final (a task leaves memory after its final state is
+	// stored); or the first submission is between its store write and its
+	// memory insert; or another manager sharing the store runs it. Read
+	// the store again: first may predate the final state.
+	st, err := d.store.GetTask(ctx, first.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound): // pruned meanwhile: it was final
+		st = first
+	case err != nil:
+		return nil, err
+	}
+	if closed && !st.State.Final() {
+		// The first submission stored it as the manager began to stop;
+		// the next start recovers it.
+		return nil, ErrShuttingDown
+	}
+	d.metrics.deduplicated.WithLabelValues(st.Kind).Inc()
+	t = storedTask(st)
+	if !st.State.Final() {
+		go d.followStored(ctx, t)
+	}
+	return t, nil
+}
+
+// storedTask is a task as stored, for callers that hold *task values; it
+// is not in the dispatcher's memory. Its done channel is closed if it is
+// final.
+func storedTask(st *store.Task) *task {
+	t := &task{
+		id: st.ID, kind: st.Kind, selectors: st.Selectors, scope: st.Scope, async: true,
+		requestID: st.Request.ID, changed: make(chan struct{}), done: make(chan struct{}),
+	}
+	setStored(t, st)
+	return t
+}
+
+// setStored copies st's state into t, closing done if it is final.
+func setStored(t *task, st *store.Task) {
+	t.state, t.attempt, t.holder = st.State, st.Attempt, st.Delegate
+	t.createdAt, t.updatedAt = st.CreatedAt, st.UpdatedAt
+	if len(st.Outcome) > 0 {
+		o := &delegatev1.Outcome{}
+		if proto.Unmarshal(st.Outcome, o) == nil {
+			t.outcome = o
+		}
+	}
+	if st.State.Final() {
+		close(t.done)
+	}
+}
+
+// followInterval is how often followStored reads the store.
+const followInterval = 100 * time.Millisecond
+
+// followStored keeps t, a stored task this dispatcher does not run, up to
+// date from the store until it is final or ctx (the caller's) ends.
+func (d *Dispatcher) followStored(ctx context.Context, t *task) {
+	tick := time.NewTicker(followInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := d.store.GetTask(ctx, t.id)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
+				d.log.Warn().Err(err).Str("task_id", t.id).Msg("follow a stored task")
+			}
+			continue
+		}
+		d.mu.Lock()
+		setStored(t, st)
+		d.notifyLocked(t)
+		d.mu.Unlock()
+		if st.State.Final() {
+			return
+		}
+	}
+}
