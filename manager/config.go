@@ -12,6 +12,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/store/postgres"
 )
 
 // Config is the manager's configuration (configs/manager.yaml).
@@ -20,8 +21,9 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// HTTPListen serves /healthz, /readyz and /metrics ("" disables it).
 	HTTPListen string `yaml:"http_listen"`
-	// DataDir holds the embedded store (smd.db).
+	// DataDir holds the embedded store (smd.db) when Store.Driver is bolt.
 	DataDir  string         `yaml:"data_dir"`
+	Store    StoreConfig    `yaml:"store"`
 	TLS      TLSConfig      `yaml:"tls"`
 	Auth     AuthConfig     `yaml:"auth"`
 	Dispatch DispatchConfig `yaml:"dispatch"`
@@ -40,6 +42,26 @@ type Config struct {
 	// TaskRetention is how long finished async tasks stay readable
 	// (smd task get/list) before they are pruned from the store.
 	TaskRetention config.Duration `yaml:"task_retention"`
+}
+
+// Store drivers (StoreConfig.Driver).
+const (
+	// StoreBolt is the embedded store: one file under data_dir, no setup.
+	StoreBolt = "bolt"
+	// StorePostgres is a PostgreSQL database (store.dsn).
+	StorePostgres = "postgres"
+)
+
+// StoreConfig chooses where the manager keeps tasks and its catalog.
+type StoreConfig struct {
+	// Driver is "bolt" (the default) or "postgres".
+	Driver string `yaml:"driver"`
+	// DSN is the PostgreSQL connection string (postgres://user:password@
+	// host:port/database?sslmode=verify-full, or libpq key=value pairs),
+	// for the postgres driver only. It may hold a password, so it is
+	// never logged nor quoted in an error; SMD_STORE_DSN keeps it out of
+	// the config file.
+	DSN string `yaml:"dsn"`
 }
 
 // TLSConfig configures the gRPC listener's TLS.
@@ -120,6 +142,7 @@ func DefaultConfig() Config {
 		Listen:     "127.0.0.1:7070",
 		HTTPListen: "127.0.0.1:7071",
 		DataDir:    "/var/lib/smd",
+		Store:      StoreConfig{Driver: StoreBolt},
 		Dispatch: DispatchConfig{
 			LeaseDuration:     config.Duration(30 * time.Second),
 			HeartbeatInterval: config.Duration(10 * time.Second),
@@ -170,8 +193,24 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		add(config.Errf("listen", "must not be empty"))
 	}
-	if c.DataDir == "" {
-		add(config.Errf("data_dir", "must not be empty"))
+	switch c.Store.Driver {
+	case StoreBolt:
+		if c.DataDir == "" {
+			add(config.Errf("data_dir", "must not be empty"))
+		}
+		if c.Store.DSN != "" {
+			add(config.Errf("store.dsn", "is only used by store.driver postgres; set store.driver: postgres or remove store.dsn (SMD_STORE_DSN)"))
+		}
+	case StorePostgres:
+		if c.Store.DSN == "" {
+			add(config.Errf("store.dsn", "is required with store.driver postgres (or SMD_STORE_DSN)"))
+		} else if _, err := postgres.ParseDSN(c.Store.DSN); err != nil {
+			// The parser's detail may quote the password: not repeated.
+			add(config.Errf("store.dsn", "is not a valid PostgreSQL connection string "+
+				"(postgres://user:password@host:port/database?sslmode=... or libpq key=value pairs)"))
+		}
+	default:
+		add(config.Errf("store.driver", "must be %q or %q, not %q", StoreBolt, StorePostgres, c.Store.Driver))
 	}
 	if !c.TLS.Insecure && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		add(config.Errf("tls.cert_file", "tls.cert_file and tls.key_file are required unless tls.insecure is true"))

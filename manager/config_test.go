@@ -1,6 +1,8 @@
 package manager_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +50,12 @@ func TestConfigValidate(t *testing.T) {
 			"auth.delegate_tokens[0].scope: must be account, account/org or account/org/project"},
 		{"operator token scope not an identifier", func(c *manager.Config) { c.Auth.OperatorTokens[0].Scope = "acme/pay-ments" },
 			"auth.operator_tokens[0].scope.org: "},
+		{"unknown store driver", func(c *manager.Config) { c.Store.Driver = "sqlite" }, `store.driver: must be "bolt" or "postgres", not "sqlite"`},
+		{"postgres without a dsn", func(c *manager.Config) { c.Store.Driver = "postgres" }, "store.dsn: is required with store.driver postgres"},
+		{"bolt with a dsn", func(c *manager.Config) { c.Store.DSN = "postgres://smd@db/smd" }, "store.dsn: is only used by store.driver postgres"},
+		{"postgres with a bad dsn", func(c *manager.Config) {
+			c.Store = manager.StoreConfig{Driver: "postgres", DSN: "postgres://smd:pw@db:port/smd"}
+		}, "store.dsn: is not a valid PostgreSQL connection string"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -57,5 +65,61 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestConfigStore: the store is bolt unless said otherwise; postgres takes
+// its DSN from the file or SMD_STORE_DSN and needs no data_dir; and no
+// validation error repeats the DSN's password.
+func TestConfigStore(t *testing.T) {
+	t.Parallel()
+	if got := manager.DefaultConfig().Store; got != (manager.StoreConfig{Driver: manager.StoreBolt}) {
+		t.Errorf("DefaultConfig().Store = %+v, want the bolt driver and no DSN", got)
+	}
+
+	const pw = "planted-Pa55word-93d1"
+	c := manager.DefaultConfig()
+	c.TLS.Insecure = true
+	c.MasterKey = testMasterKey
+	c.Auth.DelegateTokens = []manager.TokenConfig{{Name: "d", SHA256: manager.HashToken("x")}}
+	c.Auth.OperatorTokens = []manager.TokenConfig{{Name: "o", SHA256: manager.HashToken("y")}}
+	c.DataDir = ""
+	c.Store = manager.StoreConfig{Driver: manager.StorePostgres, DSN: "postgres://smd:" + pw + "@db.internal:5432/smd?sslmode=verify-full"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() of a postgres store without data_dir = %v, want nil", err)
+	}
+	for _, bad := range []string{
+		"postgres://smd:" + pw + "@db.internal:port/smd",
+		"host=db.internal port=x user=smd password=" + pw,
+		"host=db.internal user=smd password='" + pw,
+	} {
+		c.Store.DSN = bad
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("Validate() of an invalid DSN = nil, want an error")
+			continue
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("Validate() error holds the DSN's password: %v", err)
+		}
+	}
+}
+
+// TestLoadConfigStoreEnv: SMD_STORE_DRIVER and SMD_STORE_DSN override the
+// file, so that the DSN's password can stay out of it.
+func TestLoadConfigStoreEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "manager.yaml")
+	if err := os.WriteFile(path, []byte("store:\n  driver: bolt\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SMD_STORE_DRIVER", "postgres")
+	t.Setenv("SMD_STORE_DSN", "postgres://smd:secret@db/smd")
+	c, err := manager.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("LoadConfig(%q) = %v", path, err)
+	}
+	want := manager.StoreConfig{Driver: "postgres", DSN: "postgres://smd:secret@db/smd"}
+	if c.Store != want {
+		t.Errorf("LoadConfig(%q).Store = %+v, want %+v", path, c.Store, want)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
+	"github.com/smdelegate/smdelegate/manager/store/postgres"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
 	"github.com/smdelegate/smdelegate/tasks/awsauth"
@@ -59,21 +60,18 @@ type Server struct {
 	ready  chan struct{}
 }
 
-// New validates cfg and opens the store (bolt under cfg.DataDir unless st
-// is given). Nothing listens until Start.
+// New validates cfg and opens the store cfg.Store names (bolt under
+// cfg.DataDir, or PostgreSQL) unless st is given. Nothing listens until
+// Start.
 func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if st == nil {
-		db, err := bolt.Open(filepath.Join(cfg.DataDir, bolt.FileName), bolt.Options{
-			KeepFinished: cfg.TaskRetention.D(),
-			Logger:       log.With().Str("component", "store").Logger(),
-		})
-		if err != nil {
+		var err error
+		if st, err = openStore(cfg, log); err != nil {
 			return nil, err
 		}
-		st = db
 	}
 	sealer, err := seal.New(cfg.MasterKey)
 	if err != nil {
@@ -84,6 +82,42 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
 	s.disp.sealer = sealer
 	return s, nil
+}
+
+// storeOpenTimeout bounds connecting to and migrating a PostgreSQL store
+// at startup.
+const storeOpenTimeout = 30 * time.Second
+
+// openStore opens the store cfg.Store names, with the retention of
+// cfg.TaskRetention. Neither its log lines nor its errors hold the DSN,
+// which may carry a password: they name the server and database only.
+func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
+	slog := log.With().Str("component", "store").Logger()
+	switch cfg.Store.Driver {
+	case StorePostgres:
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+		defer cancel()
+		db, err := postgres.Open(ctx, cfg.Store.DSN, postgres.Options{
+			KeepFinished: cfg.TaskRetention.D(),
+			Logger:       slog,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		slog.Info().Str("driver", StorePostgres).Str("database", postgres.Describe(cfg.Store.DSN)).Msg("store opened")
+		return db, nil
+	default:
+		path := filepath.Join(cfg.DataDir, bolt.FileName)
+		db, err := bolt.Open(path, bolt.Options{
+			KeepFinished: cfg.TaskRetention.D(),
+			Logger:       slog,
+		})
+		if err != nil {
+			return nil, err
+		}
+		slog.Info().Str("driver", StoreBolt).Str("path", path).Msg("store opened")
+		return db, nil
+	}
 }
 
 // Start recovers unfinished tasks, then listens on cfg.Listen (gRPC) and

@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this). It installs what
-# it needs (scripts/tools.sh), then checks formatting, vets, and runs every
-# test, including the process-level ones in test/e2e.
+# it needs (scripts/tools.sh), starts a throwaway PostgreSQL server on
+# 127.0.0.1 for the PostgreSQL store's tests (scripts/postgres.sh; stopped
+# and removed on exit), then checks formatting, vets, and runs every test,
+# including the process-level ones in test/e2e.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/tools.sh
+. scripts/postgres.sh
+
+chaos_log=""
+cleanup() {
+  pg_test_stop
+  if [ -n "$chaos_log" ]; then rm -f "$chaos_log"; fi
+}
+trap cleanup EXIT
+
+echo "== postgres"
+pg_test_start
 
 echo "== go mod download"
 go mod download
@@ -28,7 +41,6 @@ go test -count=1 -race -timeout 12m -skip '^TestChaos$' ./...
 # whole output only when it fails.
 echo "== chaos (short)"
 chaos_log=$(mktemp)
-trap 'rm -f "$chaos_log"' EXIT
 if go test -count=1 -race -timeout 5m -run '^TestChaos$' -v ./test/e2e/ >"$chaos_log" 2>&1; then
   grep -E '^(--- |ok)|chaos: ' "$chaos_log"
 else

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools the build and the tests need, at pinned versions:
 #   protoc (Debian's protobuf-compiler), protoc-gen-go, protoc-gen-go-grpc,
-#   and AWS's ec2-metadata-mock (for the instance-role tests).
+#   AWS's ec2-metadata-mock (for the instance-role tests), and PostgreSQL's
+#   initdb and pg_ctl (Debian's postgresql, for the PostgreSQL store's
+#   tests; scripts/postgres.sh starts a throwaway server with them).
 # Idempotent: a tool already present at the right version is kept.
 # Source it (". scripts/tools.sh") to get GOBIN on PATH in your shell.
 set -euo pipefail
@@ -23,6 +25,29 @@ apt_install() {
 }
 
 command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
+
+# Debian keeps initdb and pg_ctl off PATH, in /usr/lib/postgresql/<ver>/bin.
+pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+if ! { command -v initdb && command -v pg_ctl; } >/dev/null 2>&1; then
+  if [ -z "$(pg_bin_dir)" ] || [ ! -x "$(pg_bin_dir)/initdb" ]; then
+    # Only the binaries are wanted, not the service the package starts:
+    # where nothing stops services from starting at install (a Docker
+    # image's policy-rc.d does), a policy-rc.d does for the install.
+    pg_policy=""
+    if [ "$(id -u)" = 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      pg_policy=1
+    fi
+    if ! apt_install postgresql; then
+      if [ -n "$pg_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+      echo "tools: apt-get install postgresql failed" >&2
+      false
+    fi
+    if [ -n "$pg_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  fi
+  export PATH="$(pg_bin_dir):$PATH"
+fi
 
 if ! protoc-gen-go --version 2>/dev/null | grep -q "${PROTOC_GEN_GO_VERSION}$"; then
   echo "tools: go install protoc-gen-go@${PROTOC_GEN_GO_VERSION}" >&2

@@ -216,6 +216,10 @@ type managerOpts struct {
 	MaxAttempts                                  int
 	// Tokens are accepted besides the manager's own two.
 	Tokens []tokenOpt
+	// PostgresDSN, when set, puts the manager's store in that PostgreSQL
+	// database (store.driver postgres in the file, the DSN in
+	// SMD_STORE_DSN) instead of bolt under its data dir.
+	PostgresDSN string
 }
 
 // tokenOpt is one more token of a test manager, with its scope.
@@ -255,6 +259,7 @@ type manager struct {
 	OperatorToken string
 	proc          *proc
 	starts        int
+	env           []string // SMD_* variables of the process, beside its config file
 
 	apiOnce sync.Once
 	api     delegatev1.ManagerServiceClient
@@ -291,9 +296,15 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 			operatorTokens = append(operatorTokens, entry)
 		}
 	}
+	storeCfg := map[string]any{"driver": "bolt"}
+	if opts.PostgresDSN != "" {
+		storeCfg = map[string]any{"driver": "postgres"}
+		m.env = append(m.env, "SMD_STORE_DSN="+opts.PostgresDSN)
+	}
 	for try := 0; ; try++ {
 		m.Addr, m.HTTPAddr = freeAddr(t), freeAddr(t)
 		writeYAML(t, m.configPath, map[string]any{
+			"store":            storeCfg,
 			"listen":           m.Addr,
 			"http_listen":      m.HTTPAddr,
 			"data_dir":         filepath.Join(dir, "data"),
@@ -336,7 +347,7 @@ func (m *manager) start() error {
 	if m.starts > 1 {
 		name = fmt.Sprintf("manager-%d", m.starts)
 	}
-	m.proc = startProc(m.t, m.dir, name, nil, "manager", "-c", m.configPath)
+	m.proc = startProc(m.t, m.dir, name, m.env, "manager", "-c", m.configPath)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if m.proc.exited() {

@@ -1,0 +1,16 @@
+package postgres
+
+import "context"
+
+// SchemaVersion is the layout version this package writes.
+var SchemaVersion = schemaVersion
+
+// SetPruneChunk makes each prune statement delete at most n tasks.
+func (db *DB) SetPruneChunk(n int) { db.pruneChunk = n }
+
+// Setting reads a setting of one of the pool's sessions.
+func (db *DB) Setting(ctx context.Context, name string) (string, error) {
+	var v string
+	err := db.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
+	return v, err
+}

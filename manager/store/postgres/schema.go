@@ -1,0 +1,149 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// migrations are the store's layout, one step per version: migrations[i]
+// takes a database from version i to version i+1. A step, once released,
+// is never edited: a change is a new step appended here.
+var migrations = []string{
+	// 1: tasks and the catalog.
+	`
+CREATE TABLE tasks (
+	id             text COLLATE "C" PRIMARY KEY,
+	kind           text NOT NULL,
+	selectors      text[] NOT NULL,
+	scope_account  text COLLATE "C" NOT NULL,
+	scope_org      text COLLATE "C" NOT NULL,
+	scope_project  text COLLATE "C" NOT NULL,
+	payload        bytea NOT NULL,
+	request_owner  text COLLATE "C" NOT NULL,
+	request_id     text COLLATE "C" NOT NULL,
+	request_hash   bytea NOT NULL,
+	state          text NOT NULL CHECK (state IN ('queued', 'leased', 'succeeded', 'failed')),
+	attempt        integer NOT NULL,
+	max_attempts   integer NOT NULL,
+	lease_id       text NOT NULL,
+	delegate       text NOT NULL,
+	code           text NOT NULL,
+	outcome        bytea NOT NULL,
+	created_at     timestamptz NOT NULL,
+	updated_at     timestamptz NOT NULL,
+	deadline       timestamptz,
+	queue_deadline timestamptz
+);
+-- ListTasks, newest first.
+CREATE INDEX tasks_created_idx ON tasks (created_at, id);
+-- ListUnfinished: what a restarted manager recovers, without walking the
+-- finished history.
+CREATE INDEX tasks_unfinished_idx ON tasks (created_at, id) WHERE state IN ('queued', 'leased');
+-- A request (owner and id) names one task while it is stored; tasks
+-- without a request id are not indexed.
+CREATE UNIQUE INDEX tasks_request_idx ON tasks (request_owner, request_id) WHERE request_id <> '';
+-- Prune.
+CREATE INDEX tasks_finished_idx ON tasks (updated_at) WHERE state IN ('succeeded', 'failed');
+
+CREATE TABLE connectors (
+	scope_account text COLLATE "C" NOT NULL,
+	scope_org     text COLLATE "C" NOT NULL,
+	scope_project text COLLATE "C" NOT NULL,
+	id            text COLLATE "C" NOT NULL,
+	is_default    boolean NOT NULL,
+	data          bytea NOT NULL,
+	created_at    timestamptz NOT NULL,
+	updated_at    timestamptz NOT NULL,
+	PRIMARY KEY (scope_account, scope_org, scope_project, id)
+);
+-- One default connector per scope.
+CREATE UNIQUE INDEX connectors_one_default ON connectors (scope_account, scope_org, scope_project) WHERE is_default;
+
+CREATE TABLE credentials (
+	scope_account text COLLATE "C" NOT NULL,
+	scope_org     text COLLATE "C" NOT NULL,
+	scope_project text COLLATE "C" NOT NULL,
+	name          text COLLATE "C" NOT NULL,
+	sealed        bytea NOT NULL,
+	created_at    timestamptz NOT NULL,
+	updated_at    timestamptz NOT NULL,
+	PRIMARY KEY (scope_account, scope_org, scope_project, name)
+);
+
+CREATE TABLE signing_keys (
+	id         text COLLATE "C" PRIMARY KEY,
+	private    bytea NOT NULL,
+	public     bytea NOT NULL,
+	created_at timestamptz NOT NULL,
+	retired_at timestamptz,
+	expires    timestamptz
+);
+
+CREATE TABLE delegate_tags (
+	name text COLLATE "C" PRIMARY KEY,
+	tags text[] NOT NULL
+);
+`,
+}
+
+// schemaVersion is the layout version this package writes: Open migrates
+// an older database to it and refuses a newer one.
+var schemaVersion = len(migrations)
+
+// migrateLock is the key of the advisory lock that serializes migrations
+// across the processes sharing a database ("smd-mig" in ASCII). It is
+// held for the migration transaction only.
+const migrateLock int64 = 0x736d642d6d6967
+
+// ErrSchemaTooNew: the database was migrated by a newer smd than this one.
+var ErrSchemaTooNew = errors.New("postgres: the database's schema is newer than this smd")
+
+// migrate creates schema (if not empty) and the tables, or brings older
+// tables up to schemaVersion, in one transaction: a failed step leaves the
+// database as it was. It is idempotent, and safe when several managers
+// start at once.
+func migrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLock); err != nil {
+			return fmt.Errorf("lock for migration: %w", err)
+		}
+		if schema != "" {
+			// The connection's search_path names the schema already; it
+			// takes effect for the statements below once it exists.
+			if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+				return fmt.Errorf("create schema %s: %w", schema, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"); err != nil {
+			return fmt.Errorf("create schema_version: %w", err)
+		}
+		var version int
+		err := tx.QueryRow(ctx, "SELECT version FROM schema_version").Scan(&version)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if _, err := tx.Exec(ctx, "INSERT INTO schema_version (version) VALUES (0)"); err != nil {
+				return fmt.Errorf("init schema_version: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("read schema_version: %w", err)
+		}
+		if version > schemaVersion {
+			return fmt.Errorf("%w: version %d, this smd knows up to %d: run a newer smd", ErrSchemaTooNew, version, schemaVersion)
+		}
+		for v := version; v < schemaVersion; v++ {
+			if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+				return fmt.Errorf("migrate schema from version %d to %d: %w", v, v+1, err)
+			}
+		}
+		if version < schemaVersion {
+			if _, err := tx.Exec(ctx, "UPDATE schema_version SET version = $1", schemaVersion); err != nil {
+				return fmt.Errorf("record schema version %d: %w", schemaVersion, err)
+			}
+		}
+		return nil
+	})
+}
