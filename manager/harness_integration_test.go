@@ -135,28 +135,15 @@ func startSecretAgent(t testing.TB, addr, name string, tags []string, log zerolo
 	cfg.Name = name
 	cfg.Tags = tags
 	cfg.Concurrency = 4
-	cfg.Reconnect.Initial = config.Duration(20 * time.Millisecond)
-	cfg.Reconnect.Max = config.Duration(100 * time.Millisecond)
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("agent config: %v", err)
-	}
+	return runTestAgent(t, cfg, log, secretTasks(name, log), onRun)
+}
+
+// secretTasks runs pings and, through the real tasks runner and AWS
+// client pool, secret tasks.
+func secretTasks(name string, log zerolog.Logger) *agent.Tasks {
 	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: name, MaxAttempts: 1})
 	runner := tasks.NewRunner(tasks.RunnerOptions{Logger: log, Pool: pool})
-	rec := &recorder{name: name, runs: map[string]int{}, onRun: onRun,
-		inner: &agent.Tasks{Name: name, Version: "test", Secrets: secretRunner{runner}}}
-	a := agent.New(cfg, log, rec, "test")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Errorf("agent %s did not stop", name)
-		}
-	})
-	return rec
+	return &agent.Tasks{Name: name, Version: "test", Secrets: secretRunner{runner}}
 }
 
 // emuClock is awsemu's clock, which a test can move forward.

@@ -120,13 +120,21 @@ func startAgent(t testing.TB, addr, name string, tags []string, concurrency int,
 	cfg.Name = name
 	cfg.Tags = tags
 	cfg.Concurrency = concurrency
+	return runTestAgent(t, cfg, testLogger(t), &agent.Tasks{Name: name, Version: "test"}, onRun)
+}
+
+// runTestAgent runs an agent with cfg (fast reconnects) and inner behind a
+// recorder until the test ends.
+func runTestAgent(t testing.TB, cfg agent.Config, log zerolog.Logger, inner *agent.Tasks, onRun func(context.Context, *delegatev1.Task)) *recorder {
+	t.Helper()
+	name := cfg.Name
 	cfg.Reconnect.Initial = config.Duration(20 * time.Millisecond)
 	cfg.Reconnect.Max = config.Duration(100 * time.Millisecond)
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("agent config: %v", err)
 	}
-	rec := &recorder{name: name, runs: map[string]int{}, onRun: onRun, inner: &agent.Tasks{Name: name, Version: "test"}}
-	a := agent.New(cfg, testLogger(t), rec, "test")
+	rec := &recorder{name: name, runs: map[string]int{}, onRun: onRun, inner: inner}
+	a := agent.New(cfg, log, rec, "test")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -3,15 +3,11 @@ package manager_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/smdelegate/smdelegate/agent"
-	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager"
 	"github.com/smdelegate/smdelegate/manager/connector"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
-	"github.com/smdelegate/smdelegate/tasks"
-	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
 // Two accounts, each with an account-wide and a project delegate token
@@ -62,29 +58,8 @@ func startAgentWith(t testing.TB, addr string, tok scopedToken, name string, con
 	cfg.TLS.Insecure = true
 	cfg.Name = name
 	cfg.Concurrency = concurrency
-	cfg.Reconnect.Initial = config.Duration(20 * time.Millisecond)
-	cfg.Reconnect.Max = config.Duration(100 * time.Millisecond)
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("agent config: %v", err)
-	}
 	log := testLogger(t)
-	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: name, MaxAttempts: 1})
-	runner := tasks.NewRunner(tasks.RunnerOptions{Logger: log, Pool: pool})
-	rec := &recorder{name: name, runs: map[string]int{}, onRun: onRun,
-		inner: &agent.Tasks{Name: name, Version: "test", Secrets: secretRunner{runner}}}
-	a := agent.New(cfg, log, rec, "test")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Errorf("agent %s did not stop", name)
-		}
-	})
-	return rec
+	return runTestAgent(t, cfg, log, secretTasks(name, log), onRun)
 }
 
 // operatorAs returns an API client and a context carrying tok.
