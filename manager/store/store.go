@@ -153,7 +153,25 @@ type Filter struct {
 	// Scope, when not zero, keeps only tasks at that scope or below it
 	// (Scope.Contains); tasks without a scope are left out.
 	Scope Scope
+	// After, when not nil, keeps only the tasks that follow it in the
+	// list's order (newest first): created before After.CreatedAt, or at
+	// that instant with a smaller id. A page of a listing starts after
+	// the last task of the previous page (CursorOf), so that paging
+	// returns every task once; tasks created meanwhile come before the
+	// first page and are not in the later ones. The task After names need
+	// not exist any more.
+	After *Cursor
 }
+
+// Cursor is a position in ListTasks' order: a task's CreatedAt, as
+// stored, and its id.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// CursorOf returns the position of t, to list the tasks after it.
+func CursorOf(t *Task) Cursor { return Cursor{CreatedAt: t.CreatedAt, ID: t.ID} }
 
 // Store is the manager's durable store: tasks, and through the embedded
 // Catalog its configuration, so that one value (one bolt file, one
@@ -175,7 +193,8 @@ type Store interface {
 	// GetTask returns the task, or ErrNotFound.
 	GetTask(ctx context.Context, id string) (*Task, error)
 
-	// ListTasks returns tasks matching f, newest first.
+	// ListTasks returns tasks matching f, newest first (by CreatedAt,
+	// then id descending), from f.After on when it is set.
 	ListTasks(ctx context.Context, f Filter) ([]*Task, error)
 
 	// ListUnfinished returns every queued or leased task, oldest first: what

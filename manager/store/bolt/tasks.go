@@ -260,7 +260,8 @@ func isStoreErr(err error) bool {
 }
 
 // ListTasks returns the tasks matching f, newest first (by CreatedAt, then
-// id descending). A negative f.Limit is treated as no limit. It returns
+// id descending), after f.After when it is set. A negative f.Limit is
+// treated as no limit. It returns
 // store.ErrClosed after Close.
 func (db *DB) ListTasks(ctx context.Context, f store.Filter) ([]*store.Task, error) {
 	if err := db.enter(ctx); err != nil {
@@ -285,8 +286,16 @@ func (db *DB) ListTasks(ctx context.Context, f store.Filter) ([]*store.Task, err
 	err := db.bdb.View(func(tx *bbolt.Tx) error {
 		tasks := tx.Bucket(bucketTasks)
 		c := tx.Bucket(index).Cursor()
+		k, _ := c.Last()
+		if f.After != nil {
+			// The first key below the cursor's: Seek finds the first at
+			// or above it (nil past the end, where Last is the one).
+			if at, _ := c.Seek(creationKey(f.After.CreatedAt, f.After.ID)); at != nil {
+				k, _ = c.Prev()
+			}
+		}
 		n := 0
-		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		for ; k != nil; k, _ = c.Prev() {
 			if n++; n%1024 == 0 {
 				if err := ctx.Err(); err != nil {
 					return err

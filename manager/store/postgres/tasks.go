@@ -219,7 +219,8 @@ func (db *DB) transition(ctx context.Context, op, id, update string, args ...any
 }
 
 // ListTasks returns the tasks matching f, newest first (by CreatedAt, then
-// id descending). A zero or negative f.Limit is no limit. It returns
+// id descending), after f.After when it is set. A zero or negative
+// f.Limit is no limit. It returns
 // store.ErrClosed after Close.
 func (db *DB) ListTasks(ctx context.Context, f store.Filter) ([]*store.Task, error) {
 	ctx, done, err := db.enter(ctx)
@@ -236,17 +237,24 @@ func (db *DB) ListTasks(ctx context.Context, f store.Filter) ([]*store.Task, err
 	if f.Limit > 0 {
 		limit = &f.Limit
 	}
+	var afterAt *time.Time // NULL: from the newest
+	var afterID string
+	if f.After != nil {
+		afterAt, afterID = &f.After.CreatedAt, f.After.ID
+	}
 	// $2 = '' leaves the scope out; otherwise Scope.Contains: the same
 	// account and, where the filter names them, the same org and project
-	// (tasks without a scope have an empty account and never match).
+	// (tasks without a scope have an empty account and never match). $6
+	// and $7 are the cursor: the row comparison walks tasks_created_idx.
 	rows, err := db.pool.Query(ctx, `
 		SELECT `+taskColumns+` FROM tasks
 		WHERE ($1::text[] IS NULL OR state = ANY ($1))
 			AND ($2 = '' OR (scope_account = $2
 				AND ($3 = '' OR (scope_org = $3 AND ($4 = '' OR scope_project = $4)))))
+			AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text COLLATE "C"))
 		ORDER BY created_at DESC, id DESC
 		LIMIT $5`,
-		states, f.Scope.Account, f.Scope.Org, f.Scope.Project, limit)
+		states, f.Scope.Account, f.Scope.Org, f.Scope.Project, limit, afterAt, afterID)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list tasks: %w", err)
 	}

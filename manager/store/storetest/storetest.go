@@ -100,6 +100,7 @@ func RunConformance(t *testing.T, open OpenFunc) {
 		{"ListUnfinished", testListUnfinished},
 		{"ListTasks", testListTasks},
 		{"ListTasksScope", testListTasksScope},
+		{"ListTasksPages", testListTasksPages},
 		{"ListEmpty", testListEmpty},
 		{"RequestDuplicate", testRequestDuplicate},
 		{"RequestKeys", testRequestKeys},
