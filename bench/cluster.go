@@ -220,6 +220,16 @@ func startManager(bin, dir, name string, clients int) (*manager, error) {
 			"operator_tokens": []map[string]any{{"name": "bench", "sha256": sha256Hex(m.OperatorToken)}},
 		},
 		"log": map[string]any{"level": "warn", "format": "json"},
+		// The bench drives one operator token at up to ~13k pings/s and
+		// keeps 10,000 tasks of one scope unfinished at once: far above
+		// the defaults (100/s, 1000 tasks). Set well above that, so that
+		// the limiter runs on the measured path but never refuses.
+		"limits": map[string]any{
+			"submit_rate":            1000000,
+			"submit_burst":           1000000,
+			"scope_unfinished_tasks": 1000000,
+			"scope_payload_bytes":    16 << 30,
+		},
 	}); err != nil {
 		return nil, err
 	}

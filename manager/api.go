@@ -7,7 +7,6 @@ import (
 	"github.com/rs/zerolog"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -19,9 +18,6 @@ import (
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
-// maxPingSleep bounds the sleep a ping may ask for.
-const maxPingSleep = 10 * time.Minute
-
 // managerService implements the operator API.
 type managerService struct {
 	delegatev1.UnimplementedManagerServiceServer
@@ -29,6 +25,7 @@ type managerService struct {
 	cat    store.Catalog
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
+	limits *limiter
 	log    zerolog.Logger
 }
 
@@ -37,8 +34,8 @@ func (s *managerService) ListDelegates(ctx context.Context, _ *delegatev1.ListDe
 }
 
 func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {
-	if sl := req.GetSleep().AsDuration(); sl < 0 || sl > maxPingSleep {
-		return nil, status.Errorf(codes.InvalidArgument, "sleep: must be between 0 and %s", maxPingSleep)
+	if err := s.limits.pingSleep(req.GetSleep().AsDuration()); err != nil {
+		return nil, invalid(err)
 	}
 	if err := validateRequestID(req.GetRequestId()); err != nil {
 		return nil, invalid(err)
@@ -110,13 +107,16 @@ func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev
 }
 
 func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTasksRequest) (*delegatev1.ListTasksResponse, error) {
-	if req.GetLimit() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "limit: must not be negative")
+	page, err := listPage(req.GetLimit())
+	if err != nil {
+		return nil, invalid(err)
 	}
-	f := store.Filter{Limit: int(req.GetLimit()), Scope: tokenScope(ctx)}
-	if f.Limit == 0 {
-		f.Limit = 100
+	after, err := decodePageToken(req.GetPageToken())
+	if err != nil {
+		return nil, invalid(err)
 	}
+	// One more than the page: whether there is a next page.
+	f := store.Filter{Limit: page + 1, Scope: tokenScope(ctx), After: after}
 	if st := req.GetState(); st != delegatev1.TaskState_TASK_STATE_UNSPECIFIED {
 		f.States = []store.State{stateFromProto(st)}
 	}
@@ -125,6 +125,10 @@ func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTask
 		return nil, s.toStatus(err)
 	}
 	out := &delegatev1.ListTasksResponse{}
+	if len(ts) > page {
+		ts = ts[:page]
+		out.NextPageToken = encodePageToken(store.CursorOf(ts[page-1]))
+	}
 	for _, t := range ts {
 		out.Tasks = append(out.Tasks, storedInfo(t))
 	}

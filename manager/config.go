@@ -42,6 +42,23 @@ type Config struct {
 	// TaskRetention is how long finished async tasks stay readable
 	// (smd task get/list) before they are pruned from the store.
 	TaskRetention config.Duration `yaml:"task_retention"`
+	Limits        LimitsConfig    `yaml:"limits"`
+}
+
+// LimitsConfig bounds what operators submit (limits.go has the rules).
+type LimitsConfig struct {
+	// SubmitRate is how many tasks a second one operator token may submit
+	// (Ping, Secret, TestConnector), sustained.
+	SubmitRate int `yaml:"submit_rate"`
+	// SubmitBurst is how many it may submit at once, from a full bucket.
+	SubmitBurst int `yaml:"submit_burst"`
+	// ScopeUnfinishedTasks caps the queued and running tasks of one scope.
+	ScopeUnfinishedTasks int `yaml:"scope_unfinished_tasks"`
+	// ScopePayloadBytes caps the payload bytes those tasks hold.
+	ScopePayloadBytes int `yaml:"scope_payload_bytes"`
+	// PingMaxSleep caps the sleep a ping may ask for; at most half of
+	// dispatch.task_deadline.
+	PingMaxSleep config.Duration `yaml:"ping_max_sleep"`
 }
 
 // Store drivers (StoreConfig.Driver).
@@ -155,6 +172,11 @@ func DefaultConfig() Config {
 		TaskRetention:   config.Duration(7 * 24 * time.Hour),
 		OIDC:            OIDCConfig{TokenTTL: config.Duration(5 * time.Minute), RotateAfter: config.Duration(30 * 24 * time.Hour)},
 		Platform:        PlatformConfig{Concurrency: 16},
+		Limits: LimitsConfig{
+			SubmitRate: 100, SubmitBurst: 500,
+			ScopeUnfinishedTasks: 1000, ScopePayloadBytes: 64 << 20,
+			PingMaxSleep: config.Duration(10 * time.Second),
+		},
 	}
 }
 
@@ -288,6 +310,21 @@ func (c *Config) Validate() error {
 	}
 	if c.TaskRetention.D() < time.Minute {
 		add(config.Errf("task_retention", "must be at least 1m"))
+	}
+	l := c.Limits
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"limits.submit_rate", l.SubmitRate}, {"limits.submit_burst", l.SubmitBurst},
+		{"limits.scope_unfinished_tasks", l.ScopeUnfinishedTasks}, {"limits.scope_payload_bytes", l.ScopePayloadBytes},
+	} {
+		if f.v < 1 {
+			add(config.Errf(f.key, "must be at least 1"))
+		}
+	}
+	if l.PingMaxSleep.D() < 0 || l.PingMaxSleep.D() > d.TaskDeadline.D()/2 {
+		add(config.Errf("limits.ping_max_sleep", "must be between 0 and half of dispatch.task_deadline (%s)", d.TaskDeadline.D()/2))
 	}
 	if c.ShutdownTimeout.D() < 0 {
 		add(config.Errf("shutdown_timeout", "must not be negative"))

@@ -42,7 +42,10 @@ type task struct {
 	updatedAt   time.Time
 	enqueuedAt  time.Time
 	requestID   string // the caller's request id (async tasks given one)
-	seq         uint64 // FIFO order across queues
+	// size is the payload's size as submitted, counted against its
+	// scope's limits (limiter.reserve) until the task leaves memory.
+	size int
+	seq  uint64 // FIFO order across queues
 	// busy is set while a store write for this task is in flight; the
 	// sweeper and result handling leave a busy task alone.
 	busy    bool
@@ -75,6 +78,8 @@ type Dispatcher struct {
 	resolve func(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error)
 	// sealer encrypts async payloads at rest (they may carry secret values).
 	sealer *seal.Sealer
+	// limits counts the unfinished tasks of each scope (nil: no limits).
+	limits *limiter
 
 	tagMu sync.Mutex // serializes TagDelegate's read-modify-write
 
@@ -159,7 +164,8 @@ type SubmitRequest struct {
 // Submit queues a task and dispatches it at once if a delegate has credit.
 // An async submission whose request (SubmitRequest.Request) was submitted
 // before returns the task that one made, whatever its state, and queues
-// nothing.
+// nothing. A task its scope's limits have no room for is refused with a
+// *LimitError before anything is stored.
 func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, error) {
 	now := d.now()
 	t := &task{
@@ -178,6 +184,16 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		done:        make(chan struct{}),
 	}
 	t.key = matchKey(t.scope, t.selectors)
+	t.size = proto.Size(req.Payload)
+	if err := d.limits.reserve(ctx, t.scope, t.size); err != nil {
+		return nil, err
+	}
+	held := true // the reservation, until the task is in memory
+	defer func() {
+		if held {
+			d.limits.release(t.scope, t.size)
+		}
+	}()
 	if !req.Async && d.needsResolve(req.Payload) {
 		// Sync tasks live only in memory: resolve once, now.
 		p, err := d.resolve(ctx, t.id, req.Payload)
@@ -220,6 +236,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		return nil, ErrShuttingDown
 	}
 	d.tasks[t.id] = t
+	held = false // given back when the task leaves memory (forgetLocked)
 	d.enqueueLocked(t, now)
 	sends := d.dispatchTaskLocked(t)
 	d.mu.Unlock()
@@ -372,7 +389,7 @@ func (d *Dispatcher) claimAndSend(s send) {
 		}
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 			// Another manager owns this task now; forget it here.
-			delete(d.tasks, s.t.id)
+			d.forgetLocked(s.t)
 			d.mu.Unlock()
 			return
 		}
@@ -432,6 +449,16 @@ func (d *Dispatcher) openPayload(id string, raw []byte) (*delegatev1.TaskPayload
 	}
 	p := &delegatev1.TaskPayload{}
 	return p, proto.Unmarshal(raw, p)
+}
+
+// forgetLocked removes t from memory and gives back what it counted
+// against its scope's limits.
+func (d *Dispatcher) forgetLocked(t *task) {
+	if d.tasks[t.id] != t {
+		return
+	}
+	delete(d.tasks, t.id)
+	d.limits.release(t.scope, t.size)
 }
 
 // notifyLocked wakes watchers of t.

@@ -285,7 +285,10 @@ func TestAttemptsExhaustedIsDelegateLost(t *testing.T) {
 
 func TestDeadlineIsTimeoutAndCancels(t *testing.T) {
 	t.Parallel()
-	srv := mustManager(t, func(c *manager.Config) { c.Dispatch.TaskDeadline = config.Duration(300 * time.Millisecond) })
+	srv := mustManager(t, func(c *manager.Config) {
+		c.Dispatch.TaskDeadline = config.Duration(300 * time.Millisecond)
+		c.Limits.PingMaxSleep = config.Duration(100 * time.Millisecond) // at most half the deadline
+	})
 	cancelled := make(chan struct{})
 	startAgent(t, srv.Addr(), "sleepy", nil, 1, func(ctx context.Context, task *delegatev1.Task) {
 		<-ctx.Done()
@@ -293,7 +296,8 @@ func TestDeadlineIsTimeoutAndCancels(t *testing.T) {
 	})
 	c, ctx := operator(t, srv.Addr())
 	waitDelegates(t, c, ctx, 1)
-	info := ping(t, c, ctx, &delegatev1.PingRequest{Sleep: durationpb.New(10 * time.Second)})
+	// The handler outlasts the deadline whatever the sleep.
+	info := ping(t, c, ctx, &delegatev1.PingRequest{Sleep: durationpb.New(100 * time.Millisecond)})
 	if info.GetOutcome().GetCode() != delegatev1.Code_TIMEOUT {
 		t.Errorf("code = %v, want TIMEOUT", info.GetOutcome().GetCode())
 	}

@@ -88,7 +88,7 @@ func (d *Dispatcher) finish(t *task, o *delegatev1.Outcome) {
 	t.outcome = o
 	t.busy = false
 	t.updatedAt = d.now()
-	delete(d.tasks, t.id)
+	d.forgetLocked(t)
 	d.notifyLocked(t)
 	close(t.done)
 	d.mu.Unlock()
@@ -293,6 +293,10 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 			changed: make(chan struct{}), done: make(chan struct{}),
 		}
 		d.tasks[t.id] = t
+		// Counted, never refused: the limits hold new tasks back until
+		// the scope is below them again.
+		t.size = proto.Size(p)
+		d.limits.add(scope, t.size)
 		if st.State == store.StateLeased {
 			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
 			continue

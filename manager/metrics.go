@@ -18,6 +18,7 @@ type metrics struct {
 	staleResults    prometheus.Counter
 	redispatched    prometheus.Counter
 	deduplicated    *prometheus.CounterVec
+	limitRefusals   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -50,8 +51,12 @@ func newMetrics() *metrics {
 			Name: "smd_tasks_deduplicated_total",
 			Help: "Submissions that repeated an earlier request under its request_id and got its task instead of a new one, by kind.",
 		}, []string{"kind"}),
+		limitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smd_limit_refusals_total",
+			Help: "Submissions refused by a limit (submit_rate, scope_unfinished_tasks, scope_payload_bytes), by limit and operator token name.",
+		}, []string{"limit", "token"}),
 	}
-	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched, m.deduplicated,
+	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched, m.deduplicated, m.limitRefusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

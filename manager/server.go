@@ -48,6 +48,7 @@ type Server struct {
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
 	api    *managerService
+	limits *limiter
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -81,6 +82,8 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	s := &Server{sealer: sealer, cfg: cfg, base: log, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
 	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
 	s.disp.sealer = sealer
+	s.limits = newLimiter(cfg.Limits, m)
+	s.disp.limits = s.limits
 	return s, nil
 }
 
@@ -151,7 +154,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("oidc issuer: %w", err)
 	}
-	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, log: s.log}
+	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, limits: s.limits, log: s.log}
 	s.disp.resolve = s.api.resolvePayload
 	if err := s.disp.loadTags(ctx); err != nil {
 		return fmt.Errorf("load delegate tags: %w", err)
@@ -170,7 +173,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	auth := newAuthenticator(s.cfg.Auth)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(auth.unary),
+		grpc.ChainUnaryInterceptor(auth.unary, s.limits.unary),
 		grpc.ChainStreamInterceptor(auth.stream),
 		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
 		// allow that, and probe idle agents ourselves.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -223,7 +224,9 @@ func newConnectorCmd() *cobra.Command {
 			if len(args) == 1 {
 				ref.Identifier = args[0]
 			}
-			info, err := cl.TestConnector(ctx, &delegatev1.TestConnectorRequest{Ref: ref})
+			info, err := defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+				return cl.TestConnector(ctx, &delegatev1.TestConnectorRequest{Ref: ref})
+			})
 			if err != nil {
 				return apiErr(err)
 			}

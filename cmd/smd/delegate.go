@@ -89,7 +89,9 @@ func newDelegateCmd() *cobra.Command {
 					return c.Ping(ctx, req)
 				})
 			} else {
-				info, err = c.Ping(ctx, req)
+				info, err = defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+					return c.Ping(ctx, req)
+				})
 			}
 			if err != nil {
 				return apiErr(err)

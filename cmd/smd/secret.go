@@ -69,7 +69,9 @@ func newSecretCmd() *cobra.Command {
 				return cl.Secret(ctx, req)
 			})
 		} else {
-			info, err = cl.Secret(ctx, req)
+			info, err = defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+				return cl.Secret(ctx, req)
+			})
 		}
 		if err != nil {
 			return apiErr(err)

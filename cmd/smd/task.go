@@ -33,14 +33,20 @@ func newTaskCmd() *cobra.Command {
 		},
 	}
 
-	var state string
+	var state, pageToken string
 	var limit int32
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List recent async tasks, newest first",
-		Args:  cobra.NoArgs,
+		Long: "List recent async tasks, newest first. The manager returns at most 1000 a call; smd asks\n" +
+			"for pages until it has --limit tasks (0: all of them). When more are left it says how to\n" +
+			"continue (--page-token; with -o json, next_page_token).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &delegatev1.ListTasksRequest{Limit: limit}
+			if limit < 0 {
+				return usageErr(fmt.Errorf("--limit: must be 0 (all tasks) or more (got %d)", limit))
+			}
+			req := &delegatev1.ListTasksRequest{PageToken: pageToken}
 			if state != "" {
 				v, ok := delegatev1.TaskState_value[strings.ToUpper(state)]
 				if !ok || v == 0 {
@@ -53,18 +59,38 @@ func newTaskCmd() *cobra.Command {
 				return err
 			}
 			defer done()
-			resp, err := c.ListTasks(ctx, req)
-			if err != nil {
-				return apiErr(err)
+			out := &delegatev1.ListTasksResponse{}
+			for {
+				req.Limit = maxListPage
+				if limit > 0 {
+					req.Limit = min(limit-int32(len(out.Tasks)), maxListPage)
+				}
+				resp, err := c.ListTasks(ctx, req)
+				if err != nil {
+					return apiErr(err)
+				}
+				out.Tasks = append(out.Tasks, resp.GetTasks()...)
+				out.NextPageToken = resp.GetNextPageToken()
+				if out.NextPageToken == "" || limit > 0 && int32(len(out.Tasks)) >= limit {
+					break
+				}
+				req.PageToken = out.NextPageToken
 			}
 			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
-			return printTasks(cmd.OutOrStdout(), cf.output, resp.GetTasks()...)
+			if err := printTasks(cmd.OutOrStdout(), cf.output, out.GetTasks()...); err != nil {
+				return err
+			}
+			if out.NextPageToken != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "smd: more tasks: smd task list --page-token %s\n", out.NextPageToken)
+			}
+			return nil
 		},
 	}
 	list.Flags().StringVar(&state, "state", "", "only tasks in this state: queued, leased, succeeded, failed")
-	list.Flags().Int32Var(&limit, "limit", 50, "at most this many tasks")
+	list.Flags().Int32Var(&limit, "limit", 50, "at most this many tasks; 0 lists them all")
+	list.Flags().StringVar(&pageToken, "page-token", "", "continue a listing after the tasks it printed (its next_page_token)")
 
 	watch := &cobra.Command{
 		Use:   "watch ID",
@@ -104,6 +130,10 @@ func newTaskCmd() *cobra.Command {
 	cmd.AddCommand(get, list, watch)
 	return cmd
 }
+
+// maxListPage is the most tasks the manager returns a call (its
+// maxListPage).
+const maxListPage = 1000
 
 func stateName(s delegatev1.TaskState) string { return strings.ToLower(s.String()) }
 

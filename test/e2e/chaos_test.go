@@ -297,14 +297,14 @@ func verifyTasks(t *testing.T, ctl delegatev1.ManagerServiceClient, w *workload,
 	if got := w.completed.Load(); got != int64(n) {
 		t.Errorf("%d tasks completed as planned, want %d", got, n)
 	}
-	resp, err := retryUnavailable(t, func(ctx context.Context) (*delegatev1.ListTasksResponse, error) {
-		return ctl.ListTasks(ctx, &delegatev1.ListTasksRequest{Limit: 1 << 20})
+	all, err := retryUnavailable(t, func(ctx context.Context) ([]*delegatev1.TaskInfo, error) {
+		return listAllTasks(ctx, ctl)
 	})
 	if err != nil {
 		t.Fatalf("ListTasks() = %v", err)
 	}
 	final := map[string]*delegatev1.TaskInfo{}
-	for _, ti := range resp.GetTasks() {
+	for _, ti := range all {
 		final[ti.GetId()] = ti
 		seen, ok := w.known[ti.GetId()]
 		switch {

@@ -323,6 +323,16 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 				"max_attempts":       opts.MaxAttempts,
 			},
 			"log": map[string]any{"level": "info", "format": "json"},
+			// Well above what any test here submits, so no limit
+			// refuses the chaos workload or a burst of pings; the
+			// limits' own tests are in package manager.
+			"limits": map[string]any{
+				"submit_rate":            100000,
+				"submit_burst":           100000,
+				"scope_unfinished_tasks": 100000,
+				"scope_payload_bytes":    1 << 30,
+				"ping_max_sleep":         (opts.TaskDeadline / 2).String(),
+			},
 		})
 		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 			t.Fatal(err)
@@ -490,15 +500,33 @@ func (m *manager) task(t testing.TB, id string) *delegatev1.TaskInfo {
 	return info
 }
 
+// listAllTasks lists every task, following ListTasks' pages (at most 1000
+// tasks each).
+func listAllTasks(ctx context.Context, api delegatev1.ManagerServiceClient) ([]*delegatev1.TaskInfo, error) {
+	var out []*delegatev1.TaskInfo
+	req := &delegatev1.ListTasksRequest{Limit: 1000}
+	for {
+		resp, err := api.ListTasks(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetTasks()...)
+		if resp.GetNextPageToken() == "" {
+			return out, nil
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+}
+
 // tasks returns the tasks with the given ids, by id (ListTasks, then
 // GetTask for any it did not return).
 func (m *manager) tasks(ctx context.Context, ids []string) (map[string]*delegatev1.TaskInfo, error) {
-	resp, err := m.API().ListTasks(ctx, &delegatev1.ListTasksRequest{Limit: int32(len(ids) + 1000)})
+	listed, err := listAllTasks(ctx, m.API())
 	if err != nil {
 		return nil, err
 	}
 	all := map[string]*delegatev1.TaskInfo{}
-	for _, ti := range resp.GetTasks() {
+	for _, ti := range listed {
 		all[ti.GetId()] = ti
 	}
 	out := make(map[string]*delegatev1.TaskInfo, len(ids))

@@ -257,8 +257,11 @@ func (x *ListDelegatesResponse) GetDelegates() []*DelegateInfo {
 type PingRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Selectors []string               `protobuf:"bytes,1,rep,name=selectors,proto3" json:"selectors,omitempty"`
-	Sleep     *durationpb.Duration   `protobuf:"bytes,2,opt,name=sleep,proto3" json:"sleep,omitempty"`
-	Async     bool                   `protobuf:"varint,3,opt,name=async,proto3" json:"async,omitempty"`
+	// sleep is how long the delegate waits before answering: at most the
+	// manager's limits.ping_max_sleep (10s by default), else
+	// InvalidArgument.
+	Sleep *durationpb.Duration `protobuf:"bytes,2,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	Async bool                 `protobuf:"varint,3,opt,name=async,proto3" json:"async,omitempty"`
 	// scope, when set, makes the ping need a delegate serving that scope
 	// (one whose scope contains it). Unset: the operator token's scope, or
 	// any delegate for an unscoped token. A scoped token may name only its
@@ -523,8 +526,13 @@ func (x *GetTaskRequest) GetId() string {
 type ListTasksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// state filters by state when set.
-	State         TaskState `protobuf:"varint,1,opt,name=state,proto3,enum=delegate.v1.TaskState" json:"state,omitempty"`
-	Limit         int32     `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	State TaskState `protobuf:"varint,1,opt,name=state,proto3,enum=delegate.v1.TaskState" json:"state,omitempty"`
+	// limit is the page size: 0 means 100, and more than 1000 is 1000.
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// page_token continues a listing: the next_page_token of the previous
+	// page, sent with the same state. Empty: the first page (the newest
+	// tasks).
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,9 +581,20 @@ func (x *ListTasksRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *ListTasksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListTasksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tasks         []*TaskInfo            `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tasks, newest first.
+	Tasks []*TaskInfo `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// next_page_token, when not empty, lists the older tasks that follow
+	// (ListTasksRequest.page_token); empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +634,13 @@ func (x *ListTasksResponse) GetTasks() []*TaskInfo {
 		return x.Tasks
 	}
 	return nil
+}
+
+func (x *ListTasksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 var File_delegate_v1_manager_proto protoreflect.FileDescriptor
@@ -666,12 +692,15 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\f \x01(\tR\trequestId\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"u\n" +
 	"\x10ListTasksRequest\x12,\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x16.delegate.v1.TaskStateR\x05state\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"@\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"h\n" +
 	"\x11ListTasksResponse\x12+\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x15.delegate.v1.TaskInfoR\x05tasks2\xf8\t\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x15.delegate.v1.TaskInfoR\x05tasks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf8\t\n" +
 	"\x0eManagerService\x12V\n" +
 	"\rListDelegates\x12!.delegate.v1.ListDelegatesRequest\x1a\".delegate.v1.ListDelegatesResponse\x127\n" +
 	"\x04Ping\x12\x18.delegate.v1.PingRequest\x1a\x15.delegate.v1.TaskInfo\x12=\n" +
