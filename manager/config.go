@@ -131,8 +131,14 @@ type DispatchConfig struct {
 
 // OIDCConfig configures the manager's OIDC issuer (for oidc connectors).
 type OIDCConfig struct {
+	// Listen, when set, is an HTTP listener of its own that serves only
+	// the discovery document and the JWKS, the two documents AWS IAM must
+	// reach; http_listen then serves health and metrics only. Empty: the
+	// documents are served on http_listen beside them.
+	Listen string `yaml:"listen"`
 	// IssuerURL is the public base URL AWS IAM reaches the discovery
-	// document and JWKS at (the "iss" claim). Default: http://<http_listen>.
+	// document and JWKS at (the "iss" claim). Default: http://<listen>,
+	// oidc.listen's or else http_listen's.
 	IssuerURL string `yaml:"issuer_url"`
 	// TokenTTL is the lifetime of the per-task ID tokens.
 	TokenTTL config.Duration `yaml:"token_ttl"`
@@ -293,6 +299,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.MasterKey) != seal.KeySize {
 		add(config.Errf("master_key_file", "a %d-byte master key is required (master_key_file or SMD_MASTER_KEY; smd master-key generate makes one)", seal.KeySize))
+	}
+	if o := c.OIDC.Listen; o != "" && !strings.HasSuffix(o, ":0") && (o == c.Listen || o == c.HTTPListen) {
+		add(config.Errf("oidc.listen", "must differ from listen and http_listen: it is a listener of its own that serves only the OIDC documents"))
 	}
 	if c.OIDC.IssuerURL != "" {
 		if u, err := url.Parse(c.OIDC.IssuerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {

@@ -55,6 +55,10 @@ type Server struct {
 	http   *http.Server
 	lis    net.Listener
 	hlis   net.Listener
+	// oidcHTTP and olis serve only the OIDC documents, when oidc.listen
+	// is set.
+	oidcHTTP *http.Server
+	olis     net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -123,8 +127,10 @@ func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
 	}
 }
 
-// Start recovers unfinished tasks, then listens on cfg.Listen (gRPC) and
-// cfg.HTTPListen (health, metrics) and serves in the background.
+// Start recovers unfinished tasks, then listens on cfg.Listen (gRPC),
+// cfg.HTTPListen (health, metrics, and the OIDC documents unless
+// cfg.OIDC.Listen is set) and cfg.OIDC.Listen (only the OIDC documents),
+// and serves in the background.
 func (s *Server) Start(ctx context.Context) (err error) {
 	s.lis, err = net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -137,11 +143,23 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("http_listen: %w", err)
 		}
 	}
-	defer func() {
+	if s.cfg.OIDC.Listen != "" {
+		s.olis, err = net.Listen("tcp", s.cfg.OIDC.Listen)
 		if err != nil {
 			s.lis.Close()
 			if s.hlis != nil {
 				s.hlis.Close()
+			}
+			return fmt.Errorf("oidc.listen: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			s.lis.Close()
+			for _, l := range []net.Listener{s.hlis, s.olis} {
+				if l != nil {
+					l.Close()
+				}
 			}
 		}
 	}()
@@ -200,19 +218,30 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}()
 	if s.hlis != nil {
-		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.http.Serve(s.hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error().Err(err).Msg("http server stopped")
-			}
-		}()
+		s.http = s.serveHTTP(s.hlis, s.httpHandler(), "http server stopped")
+	}
+	if s.olis != nil {
+		// Only what AWS IAM reads: the issuer's handler answers its two
+		// documents (under the issuer URL's path) and 404 to the rest.
+		s.oidcHTTP = s.serveHTTP(s.olis, s.issuer.Handler(), "oidc http server stopped")
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	close(s.ready)
-	s.log.Info().Str("grpc", s.lis.Addr().String()).Str("http", s.HTTPAddr()).Bool("tls", !s.cfg.TLS.Insecure).Msg("manager started")
+	s.log.Info().Str("grpc", s.lis.Addr().String()).Str("http", s.HTTPAddr()).Str("oidc", s.OIDCAddr()).Bool("tls", !s.cfg.TLS.Insecure).Msg("manager started")
 	return nil
+}
+
+// serveHTTP serves h on l in the background until Close.
+func (s *Server) serveHTTP(l net.Listener, h http.Handler, stopped string) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error().Err(err).Msg(stopped)
+		}
+	}()
+	return srv
 }
 
 // sweepEvery is the timer resolution: a tenth of the shortest timer,
@@ -266,21 +295,36 @@ func (s *Server) httpHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
-	mux.Handle("GET /.well-known/", s.issuer.Handler())
+	if s.olis == nil {
+		// No oidc.listen: the OIDC documents share this listener.
+		mux.Handle("GET /.well-known/", s.issuer.Handler())
+	}
 	return mux
 }
 
-// issuerURL is the OIDC issuer: configured, or the HTTP listener's URL.
+// issuerURL is the OIDC issuer: configured, or the URL of the listener
+// serving the OIDC documents (oidc.listen, else http_listen).
 func (s *Server) issuerURL() string {
 	if s.cfg.OIDC.IssuerURL != "" {
 		return strings.TrimSuffix(s.cfg.OIDC.IssuerURL, "/")
 	}
-	if s.hlis != nil {
-		return "http://" + s.hlis.Addr().String()
+	for _, l := range []net.Listener{s.olis, s.hlis} {
+		if l != nil {
+			return "http://" + l.Addr().String()
+		}
 	}
 	// No HTTP listener: nothing serves discovery; AWS cannot verify tokens.
-	s.log.Warn().Msg("http_listen is empty and oidc.issuer_url unset: the OIDC discovery document is not served")
+	s.log.Warn().Msg("http_listen and oidc.listen are empty and oidc.issuer_url unset: the OIDC discovery document is not served")
 	return "http://" + s.lis.Addr().String()
+}
+
+// OIDCAddr is the address of oidc.listen's listener, or "" when the OIDC
+// documents are served on the HTTP listener.
+func (s *Server) OIDCAddr() string {
+	if s.olis == nil {
+		return ""
+	}
+	return s.olis.Addr().String()
 }
 
 // Issuer returns the manager's OIDC issuer.
@@ -323,10 +367,12 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		timer.Stop()
 	}
-	if s.http != nil {
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		s.http.Shutdown(sctx)
-		cancel()
+	for _, h := range []*http.Server{s.http, s.oidcHTTP} {
+		if h != nil {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			h.Shutdown(sctx)
+			cancel()
+		}
 	}
 	if s.cancel != nil {
 		s.cancel()
