@@ -108,7 +108,7 @@ type limiter struct {
 	cfg     LimitsConfig
 	refused *prometheus.CounterVec
 
-	mu     sync.Mutex               // guards buckets and scopes
+	mu     sync.Mutex               // guards tokens and scopes
 	tokens map[string]*rate.Limiter // by operator token (tokenKey)
 	scopes map[store.Scope]*usage   // unfinished tasks by their scope
 }
