@@ -120,8 +120,10 @@ func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
 	}
 }
 
-// Start recovers unfinished tasks, then listens on cfg.Listen (gRPC) and
-// cfg.HTTPListen (health, metrics) and serves in the background.
+// Start binds the builtin credentials of connectors stored before
+// bindings (migrateBindings), recovers unfinished tasks, then listens on
+// cfg.Listen (gRPC) and cfg.HTTPListen (health, metrics) and serves in
+// the background.
 func (s *Server) Start(ctx context.Context) (err error) {
 	s.lis, err = net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -153,6 +155,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, log: s.log}
 	s.disp.resolve = s.api.resolvePayload
+	if n, err := s.api.migrateBindings(ctx); err != nil {
+		return fmt.Errorf("bind the builtin credentials of stored connectors: %w", err)
+	} else if n > 0 {
+		s.log.Info().Int("connectors", n).Msg("bound the builtin credential references of connectors stored before bindings")
+	}
 	if err := s.disp.loadTags(ctx); err != nil {
 		return fmt.Errorf("load delegate tags: %w", err)
 	}
