@@ -64,15 +64,24 @@ func flatten(err error) []error {
 // errOutsideScope: the connector's scope is outside the token's.
 var errOutsideScope = errors.New("outside the token's scope")
 
-// prepareConnector normalizes and validates c, including that its builtin
-// credential references exist at its scope or above, as far up as the
-// token sees. A valid connector outside the token's scope is
+// prepareConnector normalizes and validates c and binds its builtin
+// credential references (bindConnector: at its scope or above, as far up
+// as the token sees). A valid connector outside the token's scope is
 // errOutsideScope, for the caller to answer.
 func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Connector) error {
 	if c == nil {
 		return invalid(config.Errf("connector", "is required"))
 	}
 	c.Scope = requestScope(ctx, c.Scope)
+	// Fields this manager does not know are not stored: a later version
+	// might give them a meaning their sender chose (as bindings would
+	// have had, but for their MACs).
+	if raw, err := proto.Marshal(c); err == nil {
+		proto.Reset(c)
+		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, c); err != nil {
+			return s.internal(err)
+		}
+	}
 	// Validate sees the other fields normalized but the selectors as
 	// given: Normalize drops empty selectors, and an operator who wrote
 	// one should hear about it, by its index, rather than have it vanish.
@@ -86,19 +95,7 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 	if !canSee(ctx, c.GetScope()) {
 		return errOutsideScope
 	}
-	for field, v := range map[string]string{"access_key_id": c.GetAccessKeyId(), "secret_access_key": c.GetSecretAccessKey()} {
-		ref, err := connector.ParseRef(v)
-		if err != nil || ref.Kind != "builtin" {
-			continue
-		}
-		if _, err := s.credentialWithin(ctx, tokenScope(ctx), c.GetScope(), ref.Value); errors.Is(err, store.ErrNotFound) {
-			return invalid(config.Errf(field, "builtin credential %q does not exist in scope %s or above (add it with smd credential put)",
-				ref.Value, connector.ScopeKey(c.GetScope())))
-		} else if err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.bindConnector(ctx, c)
 }
 
 func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.CreateConnectorRequest) (*delegatev1.Connector, error) {
@@ -116,7 +113,7 @@ func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.Cr
 		return nil, s.connectorErr(ctx, c, err)
 	}
 	s.log.Info().Str("connector", c.GetIdentifier()).Str("scope", connector.ScopeKey(c.GetScope())).Msg("connector created")
-	return c, nil
+	return operatorView(c), nil
 }
 
 func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.UpdateConnectorRequest) (*delegatev1.Connector, error) {
@@ -146,7 +143,7 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	if err := s.cat.UpdateConnector(ctx, sc); err != nil {
 		return nil, s.connectorErr(ctx, c, err)
 	}
-	return c, nil
+	return operatorView(c), nil
 }
 
 // connectorErr translates store errors of a connector write.
@@ -172,7 +169,7 @@ func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetCo
 	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	return operatorView(c), nil
 }
 
 // lookupConnector finds the named connector (or the default one) from the
@@ -232,7 +229,7 @@ func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.Lis
 			if err != nil {
 				return nil, s.internal(err)
 			}
-			out.Connectors = append(out.Connectors, pc)
+			out.Connectors = append(out.Connectors, operatorView(pc))
 		}
 	}
 	return out, nil
@@ -255,23 +252,6 @@ func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.De
 		return nil, s.internal(err)
 	}
 	return &delegatev1.DeleteConnectorResponse{}, nil
-}
-
-// credential finds a builtin credential from scope upward.
-func (s *managerService) credential(ctx context.Context, scope *delegatev1.Scope, name string) (*store.Credential, error) {
-	return s.credentialWithin(ctx, store.Scope{}, scope, name)
-}
-
-// credentialWithin finds a builtin credential from scope upward, as far
-// up as limit sees (visible; the zero limit: to the account).
-func (s *managerService) credentialWithin(ctx context.Context, limit store.Scope, scope *delegatev1.Scope, name string) (*store.Credential, error) {
-	for sc, more := storeScope(scope), true; more && visible(limit, sc); sc, more = sc.Parent() {
-		c, err := s.cat.GetCredential(ctx, sc, name)
-		if !errors.Is(err, store.ErrNotFound) {
-			return c, err
-		}
-	}
-	return nil, store.ErrNotFound
 }
 
 // credentialAAD binds a sealed credential to its scope and name.

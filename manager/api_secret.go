@@ -162,7 +162,8 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 }
 
 // resolvePayload fills a secret task's connector settings: the connector
-// as stored now, builtin credentials decrypted, and a fresh OIDC token.
+// as stored now, the builtin credentials it is bound to decrypted
+// (boundCredential), and a fresh OIDC token.
 // It runs each time a task is sent, never for the store.
 func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error) {
 	ref := p.GetConnector()
@@ -195,13 +196,8 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 			return nil, err
 		}
 	}
-	settings, err := connector.Settings(c, func(name string) (string, error) {
-		cred, err := s.credential(ctx, c.GetScope(), name)
-		if err != nil {
-			return "", err
-		}
-		v, err := s.sealer.Open(cred.Sealed, credentialAAD(cred.Scope, cred.Name))
-		return string(v), err
+	settings, err := connector.Settings(c, func(field, name string) (string, error) {
+		return s.boundCredential(ctx, c, field, name)
 	}, token)
 	if err != nil {
 		return nil, &TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}

@@ -127,10 +127,11 @@ func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
 	}
 }
 
-// Start recovers unfinished tasks, then listens on cfg.Listen (gRPC),
-// cfg.HTTPListen (health, metrics, and the OIDC documents unless
-// cfg.OIDC.Listen is set) and cfg.OIDC.Listen (only the OIDC documents),
-// and serves in the background.
+// Start binds the builtin credentials of connectors stored before
+// bindings (migrateBindings), recovers unfinished tasks, then listens on
+// cfg.Listen (gRPC), cfg.HTTPListen (health, metrics, and the OIDC
+// documents unless cfg.OIDC.Listen is set) and cfg.OIDC.Listen (only the
+// OIDC documents), and serves in the background.
 func (s *Server) Start(ctx context.Context) (err error) {
 	s.lis, err = net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -174,6 +175,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, limits: s.limits, log: s.log}
 	s.disp.resolve = s.api.resolvePayload
+	if n, err := s.api.migrateBindings(ctx); err != nil {
+		return fmt.Errorf("bind the builtin credentials of stored connectors: %w", err)
+	} else if n > 0 {
+		s.log.Info().Int("connectors", n).Msg("bound the builtin credential references of connectors stored before bindings")
+	}
 	if err := s.disp.loadTags(ctx); err != nil {
 		return fmt.Errorf("load delegate tags: %w", err)
 	}

@@ -157,7 +157,10 @@ func newConnectorCmd() *cobra.Command {
 			if cf.output == "json" {
 				return printJSON(cmd.OutOrStdout(), c)
 			}
-			return printConnectors(cmd, c)
+			if err := printConnectors(cmd, c); err != nil {
+				return err
+			}
+			return printBindings(cmd, c)
 		},
 	}
 	scopeFlag(get, &scope)
@@ -271,4 +274,18 @@ func printConnectors(cmd *cobra.Command, cs ...*delegatev1.Connector) error {
 			orDash(strings.Join(c.GetDelegateSelectors(), ",")), orDash(def)})
 	}
 	return table(cmd.OutOrStdout(), []string{"IDENTIFIER", "SCOPE", "NAME", "CREDENTIALS", "REGION", "PREFIX", "SELECTORS", "DEFAULT"}, rows)
+}
+
+// printBindings shows where each builtin:NAME reference of c points: the
+// credential of that name in the scope the manager bound it to.
+func printBindings(cmd *cobra.Command, c *delegatev1.Connector) error {
+	if len(c.GetCredentialBindings()) == 0 {
+		return nil
+	}
+	rows := [][]string{}
+	for _, b := range c.GetCredentialBindings() {
+		rows = append(rows, []string{b.GetField(), "builtin:" + b.GetName(), connector.ScopeKey(b.GetScope())})
+	}
+	fmt.Fprintln(cmd.OutOrStdout())
+	return table(cmd.OutOrStdout(), []string{"FIELD", "REFERENCE", "BOUND TO SCOPE"}, rows)
 }

@@ -64,7 +64,7 @@ func TestNoErrorLeaksASecret(t *testing.T) {
 		{"settings builtin id fails after secret resolves", func() error {
 			c := validConnector(accessKey)
 			c.AccessKeyId = "builtin:kid"
-			_, err := connector.Settings(c, func(name string) (string, error) {
+			_, err := connector.Settings(c, func(_, name string) (string, error) {
 				if name == "kid" {
 					return "", errors.New("store: not found")
 				}
@@ -76,7 +76,7 @@ func TestNoErrorLeaksASecret(t *testing.T) {
 			c := validConnector(accessKey)
 			c.AccessKeyId = "builtin:kid"
 			c.SecretAccessKey = "builtin:missing"
-			_, err := connector.Settings(c, func(name string) (string, error) {
+			_, err := connector.Settings(c, func(_, name string) (string, error) {
 				if name == "kid" {
 					return planted, nil
 				}

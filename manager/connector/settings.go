@@ -46,14 +46,15 @@ func SettingsID(c *delegatev1.Connector) string {
 //
 // access_key_id and secret_access_key become SecretRefs: a plaintext access
 // key id or a builtin credential (decrypted by resolveBuiltin, now, for
-// this task only) as a value; env:VAR and file:/path as references the
+// this task only; it is given the field and the credential's name) as a
+// value; env:VAR and file:/path as references the
 // delegate resolves on its own host. A plaintext secret_access_key is
 // refused. webIdentityToken is the manager-signed ID token, required for
 // oidc connectors.
 //
 // Errors are *config.FieldError for a bad or missing field and
 // *BuiltinError when resolveBuiltin fails; none carries a value.
-func Settings(c *delegatev1.Connector, resolveBuiltin func(name string) (string, error), webIdentityToken string) (*delegatev1.ConnectorSettings, error) {
+func Settings(c *delegatev1.Connector, resolveBuiltin func(field, name string) (string, error), webIdentityToken string) (*delegatev1.ConnectorSettings, error) {
 	if c == nil {
 		return nil, config.Errf("connector", "is required")
 	}
@@ -98,7 +99,7 @@ func Settings(c *delegatev1.Connector, resolveBuiltin func(name string) (string,
 
 // secretRef turns a credential field into a SecretRef, resolving builtin
 // references. allowPlain says whether a plaintext value is accepted.
-func secretRef(field, raw string, allowPlain bool, resolveBuiltin func(string) (string, error)) (*delegatev1.SecretRef, error) {
+func secretRef(field, raw string, allowPlain bool, resolveBuiltin func(field, name string) (string, error)) (*delegatev1.SecretRef, error) {
 	if raw == "" {
 		return nil, config.Errf(field, "is required for access_key credentials")
 	}
@@ -116,7 +117,7 @@ func secretRef(field, raw string, allowPlain bool, resolveBuiltin func(string) (
 		if resolveBuiltin == nil {
 			return nil, &BuiltinError{Field: field, Name: r.Value, Err: fmt.Errorf("no builtin credential resolver")}
 		}
-		v, err := resolveBuiltin(r.Value)
+		v, err := resolveBuiltin(field, r.Value)
 		if err != nil {
 			return nil, &BuiltinError{Field: field, Name: r.Value, Err: err}
 		}

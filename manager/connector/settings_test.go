@@ -12,15 +12,16 @@ import (
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
-// fakeBuiltins resolves builtin credentials from a map, recording names.
+// fakeBuiltins resolves builtin credentials from a map, recording each
+// call as field:name.
 type fakeBuiltins struct {
 	values map[string]string
 	err    error
 	asked  []string
 }
 
-func (f *fakeBuiltins) resolve(name string) (string, error) {
-	f.asked = append(f.asked, name)
+func (f *fakeBuiltins) resolve(field, name string) (string, error) {
+	f.asked = append(f.asked, field+":"+name)
 	if f.err != nil {
 		return "", f.err
 	}
@@ -69,13 +70,13 @@ func TestSettings(t *testing.T) {
 			s.AccessKeyId = valueRef("AKIAIOSFODNN7EXAMPLE")
 			s.SecretAccessKey = valueRef("SECRET-aws_prod")
 			return s
-		}, []string{"aws_prod"}},
+		}, []string{"secret_access_key:aws_prod"}},
 		{"access_key builtin id", accessKey, func(c *delegatev1.Connector) { c.AccessKeyId = "builtin:aws_prod_id" }, "", func() *delegatev1.ConnectorSettings {
 			s := base(accessKey)
 			s.AccessKeyId = valueRef("SECRET-aws_prod_id")
 			s.SecretAccessKey = valueRef("SECRET-aws_prod")
 			return s
-		}, []string{"aws_prod_id", "aws_prod"}},
+		}, []string{"access_key_id:aws_prod_id", "secret_access_key:aws_prod"}},
 		{"access_key env refs", accessKey, func(c *delegatev1.Connector) {
 			c.AccessKeyId = "env:AWS_ACCESS_KEY_ID"
 			c.SecretAccessKey = "env:AWS_SECRET_ACCESS_KEY"
@@ -197,7 +198,7 @@ func TestSettingsErrors(t *testing.T) {
 			if tt.mut != nil {
 				tt.mut(c)
 			}
-			var resolve func(string) (string, error)
+			var resolve func(field, name string) (string, error)
 			if tt.builtin != nil {
 				resolve = tt.builtin.resolve
 			}

@@ -111,6 +111,10 @@ type Catalog interface {
 	// ListConnectors returns the connectors of exactly scope s, by ID in
 	// byte order (as Go compares strings, not a locale's collation).
 	ListConnectors(ctx context.Context, s Scope) ([]*Connector, error)
+	// AllConnectors returns the connectors of every scope, by scope (its
+	// parts in byte order: account, then org, then project) and ID. For
+	// migrations at startup, which must visit each stored connector.
+	AllConnectors(ctx context.Context) ([]*Connector, error)
 	// DeleteConnector removes a connector, or returns ErrNotFound. Deleting
 	// the default connector leaves the scope without one.
 	DeleteConnector(ctx context.Context, s Scope, id string) error

@@ -2,8 +2,10 @@ package bolt
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -224,6 +226,37 @@ func (db *DB) ListConnectors(ctx context.Context, s store.Scope) ([]*store.Conne
 	if err != nil {
 		return nil, err
 	}
+	return out, nil
+}
+
+// AllConnectors returns the connectors of every scope, by account, org,
+// project and ID, each in byte order (the keys' length prefixes order
+// them otherwise, so they are sorted here). It returns store.ErrClosed
+// after Close.
+func (db *DB) AllConnectors(ctx context.Context) ([]*store.Connector, error) {
+	const what = "list all connectors"
+	var out []*store.Connector
+	err := db.view(ctx, what, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketConnectors).ForEach(func(k, v []byte) error {
+			s, id, err := splitItemKey(k)
+			if err != nil {
+				return err
+			}
+			conn, err := decodeConnector(v, s, id)
+			if err != nil {
+				return err
+			}
+			out = append(out, conn)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *store.Connector) int {
+		return cmp.Or(cmp.Compare(a.Scope.Account, b.Scope.Account), cmp.Compare(a.Scope.Org, b.Scope.Org),
+			cmp.Compare(a.Scope.Project, b.Scope.Project), cmp.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
 

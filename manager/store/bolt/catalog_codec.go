@@ -58,6 +58,17 @@ func itemKey(sk []byte, name string) []byte {
 	return append(k, name...)
 }
 
+// splitItemKey splits a connector or credential key into its scope and
+// its ID or name.
+func splitItemKey(k []byte) (store.Scope, string, error) {
+	d := decoder{b: k}
+	s := store.Scope{Account: d.string(), Org: d.string(), Project: d.string()}
+	if d.err != nil {
+		return store.Scope{}, "", fmt.Errorf("item key: %w", d.err)
+	}
+	return s, string(d.b), nil
+}
+
 func encodeConnector(c *store.Connector, created, updated time.Time) []byte {
 	var flags byte
 	if c.Default {

@@ -170,6 +170,27 @@ func (db *DB) ListConnectors(ctx context.Context, s store.Scope) ([]*store.Conne
 	return out, nil
 }
 
+// AllConnectors returns the connectors of every scope, by account, org,
+// project and ID, each in byte order (the columns' "C" collation). It
+// returns store.ErrClosed after Close.
+func (db *DB) AllConnectors(ctx context.Context) ([]*store.Connector, error) {
+	const what = "list all connectors"
+	ctx, done, err := db.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	rows, err := db.pool.Query(ctx, `SELECT `+connectorColumns+` FROM connectors ORDER BY scope_account, scope_org, scope_project, id`)
+	if err != nil {
+		return nil, wrapErr(what, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Connector, error) { return scanConnector(row) })
+	if err != nil {
+		return nil, wrapErr(what, err)
+	}
+	return out, nil
+}
+
 // DeleteConnector removes the connector id of scope s, which frees the
 // scope's default slot if it held it. It returns an error wrapping
 // store.ErrNotFound if there is none, store.ErrClosed after Close.

@@ -3,6 +3,8 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -521,6 +523,36 @@ func testConnectorList(t *testing.T, open OpenFunc) {
 		if got := mustListConnectors(t, s, sc); len(got) != 0 {
 			t.Errorf("ListConnectors(%q) = %d connectors %q, want none", sc, len(got), connectorIDs(got))
 		}
+	}
+}
+
+// testAllConnectors lists the connectors of every scope of scopeFixture,
+// created out of order: by account, org, project and ID, each byte-wise
+// (not by the length of the parts), and nothing else.
+func testAllConnectors(t *testing.T, open OpenFunc) {
+	s := mustOpen(t, open)
+	if got, err := s.AllConnectors(t.Context()); err != nil || len(got) != 0 {
+		t.Fatalf("AllConnectors() on an empty store = %q, %v; want none", connectorIDs(got), err)
+	}
+	var want []*store.Connector
+	for _, sc := range scopeFixture {
+		for _, id := range []string{"y", "bx", "B"} {
+			want = append(want, newConnector(sc, id, id == "y"))
+		}
+	}
+	for i := len(want) - 1; i >= 0; i-- {
+		mustCreateConnector(t, s, want[i])
+	}
+	slices.SortFunc(want, func(a, b *store.Connector) int {
+		return strings.Compare(strings.Join([]string{a.Scope.Account, a.Scope.Org, a.Scope.Project, a.ID}, "\x00"),
+			strings.Join([]string{b.Scope.Account, b.Scope.Org, b.Scope.Project, b.ID}, "\x00"))
+	})
+	got, err := s.AllConnectors(t.Context())
+	if err != nil {
+		t.Fatalf("AllConnectors() = %v, want nil", err)
+	}
+	if diff := cmp.Diff(want, got, catalogCmp, ignoreConnectorStamps); diff != "" {
+		t.Errorf("AllConnectors() (-want +got):\n%s", diff)
 	}
 }
 

@@ -121,6 +121,7 @@ func RunConformance(t *testing.T, open OpenFunc) {
 		{"ConnectorDefault", testConnectorDefault},
 		{"ConnectorScopes", testConnectorScopes},
 		{"ConnectorList", testConnectorList},
+		{"AllConnectors", testAllConnectors},
 		{"ConcurrentCreateConnector", testConcurrentCreateConnector},
 		{"CredentialPutGet", testCredentialPutGet},
 		{"CredentialReplace", testCredentialReplace},
@@ -289,6 +290,7 @@ func eachMethod(ctx context.Context, s store.Store, id string) map[string]error 
 	_, getConnErr := s.GetConnector(ctx, acct, id)
 	_, defaultErr := s.DefaultConnector(ctx, acct)
 	_, listConnErr := s.ListConnectors(ctx, acct)
+	_, allConnErr := s.AllConnectors(ctx)
 	_, getCredErr := s.GetCredential(ctx, acct, id)
 	_, listCredErr := s.ListCredentials(ctx, acct)
 	_, listKeysErr := s.ListSigningKeys(ctx)
@@ -307,6 +309,7 @@ func eachMethod(ctx context.Context, s store.Store, id string) map[string]error 
 		"GetConnector":     getConnErr,
 		"DefaultConnector": defaultErr,
 		"ListConnectors":   listConnErr,
+		"AllConnectors":    allConnErr,
 		"DeleteConnector":  s.DeleteConnector(ctx, acct, id),
 		"PutCredential":    s.PutCredential(ctx, newCredential(acct, id+"-new")),
 		"GetCredential":    getCredErr,

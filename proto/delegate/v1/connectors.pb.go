@@ -179,11 +179,20 @@ type Connector struct {
 	// managed_by_tag_key: the tag key (value "smdelegate") that every secret
 	// the connector creates carries and that updates, deletes and tag
 	// changes require; empty means "managed-by".
-	ManagedByTagKey string                 `protobuf:"bytes,23,opt,name=managed_by_tag_key,json=managedByTagKey,proto3" json:"managed_by_tag_key,omitempty"`
-	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt       *timestamppb.Timestamp `protobuf:"bytes,31,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	ManagedByTagKey string `protobuf:"bytes,23,opt,name=managed_by_tag_key,json=managedByTagKey,proto3" json:"managed_by_tag_key,omitempty"`
+	// credential_bindings: where each builtin:NAME reference of
+	// access_key_id and secret_access_key points. Set by the manager when
+	// the connector is created or updated (what a client sends is
+	// replaced): the credential NAME of the connector's scope or the
+	// nearest scope above it that holds one, never above the scope of the
+	// operator token making the change. Tasks use exactly that credential;
+	// if it is deleted they fail CREDENTIALS until a credential of that
+	// scope and name is put again.
+	CredentialBindings []*CredentialBinding   `protobuf:"bytes,24,rep,name=credential_bindings,json=credentialBindings,proto3" json:"credential_bindings,omitempty"`
+	CreatedAt          *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt          *timestamppb.Timestamp `protobuf:"bytes,31,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Connector) Reset() {
@@ -377,6 +386,13 @@ func (x *Connector) GetManagedByTagKey() string {
 	return ""
 }
 
+func (x *Connector) GetCredentialBindings() []*CredentialBinding {
+	if x != nil {
+		return x.CredentialBindings
+	}
+	return nil
+}
+
 func (x *Connector) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
@@ -387,6 +403,84 @@ func (x *Connector) GetCreatedAt() *timestamppb.Timestamp {
 func (x *Connector) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+// CredentialBinding binds one builtin:NAME reference of a connector to
+// one stored credential, by scope and name.
+type CredentialBinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// field: access_key_id or secret_access_key.
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// name: the credential's name (NAME of builtin:NAME).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// scope: the credential's scope, the connector's own or one above it.
+	Scope *Scope `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	// mac: the manager's proof that it made this binding for this
+	// connector (a MAC under a key derived from the master key). Never
+	// returned by the API. A binding without a valid one (say, sent by a
+	// client to a manager that kept fields it did not know) is not
+	// followed, and the migration at startup binds the reference anew.
+	Mac           []byte `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialBinding) Reset() {
+	*x = CredentialBinding{}
+	mi := &file_delegate_v1_connectors_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialBinding) ProtoMessage() {}
+
+func (x *CredentialBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_connectors_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialBinding.ProtoReflect.Descriptor instead.
+func (*CredentialBinding) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CredentialBinding) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *CredentialBinding) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CredentialBinding) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *CredentialBinding) GetMac() []byte {
+	if x != nil {
+		return x.Mac
 	}
 	return nil
 }
@@ -403,7 +497,7 @@ type ConnectorRef struct {
 
 func (x *ConnectorRef) Reset() {
 	*x = ConnectorRef{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[2]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +509,7 @@ func (x *ConnectorRef) String() string {
 func (*ConnectorRef) ProtoMessage() {}
 
 func (x *ConnectorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[2]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +522,7 @@ func (x *ConnectorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorRef.ProtoReflect.Descriptor instead.
 func (*ConnectorRef) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{2}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConnectorRef) GetScope() *Scope {
@@ -454,7 +548,7 @@ type CreateConnectorRequest struct {
 
 func (x *CreateConnectorRequest) Reset() {
 	*x = CreateConnectorRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[3]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +560,7 @@ func (x *CreateConnectorRequest) String() string {
 func (*CreateConnectorRequest) ProtoMessage() {}
 
 func (x *CreateConnectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[3]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +573,7 @@ func (x *CreateConnectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConnectorRequest.ProtoReflect.Descriptor instead.
 func (*CreateConnectorRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{3}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateConnectorRequest) GetConnector() *Connector {
@@ -498,7 +592,7 @@ type UpdateConnectorRequest struct {
 
 func (x *UpdateConnectorRequest) Reset() {
 	*x = UpdateConnectorRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[4]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +604,7 @@ func (x *UpdateConnectorRequest) String() string {
 func (*UpdateConnectorRequest) ProtoMessage() {}
 
 func (x *UpdateConnectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[4]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +617,7 @@ func (x *UpdateConnectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConnectorRequest.ProtoReflect.Descriptor instead.
 func (*UpdateConnectorRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{4}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpdateConnectorRequest) GetConnector() *Connector {
@@ -542,7 +636,7 @@ type GetConnectorRequest struct {
 
 func (x *GetConnectorRequest) Reset() {
 	*x = GetConnectorRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[5]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +648,7 @@ func (x *GetConnectorRequest) String() string {
 func (*GetConnectorRequest) ProtoMessage() {}
 
 func (x *GetConnectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[5]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +661,7 @@ func (x *GetConnectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectorRequest.ProtoReflect.Descriptor instead.
 func (*GetConnectorRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{5}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetConnectorRequest) GetRef() *ConnectorRef {
@@ -586,7 +680,7 @@ type DeleteConnectorRequest struct {
 
 func (x *DeleteConnectorRequest) Reset() {
 	*x = DeleteConnectorRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[6]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +692,7 @@ func (x *DeleteConnectorRequest) String() string {
 func (*DeleteConnectorRequest) ProtoMessage() {}
 
 func (x *DeleteConnectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[6]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +705,7 @@ func (x *DeleteConnectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConnectorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConnectorRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{6}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteConnectorRequest) GetRef() *ConnectorRef {
@@ -629,7 +723,7 @@ type DeleteConnectorResponse struct {
 
 func (x *DeleteConnectorResponse) Reset() {
 	*x = DeleteConnectorResponse{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[7]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +735,7 @@ func (x *DeleteConnectorResponse) String() string {
 func (*DeleteConnectorResponse) ProtoMessage() {}
 
 func (x *DeleteConnectorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[7]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +748,7 @@ func (x *DeleteConnectorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConnectorResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConnectorResponse) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{7}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{8}
 }
 
 type ListConnectorsRequest struct {
@@ -667,7 +761,7 @@ type ListConnectorsRequest struct {
 
 func (x *ListConnectorsRequest) Reset() {
 	*x = ListConnectorsRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[8]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +773,7 @@ func (x *ListConnectorsRequest) String() string {
 func (*ListConnectorsRequest) ProtoMessage() {}
 
 func (x *ListConnectorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[8]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +786,7 @@ func (x *ListConnectorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectorsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectorsRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{8}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListConnectorsRequest) GetScope() *Scope {
@@ -711,7 +805,7 @@ type ListConnectorsResponse struct {
 
 func (x *ListConnectorsResponse) Reset() {
 	*x = ListConnectorsResponse{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[9]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +817,7 @@ func (x *ListConnectorsResponse) String() string {
 func (*ListConnectorsResponse) ProtoMessage() {}
 
 func (x *ListConnectorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[9]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +830,7 @@ func (x *ListConnectorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectorsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectorsResponse) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{9}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListConnectorsResponse) GetConnectors() []*Connector {
@@ -755,7 +849,7 @@ type TestConnectorRequest struct {
 
 func (x *TestConnectorRequest) Reset() {
 	*x = TestConnectorRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[10]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +861,7 @@ func (x *TestConnectorRequest) String() string {
 func (*TestConnectorRequest) ProtoMessage() {}
 
 func (x *TestConnectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[10]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +874,7 @@ func (x *TestConnectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestConnectorRequest.ProtoReflect.Descriptor instead.
 func (*TestConnectorRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{10}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TestConnectorRequest) GetRef() *ConnectorRef {
@@ -803,7 +897,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[11]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +909,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[11]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +922,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{11}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Credential) GetScope() *Scope {
@@ -870,7 +964,7 @@ type PutCredentialRequest struct {
 
 func (x *PutCredentialRequest) Reset() {
 	*x = PutCredentialRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[12]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +976,7 @@ func (x *PutCredentialRequest) String() string {
 func (*PutCredentialRequest) ProtoMessage() {}
 
 func (x *PutCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[12]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +989,7 @@ func (x *PutCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCredentialRequest.ProtoReflect.Descriptor instead.
 func (*PutCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{12}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutCredentialRequest) GetScope() *Scope {
@@ -928,7 +1022,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[13]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1034,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[13]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1047,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{13}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCredentialsRequest) GetScope() *Scope {
@@ -972,7 +1066,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[14]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1078,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[14]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1091,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{14}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -1017,7 +1111,7 @@ type DeleteCredentialRequest struct {
 
 func (x *DeleteCredentialRequest) Reset() {
 	*x = DeleteCredentialRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[15]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1123,7 @@ func (x *DeleteCredentialRequest) String() string {
 func (*DeleteCredentialRequest) ProtoMessage() {}
 
 func (x *DeleteCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[15]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1136,7 @@ func (x *DeleteCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCredentialRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{15}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteCredentialRequest) GetScope() *Scope {
@@ -1067,7 +1161,7 @@ type DeleteCredentialResponse struct {
 
 func (x *DeleteCredentialResponse) Reset() {
 	*x = DeleteCredentialResponse{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[16]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1173,7 @@ func (x *DeleteCredentialResponse) String() string {
 func (*DeleteCredentialResponse) ProtoMessage() {}
 
 func (x *DeleteCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[16]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1186,7 @@ func (x *DeleteCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCredentialResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{16}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{17}
 }
 
 // SecretRequest runs one secret operation through a connector.
@@ -1133,7 +1227,7 @@ type SecretRequest struct {
 
 func (x *SecretRequest) Reset() {
 	*x = SecretRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[17]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1239,7 @@ func (x *SecretRequest) String() string {
 func (*SecretRequest) ProtoMessage() {}
 
 func (x *SecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[17]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1252,7 @@ func (x *SecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretRequest.ProtoReflect.Descriptor instead.
 func (*SecretRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{17}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SecretRequest) GetConnector() *ConnectorRef {
@@ -1354,7 +1448,7 @@ type TagDelegateRequest struct {
 
 func (x *TagDelegateRequest) Reset() {
 	*x = TagDelegateRequest{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[18]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1460,7 @@ func (x *TagDelegateRequest) String() string {
 func (*TagDelegateRequest) ProtoMessage() {}
 
 func (x *TagDelegateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[18]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1473,7 @@ func (x *TagDelegateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagDelegateRequest.ProtoReflect.Descriptor instead.
 func (*TagDelegateRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{18}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TagDelegateRequest) GetName() string {
@@ -1413,7 +1507,7 @@ type TagDelegateResponse struct {
 
 func (x *TagDelegateResponse) Reset() {
 	*x = TagDelegateResponse{}
-	mi := &file_delegate_v1_connectors_proto_msgTypes[19]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1519,7 @@ func (x *TagDelegateResponse) String() string {
 func (*TagDelegateResponse) ProtoMessage() {}
 
 func (x *TagDelegateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_connectors_proto_msgTypes[19]
+	mi := &file_delegate_v1_connectors_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1532,7 @@ func (x *TagDelegateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagDelegateResponse.ProtoReflect.Descriptor instead.
 func (*TagDelegateResponse) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{19}
+	return file_delegate_v1_connectors_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TagDelegateResponse) GetOperatorTags() []string {
@@ -1456,7 +1550,7 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\x05Scope\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12\x18\n" +
-	"\aproject\x18\x03 \x01(\tR\aproject\"\x9c\t\n" +
+	"\aproject\x18\x03 \x01(\tR\aproject\"\xed\t\n" +
 	"\tConnector\x12\x1e\n" +
 	"\n" +
 	"identifier\x18\x01 \x01(\tR\n" +
@@ -1485,14 +1579,20 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\x10sts_endpoint_url\x18\x15 \x01(\tR\x0estsEndpointUrl\x12\x1c\n" +
 	"\n" +
 	"kms_key_id\x18\x16 \x01(\tR\bkmsKeyId\x12+\n" +
-	"\x12managed_by_tag_key\x18\x17 \x01(\tR\x0fmanagedByTagKey\x129\n" +
+	"\x12managed_by_tag_key\x18\x17 \x01(\tR\x0fmanagedByTagKey\x12O\n" +
+	"\x13credential_bindings\x18\x18 \x03(\v2\x1e.delegate.v1.CredentialBindingR\x12credentialBindings\x129\n" +
 	"\n" +
 	"created_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x1f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"y\n" +
+	"\x11CredentialBinding\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12(\n" +
+	"\x05scope\x18\x03 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x10\n" +
+	"\x03mac\x18\x04 \x01(\fR\x03mac\"X\n" +
 	"\fConnectorRef\x12(\n" +
 	"\x05scope\x18\x01 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x1e\n" +
 	"\n" +
@@ -1576,81 +1676,84 @@ func file_delegate_v1_connectors_proto_rawDescGZIP() []byte {
 }
 
 var file_delegate_v1_connectors_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_delegate_v1_connectors_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_delegate_v1_connectors_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_delegate_v1_connectors_proto_goTypes = []any{
 	(OIDCConnectivity)(0),            // 0: delegate.v1.OIDCConnectivity
 	(*Scope)(nil),                    // 1: delegate.v1.Scope
 	(*Connector)(nil),                // 2: delegate.v1.Connector
-	(*ConnectorRef)(nil),             // 3: delegate.v1.ConnectorRef
-	(*CreateConnectorRequest)(nil),   // 4: delegate.v1.CreateConnectorRequest
-	(*UpdateConnectorRequest)(nil),   // 5: delegate.v1.UpdateConnectorRequest
-	(*GetConnectorRequest)(nil),      // 6: delegate.v1.GetConnectorRequest
-	(*DeleteConnectorRequest)(nil),   // 7: delegate.v1.DeleteConnectorRequest
-	(*DeleteConnectorResponse)(nil),  // 8: delegate.v1.DeleteConnectorResponse
-	(*ListConnectorsRequest)(nil),    // 9: delegate.v1.ListConnectorsRequest
-	(*ListConnectorsResponse)(nil),   // 10: delegate.v1.ListConnectorsResponse
-	(*TestConnectorRequest)(nil),     // 11: delegate.v1.TestConnectorRequest
-	(*Credential)(nil),               // 12: delegate.v1.Credential
-	(*PutCredentialRequest)(nil),     // 13: delegate.v1.PutCredentialRequest
-	(*ListCredentialsRequest)(nil),   // 14: delegate.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 15: delegate.v1.ListCredentialsResponse
-	(*DeleteCredentialRequest)(nil),  // 16: delegate.v1.DeleteCredentialRequest
-	(*DeleteCredentialResponse)(nil), // 17: delegate.v1.DeleteCredentialResponse
-	(*SecretRequest)(nil),            // 18: delegate.v1.SecretRequest
-	(*TagDelegateRequest)(nil),       // 19: delegate.v1.TagDelegateRequest
-	(*TagDelegateResponse)(nil),      // 20: delegate.v1.TagDelegateResponse
-	nil,                              // 21: delegate.v1.Connector.TagsEntry
-	(CredentialType)(0),              // 22: delegate.v1.CredentialType
-	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
-	(*CreateSecretOp)(nil),           // 24: delegate.v1.CreateSecretOp
-	(*UpsertSecretOp)(nil),           // 25: delegate.v1.UpsertSecretOp
-	(*GetSecretOp)(nil),              // 26: delegate.v1.GetSecretOp
-	(*UpdateSecretOp)(nil),           // 27: delegate.v1.UpdateSecretOp
-	(*DeleteSecretOp)(nil),           // 28: delegate.v1.DeleteSecretOp
-	(*RestoreSecretOp)(nil),          // 29: delegate.v1.RestoreSecretOp
-	(*ListSecretsOp)(nil),            // 30: delegate.v1.ListSecretsOp
-	(*DescribeSecretOp)(nil),         // 31: delegate.v1.DescribeSecretOp
-	(*TagSecretOp)(nil),              // 32: delegate.v1.TagSecretOp
-	(*ListSecretVersionsOp)(nil),     // 33: delegate.v1.ListSecretVersionsOp
+	(*CredentialBinding)(nil),        // 3: delegate.v1.CredentialBinding
+	(*ConnectorRef)(nil),             // 4: delegate.v1.ConnectorRef
+	(*CreateConnectorRequest)(nil),   // 5: delegate.v1.CreateConnectorRequest
+	(*UpdateConnectorRequest)(nil),   // 6: delegate.v1.UpdateConnectorRequest
+	(*GetConnectorRequest)(nil),      // 7: delegate.v1.GetConnectorRequest
+	(*DeleteConnectorRequest)(nil),   // 8: delegate.v1.DeleteConnectorRequest
+	(*DeleteConnectorResponse)(nil),  // 9: delegate.v1.DeleteConnectorResponse
+	(*ListConnectorsRequest)(nil),    // 10: delegate.v1.ListConnectorsRequest
+	(*ListConnectorsResponse)(nil),   // 11: delegate.v1.ListConnectorsResponse
+	(*TestConnectorRequest)(nil),     // 12: delegate.v1.TestConnectorRequest
+	(*Credential)(nil),               // 13: delegate.v1.Credential
+	(*PutCredentialRequest)(nil),     // 14: delegate.v1.PutCredentialRequest
+	(*ListCredentialsRequest)(nil),   // 15: delegate.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 16: delegate.v1.ListCredentialsResponse
+	(*DeleteCredentialRequest)(nil),  // 17: delegate.v1.DeleteCredentialRequest
+	(*DeleteCredentialResponse)(nil), // 18: delegate.v1.DeleteCredentialResponse
+	(*SecretRequest)(nil),            // 19: delegate.v1.SecretRequest
+	(*TagDelegateRequest)(nil),       // 20: delegate.v1.TagDelegateRequest
+	(*TagDelegateResponse)(nil),      // 21: delegate.v1.TagDelegateResponse
+	nil,                              // 22: delegate.v1.Connector.TagsEntry
+	(CredentialType)(0),              // 23: delegate.v1.CredentialType
+	(*timestamppb.Timestamp)(nil),    // 24: google.protobuf.Timestamp
+	(*CreateSecretOp)(nil),           // 25: delegate.v1.CreateSecretOp
+	(*UpsertSecretOp)(nil),           // 26: delegate.v1.UpsertSecretOp
+	(*GetSecretOp)(nil),              // 27: delegate.v1.GetSecretOp
+	(*UpdateSecretOp)(nil),           // 28: delegate.v1.UpdateSecretOp
+	(*DeleteSecretOp)(nil),           // 29: delegate.v1.DeleteSecretOp
+	(*RestoreSecretOp)(nil),          // 30: delegate.v1.RestoreSecretOp
+	(*ListSecretsOp)(nil),            // 31: delegate.v1.ListSecretsOp
+	(*DescribeSecretOp)(nil),         // 32: delegate.v1.DescribeSecretOp
+	(*TagSecretOp)(nil),              // 33: delegate.v1.TagSecretOp
+	(*ListSecretVersionsOp)(nil),     // 34: delegate.v1.ListSecretVersionsOp
 }
 var file_delegate_v1_connectors_proto_depIdxs = []int32{
-	21, // 0: delegate.v1.Connector.tags:type_name -> delegate.v1.Connector.TagsEntry
+	22, // 0: delegate.v1.Connector.tags:type_name -> delegate.v1.Connector.TagsEntry
 	1,  // 1: delegate.v1.Connector.scope:type_name -> delegate.v1.Scope
-	22, // 2: delegate.v1.Connector.credential_type:type_name -> delegate.v1.CredentialType
+	23, // 2: delegate.v1.Connector.credential_type:type_name -> delegate.v1.CredentialType
 	0,  // 3: delegate.v1.Connector.oidc_connectivity:type_name -> delegate.v1.OIDCConnectivity
-	23, // 4: delegate.v1.Connector.created_at:type_name -> google.protobuf.Timestamp
-	23, // 5: delegate.v1.Connector.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 6: delegate.v1.ConnectorRef.scope:type_name -> delegate.v1.Scope
-	2,  // 7: delegate.v1.CreateConnectorRequest.connector:type_name -> delegate.v1.Connector
-	2,  // 8: delegate.v1.UpdateConnectorRequest.connector:type_name -> delegate.v1.Connector
-	3,  // 9: delegate.v1.GetConnectorRequest.ref:type_name -> delegate.v1.ConnectorRef
-	3,  // 10: delegate.v1.DeleteConnectorRequest.ref:type_name -> delegate.v1.ConnectorRef
-	1,  // 11: delegate.v1.ListConnectorsRequest.scope:type_name -> delegate.v1.Scope
-	2,  // 12: delegate.v1.ListConnectorsResponse.connectors:type_name -> delegate.v1.Connector
-	3,  // 13: delegate.v1.TestConnectorRequest.ref:type_name -> delegate.v1.ConnectorRef
-	1,  // 14: delegate.v1.Credential.scope:type_name -> delegate.v1.Scope
-	23, // 15: delegate.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
-	23, // 16: delegate.v1.Credential.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 17: delegate.v1.PutCredentialRequest.scope:type_name -> delegate.v1.Scope
-	1,  // 18: delegate.v1.ListCredentialsRequest.scope:type_name -> delegate.v1.Scope
-	12, // 19: delegate.v1.ListCredentialsResponse.credentials:type_name -> delegate.v1.Credential
-	1,  // 20: delegate.v1.DeleteCredentialRequest.scope:type_name -> delegate.v1.Scope
-	3,  // 21: delegate.v1.SecretRequest.connector:type_name -> delegate.v1.ConnectorRef
-	24, // 22: delegate.v1.SecretRequest.create:type_name -> delegate.v1.CreateSecretOp
-	25, // 23: delegate.v1.SecretRequest.upsert:type_name -> delegate.v1.UpsertSecretOp
-	26, // 24: delegate.v1.SecretRequest.get:type_name -> delegate.v1.GetSecretOp
-	27, // 25: delegate.v1.SecretRequest.update:type_name -> delegate.v1.UpdateSecretOp
-	28, // 26: delegate.v1.SecretRequest.delete:type_name -> delegate.v1.DeleteSecretOp
-	29, // 27: delegate.v1.SecretRequest.restore:type_name -> delegate.v1.RestoreSecretOp
-	30, // 28: delegate.v1.SecretRequest.list:type_name -> delegate.v1.ListSecretsOp
-	31, // 29: delegate.v1.SecretRequest.describe:type_name -> delegate.v1.DescribeSecretOp
-	32, // 30: delegate.v1.SecretRequest.tag:type_name -> delegate.v1.TagSecretOp
-	33, // 31: delegate.v1.SecretRequest.versions:type_name -> delegate.v1.ListSecretVersionsOp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	3,  // 4: delegate.v1.Connector.credential_bindings:type_name -> delegate.v1.CredentialBinding
+	24, // 5: delegate.v1.Connector.created_at:type_name -> google.protobuf.Timestamp
+	24, // 6: delegate.v1.Connector.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 7: delegate.v1.CredentialBinding.scope:type_name -> delegate.v1.Scope
+	1,  // 8: delegate.v1.ConnectorRef.scope:type_name -> delegate.v1.Scope
+	2,  // 9: delegate.v1.CreateConnectorRequest.connector:type_name -> delegate.v1.Connector
+	2,  // 10: delegate.v1.UpdateConnectorRequest.connector:type_name -> delegate.v1.Connector
+	4,  // 11: delegate.v1.GetConnectorRequest.ref:type_name -> delegate.v1.ConnectorRef
+	4,  // 12: delegate.v1.DeleteConnectorRequest.ref:type_name -> delegate.v1.ConnectorRef
+	1,  // 13: delegate.v1.ListConnectorsRequest.scope:type_name -> delegate.v1.Scope
+	2,  // 14: delegate.v1.ListConnectorsResponse.connectors:type_name -> delegate.v1.Connector
+	4,  // 15: delegate.v1.TestConnectorRequest.ref:type_name -> delegate.v1.ConnectorRef
+	1,  // 16: delegate.v1.Credential.scope:type_name -> delegate.v1.Scope
+	24, // 17: delegate.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
+	24, // 18: delegate.v1.Credential.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 19: delegate.v1.PutCredentialRequest.scope:type_name -> delegate.v1.Scope
+	1,  // 20: delegate.v1.ListCredentialsRequest.scope:type_name -> delegate.v1.Scope
+	13, // 21: delegate.v1.ListCredentialsResponse.credentials:type_name -> delegate.v1.Credential
+	1,  // 22: delegate.v1.DeleteCredentialRequest.scope:type_name -> delegate.v1.Scope
+	4,  // 23: delegate.v1.SecretRequest.connector:type_name -> delegate.v1.ConnectorRef
+	25, // 24: delegate.v1.SecretRequest.create:type_name -> delegate.v1.CreateSecretOp
+	26, // 25: delegate.v1.SecretRequest.upsert:type_name -> delegate.v1.UpsertSecretOp
+	27, // 26: delegate.v1.SecretRequest.get:type_name -> delegate.v1.GetSecretOp
+	28, // 27: delegate.v1.SecretRequest.update:type_name -> delegate.v1.UpdateSecretOp
+	29, // 28: delegate.v1.SecretRequest.delete:type_name -> delegate.v1.DeleteSecretOp
+	30, // 29: delegate.v1.SecretRequest.restore:type_name -> delegate.v1.RestoreSecretOp
+	31, // 30: delegate.v1.SecretRequest.list:type_name -> delegate.v1.ListSecretsOp
+	32, // 31: delegate.v1.SecretRequest.describe:type_name -> delegate.v1.DescribeSecretOp
+	33, // 32: delegate.v1.SecretRequest.tag:type_name -> delegate.v1.TagSecretOp
+	34, // 33: delegate.v1.SecretRequest.versions:type_name -> delegate.v1.ListSecretVersionsOp
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_connectors_proto_init() }
@@ -1659,7 +1762,7 @@ func file_delegate_v1_connectors_proto_init() {
 		return
 	}
 	file_delegate_v1_secrets_proto_init()
-	file_delegate_v1_connectors_proto_msgTypes[17].OneofWrappers = []any{
+	file_delegate_v1_connectors_proto_msgTypes[18].OneofWrappers = []any{
 		(*SecretRequest_Create)(nil),
 		(*SecretRequest_Upsert)(nil),
 		(*SecretRequest_Get)(nil),
@@ -1677,7 +1780,7 @@ func file_delegate_v1_connectors_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_delegate_v1_connectors_proto_rawDesc), len(file_delegate_v1_connectors_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
