@@ -58,6 +58,10 @@ type PoolOptions struct {
 	// MaxBackoff caps the SDK's delay between retry attempts. Default the
 	// SDK's (20 s). Tests set it low.
 	MaxBackoff time.Duration
+	// Policy is what this host lets connectors reach: env: and file:
+	// references and endpoints beyond AWS's own. nil allows no reference
+	// and AWS's endpoints only.
+	Policy *Policy
 }
 
 // Pool is a bounded, TTL-limited LRU cache of Secrets Manager clients keyed
@@ -74,6 +78,7 @@ type Pool struct {
 	// httpErr is why the default HTTP client could not be built (an
 	// unreadable AWS_CA_BUNDLE); every SecretsManager call returns it.
 	httpErr error
+	policy  *Policy
 	now     func() time.Time
 
 	mu sync.Mutex // guards lru and entries
@@ -104,6 +109,7 @@ func NewPool(opts PoolOptions) *Pool {
 		maxAttempts: opts.MaxAttempts,
 		maxBackoff:  opts.MaxBackoff,
 		httpClient:  opts.HTTPClient,
+		policy:      opts.Policy,
 		now:         time.Now,
 		lru:         list.New(),
 		entries:     make(map[string]*list.Element),
@@ -167,14 +173,17 @@ func NewHTTPClient() (*http.Client, error) {
 //
 // Errors wrap ErrInvalidSettings (a field can never work) or ErrCredentials
 // (material could not be read on this host) and are *FieldError values
-// naming the field, never its value. Failures of the AWS credential
+// naming the field, never its value; a refusal by the pool's Policy (a
+// reference or an endpoint this host does not allow) also wraps
+// ErrNotAllowed and names the setting to change. A refused connector
+// sends nothing anywhere. Failures of the AWS credential
 // provider itself surface later, from the client's calls, as
 // *CredentialError.
 func (p *Pool) SecretsManager(ctx context.Context, c *delegatev1.ConnectorSettings) (*secretsmanager.Client, error) {
 	if p.httpErr != nil {
 		return nil, p.httpErr
 	}
-	r, err := resolve(c)
+	r, err := resolve(c, p.policy)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +221,10 @@ func (p *Pool) SecretsManager(ctx context.Context, c *delegatev1.ConnectorSettin
 	}
 	return e.client, nil
 }
+
+// Policy returns the policy the pool applies (nil: the default, which
+// allows no reference and AWS's endpoints only).
+func (p *Pool) Policy() *Policy { return p.policy }
 
 // Len reports how many clients the pool holds.
 func (p *Pool) Len() int {
