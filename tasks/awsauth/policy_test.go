@@ -2,11 +2,17 @@ package awsauth
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -222,5 +228,41 @@ func TestItem2PolicyConfigErrorsNameTheKey(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("NewPolicy() = %v, want an error naming %s", err, want)
 		}
+	}
+}
+
+// TestItem2NoRedirectToAnUncheckedHost: an allowed endpoint that answers
+// 302 does not get the request re-sent elsewhere (net/http would follow
+// it as a GET with the signed headers, Authorization included on the same
+// host name).
+func TestItem2NoRedirectToAnUncheckedHost(t *testing.T) {
+	isolate(t)
+	var elsewhere atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer target.Close()
+	allowed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/", http.StatusFound)
+	}))
+	defer allowed.Close()
+	policy, err := NewPolicy(PolicyConfig{AllowEndpoints: []string{allowed.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool(PoolOptions{Policy: policy, MaxAttempts: 1})
+	value := func(v string) *delegatev1.SecretRef {
+		return &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Value{Value: v}}
+	}
+	cl, err := p.SecretsManager(t.Context(), &delegatev1.ConnectorSettings{
+		CredentialType: delegatev1.CredentialType_ACCESS_KEY, Region: "us-east-1", EndpointUrl: allowed.URL,
+		AccessKeyId: value("AKIAREDIRECTTEST0001"), SecretAccessKey: value("redirect/secret/key"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.GetSecretValue(t.Context(), &secretsmanager.GetSecretValueInput{SecretId: aws.String("x")}); err == nil {
+		t.Error("GetSecretValue through a redirect succeeded, want an error")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect target received %d requests, want none", n)
 	}
 }

@@ -133,8 +133,8 @@ func NewPool(opts PoolOptions) *Pool {
 }
 
 // NewHTTPClient returns the pool's default HTTP client: keep-alive
-// connections, enough idle connections per host for a busy delegate, and
-// bounded dial, TLS and response-header waits. Call deadlines come from the
+// connections, enough idle connections per host for a busy delegate,
+// bounded dial, TLS and response-header waits, and no redirects followed. Call deadlines come from the
 // task's context. When AWS_CA_BUNDLE names a PEM file, its certificates are
 // the trusted roots, as the SDK does for its own clients.
 func NewHTTPClient() (*http.Client, error) {
@@ -163,8 +163,13 @@ func NewHTTPClient() (*http.Client, error) {
 		}
 		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t}, nil
+	// No redirects: AWS's APIs answer in place, and following one would
+	// re-send a signed request (and an AssumeRoleWithWebIdentity body,
+	// token included) to a host the Policy never checked.
+	return &http.Client{Transport: t, CheckRedirect: noRedirect}, nil
 }
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // SecretsManager returns a client for connector c, from the cache when one
 // was built for the same identity and endpoints within the TTL. For OIDC it
