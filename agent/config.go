@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smdelegate/smdelegate/internal/allowlist"
 	"github.com/smdelegate/smdelegate/internal/config"
 )
 
@@ -33,7 +34,38 @@ type Config struct {
 	TLS          TLSConfig       `yaml:"tls"`
 	Reconnect    ReconnectConfig `yaml:"reconnect"`
 	AWS          AWSConfig       `yaml:"aws"`
-	Log          LogConfig       `yaml:"log"`
+	// References says which env: and file: references of connectors this
+	// delegate resolves. Empty (the default): none.
+	References ReferencesConfig `yaml:"references"`
+	// Endpoints says which endpoint_url and sts_endpoint_url values beside
+	// AWS's own endpoints this delegate calls. Empty (the default): none.
+	Endpoints EndpointsConfig `yaml:"endpoints"`
+	Log       LogConfig       `yaml:"log"`
+	// ConfigFile is the file LoadConfig read ("" when none). References
+	// never read it, nor TokenFile or TLS.KeyFile.
+	ConfigFile string `yaml:"-"`
+}
+
+// ReferencesConfig is the delegate host's allow-list for connectors'
+// env: and file: references (access_key_id, secret_access_key). A
+// connector is written by an operator of the manager, the host belongs to
+// whoever runs the agent: only the latter decides what may be read.
+type ReferencesConfig struct {
+	// AllowEnv: environment variable names, or patterns of names
+	// (AWS_KEY_*), env: references may read. SMD_* variables never.
+	AllowEnv []string `yaml:"allow_env"`
+	// AllowFiles: absolute path globs (* does not cross /) file:
+	// references may read. The agent's token file, config file and TLS
+	// key are never read, even when a glob matches them.
+	AllowFiles []string `yaml:"allow_files"`
+}
+
+// EndpointsConfig is the delegate host's allow-list of custom endpoints.
+type EndpointsConfig struct {
+	// Allow: scheme://host[:port][/path] patterns; a leading "*." in the
+	// host matches subdomains, port "*" any port. AWS's own Secrets
+	// Manager and STS endpoints are always allowed.
+	Allow []string `yaml:"allow"`
 }
 
 // TLSConfig configures the connection to the manager.
@@ -96,6 +128,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := config.LoadFile(path, &c); err != nil {
 		return c, err
 	}
+	c.ConfigFile = path
 	if err := config.ApplyEnv("SMD", &c, os.LookupEnv); err != nil {
 		return c, err
 	}
@@ -157,6 +190,23 @@ func (c *Config) Validate() error {
 	}
 	if c.AWS.ClientTTL.D() <= 0 {
 		add(config.Errf("aws.client_ttl", "must be positive"))
+	}
+	for i, p := range c.References.AllowEnv {
+		if err := allowlist.CheckEnvPattern(p); err != nil {
+			add(config.Errf(fmt.Sprintf("references.allow_env[%d]", i), "%v", err))
+		} else if strings.HasPrefix(strings.ToUpper(p), "SMD_") {
+			add(config.Errf(fmt.Sprintf("references.allow_env[%d]", i), "SMD_* variables configure the agent itself and are never read for a connector"))
+		}
+	}
+	for i, g := range c.References.AllowFiles {
+		if err := allowlist.CheckFileGlob(g); err != nil {
+			add(config.Errf(fmt.Sprintf("references.allow_files[%d]", i), "%v", err))
+		}
+	}
+	for i, e := range c.Endpoints.Allow {
+		if _, err := allowlist.ParseEndpoint(e); err != nil {
+			add(config.Errf(fmt.Sprintf("endpoints.allow[%d]", i), "%v", err))
+		}
 	}
 	return errors.Join(errs...)
 }

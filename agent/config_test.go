@@ -32,6 +32,18 @@ func TestConfigValidate(t *testing.T) {
 		{"bad retry mode", func(c *agent.Config) { c.AWS.RetryMode = "fast" }, "aws.retry_mode: must be standard or adaptive"},
 		{"cert without key", func(c *agent.Config) { c.TLS.Insecure = false; c.TLS.CertFile = "x" }, "tls.cert_file: tls.cert_file and tls.key_file go together"},
 		{"missing token file", func(c *agent.Config) { c.Token = ""; c.TokenFile = "/nonexistent/token" }, "token_file: cannot be read"},
+		{"item2 relative file glob", func(c *agent.Config) { c.References.AllowFiles = []string{"/etc/smd/*.key", "keys/*"} },
+			"references.allow_files[1]: must be an absolute path or path glob"},
+		{"item2 file glob with ..", func(c *agent.Config) { c.References.AllowFiles = []string{"/etc/smd/keys/../*"} },
+			"references.allow_files[0]: must not hold"},
+		{"item2 SMD_ variable", func(c *agent.Config) { c.References.AllowEnv = []string{"AWS_KEY_*", "SMD_TOKEN"} },
+			"references.allow_env[1]: SMD_* variables configure the agent itself"},
+		{"item2 variable with a space", func(c *agent.Config) { c.References.AllowEnv = []string{"AWS KEY"} },
+			"references.allow_env[0]: must be a variable name"},
+		{"item2 endpoint without scheme", func(c *agent.Config) { c.Endpoints.Allow = []string{"127.0.0.1:4566"} },
+			"endpoints.allow[0]: must be scheme://host[:port][/path]"},
+		{"item2 endpoint with user", func(c *agent.Config) { c.Endpoints.Allow = []string{"https://u@vpce.example.com"} },
+			"endpoints.allow[0]: must be scheme://host[:port][/path]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

@@ -186,6 +186,10 @@ type manager struct {
 	conns         []*grpc.ClientConn
 	apis          []delegatev1.ManagerServiceClient
 	next          atomic.Uint64
+
+	// AgentEndpoints is the endpoints.allow of the agents startAgent
+	// starts: the emulator's URL, which the bench's connectors name.
+	AgentEndpoints []string
 }
 
 // startManager writes a config into dir and starts `smd manager`, then
@@ -320,6 +324,7 @@ func (m *manager) startAgent(bin, name string, tags []string, concurrency int, e
 		"concurrency": concurrency,
 		"tls":         map[string]any{"insecure": true},
 		"log":         map[string]any{"level": "warn", "format": "json"},
+		"endpoints":   map[string]any{"allow": m.AgentEndpoints},
 	}); err != nil {
 		return nil, 0, err
 	}

@@ -148,6 +148,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer m.close()
+	m.AgentEndpoints = []string{awsURL}
 	// The agents' own AWS identity (the default chain the assume-role
 	// connector starts from) is the emulator's key, from the environment.
 	agentEnv := []string{

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smdelegate/smdelegate/internal/allowlist"
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
@@ -151,6 +152,18 @@ type OIDCConfig struct {
 type PlatformConfig struct {
 	// Concurrency is how many platform tasks run at once.
 	Concurrency int `yaml:"concurrency"`
+	// Endpoints says which endpoint_url and sts_endpoint_url values beside
+	// AWS's own endpoints platform tasks call: the manager posts its own
+	// signed tokens there. Empty (the default): none.
+	Endpoints EndpointsConfig `yaml:"endpoints"`
+}
+
+// EndpointsConfig is an allow-list of custom endpoints.
+type EndpointsConfig struct {
+	// Allow: scheme://host[:port][/path] patterns; a leading "*." in the
+	// host matches subdomains, port "*" any port. AWS's own Secrets
+	// Manager and STS endpoints are always allowed.
+	Allow []string `yaml:"allow"`
 }
 
 // LogConfig configures logging.
@@ -316,6 +329,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Platform.Concurrency < 1 || c.Platform.Concurrency > 10000 {
 		add(config.Errf("platform.concurrency", "must be between 1 and 10000"))
+	}
+	for i, e := range c.Platform.Endpoints.Allow {
+		if _, err := allowlist.ParseEndpoint(e); err != nil {
+			add(config.Errf(fmt.Sprintf("platform.endpoints.allow[%d]", i), "%v", err))
+		}
 	}
 	if c.TaskRetention.D() < time.Minute {
 		add(config.Errf("task_retention", "must be at least 1m"))

@@ -56,6 +56,9 @@ func TestConfigValidate(t *testing.T) {
 		{"postgres with a bad dsn", func(c *manager.Config) {
 			c.Store = manager.StoreConfig{Driver: "postgres", DSN: "postgres://smd:pw@db:port/smd"}
 		}, "store.dsn: is not a valid PostgreSQL connection string"},
+		{"item2 platform endpoint with a query", func(c *manager.Config) {
+			c.Platform.Endpoints.Allow = []string{"https://sts.internal.example.com", "https://x.example.com/?a=b"}
+		}, "platform.endpoints.allow[1]: must be scheme://host[:port][/path]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smdelegate/smdelegate/agent"
 	"github.com/smdelegate/smdelegate/internal/awsemu"
 	"github.com/smdelegate/smdelegate/internal/ids"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
 // assertAbsent fails for every planted value found in data, raw or
@@ -156,7 +158,8 @@ func TestBuiltinCredentialsNeverStoredInPlaintext(t *testing.T) {
 		// The delegate's host: a variable and a file. This process hosts the
 		// manager too, so what is checked is that the manager never read
 		// them: it sends references, and its store and log never hold them.
-		envVar := "SMD_TEST_KEY_ID_" + ids.Random()[:8]
+		// Not SMD_*: references never read smd's own variables.
+		envVar := "TEST_KEY_ID_" + ids.Random()[:8]
 		os.Setenv(envVar, keyID) // unique name: safe beside parallel tests
 		t.Cleanup(func() { os.Unsetenv(envVar) })
 		keyFile := filepath.Join(t.TempDir(), "aws-secret-key")
@@ -169,7 +172,12 @@ func TestBuiltinCredentialsNeverStoredInPlaintext(t *testing.T) {
 		srv := mustManagerAt(t, dir, log, nil)
 		var mu sync.Mutex // guards sent
 		var sent []*delegatev1.ConnectorSettings
-		startSecretAgent(t, srv.Addr(), "ref-agent", nil, testLogger(t), func(_ context.Context, task *delegatev1.Task) {
+		// The delegate's host allows exactly that variable and file.
+		acfg := agent.DefaultConfig()
+		acfg.Manager, acfg.Token, acfg.TLS.Insecure, acfg.Name, acfg.Concurrency = srv.Addr(), delegateToken, true, "ref-agent", 4
+		runTestAgent(t, acfg, testLogger(t), secretTasksWith("ref-agent", testLogger(t), awsauth.PolicyConfig{
+			AllowEndpoints: testEndpoints, AllowEnv: []string{envVar}, AllowFiles: []string{keyFile},
+		}), func(_ context.Context, task *delegatev1.Task) {
 			mu.Lock()
 			sent = append(sent, task.GetPayload().GetSecret().GetConnector())
 			mu.Unlock()

@@ -74,6 +74,7 @@ func mustOIDCEnv(t *testing.T, tweak func(*manager.Config)) *oidcEnv {
 	t.Helper()
 	srv := mustManager(t, func(c *manager.Config) {
 		c.HTTPListen = "127.0.0.1:0"
+		c.Platform.Endpoints.Allow = testEndpoints // the emulator, for platform tasks
 		if tweak != nil {
 			tweak(c)
 		}

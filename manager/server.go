@@ -209,12 +209,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
+	policy, err := platformPolicy(s.cfg.Platform)
+	if err != nil {
+		return fmt.Errorf("platform: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.disp.sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
-	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager"})
+	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager", Policy: policy})
 	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.base, Pool: pool})}, s.cfg.Platform.Concurrency)
 	s.wg.Add(1)
 	go func() {

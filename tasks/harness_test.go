@@ -145,6 +145,16 @@ type envOptions struct {
 	maxAttempts int
 	retryMode   string
 	emuNow      func() time.Time // the emulator's clock; default time.Now
+	// policy is the host's policy; nil: testPolicy.
+	policy *awsauth.PolicyConfig
+}
+
+// testPolicy is what these tests need from a host: the emulator's
+// endpoints (any loopback port) and the unset variable the error tests
+// name.
+var testPolicy = awsauth.PolicyConfig{
+	AllowEndpoints: []string{"http://127.0.0.1:*"},
+	AllowEnv:       []string{"AWS_KEY_X_NOT_SET"},
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -168,7 +178,16 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	t.Cleanup(func() { emu.Close() })
 	logs := &syncBuffer{}
+	pc := testPolicy
+	if opts.policy != nil {
+		pc = *opts.policy
+	}
+	policy, err := awsauth.NewPolicy(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := awsauth.NewPool(awsauth.PoolOptions{
+		Policy:      policy,
 		SessionName: delegateName,
 		MaxAttempts: opts.maxAttempts,
 		RetryMode:   opts.retryMode,

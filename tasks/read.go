@@ -24,8 +24,10 @@ func (x *execution) get(ctx context.Context, op *delegatev1.GetSecretOp) (*deleg
 	if verr := checkVersion(op.GetVersionId(), op.GetVersionStage()); verr != nil {
 		return nil, verr
 	}
-	if hasRef && ref == "" {
-		return nil, invalid("name", "the JSON key after '#' is empty")
+	if hasRef {
+		if verr := CheckJSONRef(ref); verr != nil {
+			return nil, verr
+		}
 	}
 	sm, verr := x.api(ctx)
 	if verr != nil {

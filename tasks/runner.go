@@ -69,7 +69,9 @@ type RunnerOptions struct {
 	// Logger receives debug lines about each task; none holds a secret
 	// value, credential or token.
 	Logger zerolog.Logger
-	// Pool builds the connectors' clients. Ignored when Clients is set.
+	// Pool builds the connectors' clients (ignored when Clients is set);
+	// its Policy also decides which references the runner reads to keep
+	// their material out of messages.
 	Pool *awsauth.Pool
 	// Clients overrides Pool (tests). When both are nil a default Pool is
 	// used.
@@ -80,11 +82,18 @@ type RunnerOptions struct {
 type Runner struct {
 	log     zerolog.Logger
 	clients ClientFactory
+	// policy resolves the connector's references for sanitizing: the
+	// Pool's, so a reference the host refuses is never read. nil (Clients
+	// without a Pool) reads none.
+	policy *awsauth.Policy
 }
 
 // NewRunner returns a Runner.
 func NewRunner(opts RunnerOptions) *Runner {
 	r := &Runner{log: opts.Logger.With().Str("component", "tasks").Logger(), clients: opts.Clients}
+	if opts.Pool != nil {
+		r.policy = opts.Pool.Policy()
+	}
 	if r.clients == nil {
 		p := opts.Pool
 		if p == nil {
@@ -124,6 +133,7 @@ func (r *Runner) Run(ctx context.Context, taskID string, t *delegatev1.SecretTas
 	start := time.Now()
 	x := &execution{
 		clients: r.clients,
+		policy:  r.policy,
 		taskID:  taskID,
 		attempt: AttemptFrom(ctx),
 	}
@@ -151,6 +161,7 @@ func (r *Runner) Run(ctx context.Context, taskID string, t *delegatev1.SecretTas
 // execution is the state of one Run.
 type execution struct {
 	clients ClientFactory
+	policy  *awsauth.Policy
 	taskID  string
 	attempt int32
 	log     zerolog.Logger
@@ -258,7 +269,7 @@ func (x *execution) collectSecrets(t *delegatev1.SecretTask) {
 		field string
 		ref   *delegatev1.SecretRef
 	}{{"access_key_id", x.conn.GetAccessKeyId()}, {"secret_access_key", x.conn.GetSecretAccessKey()}} {
-		if v, err := awsauth.ResolveRef(ref.field, ref.ref); err == nil {
+		if v, err := x.policy.ResolveRef(ref.field, ref.ref); err == nil {
 			x.secrets = append(x.secrets, v)
 		}
 	}

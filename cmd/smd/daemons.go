@@ -143,7 +143,11 @@ exit 0); a second cancels running tasks; a third exits at once.`,
 			}
 			base := log.With().Str("delegate", cfg.Name).Logger()
 			log = base.With().Str("component", "agent").Logger()
-			a := agent.New(cfg, log, newTaskHandler(cfg, base), Version)
+			h, err := newTaskHandler(cfg, base)
+			if err != nil {
+				return usageErr(fmt.Errorf("invalid configuration:\n%w", err))
+			}
+			a := agent.New(cfg, log, h, Version)
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

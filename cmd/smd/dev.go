@@ -105,6 +105,8 @@ func runDev(parent context.Context, stdout io.Writer, o devOptions) error {
 	mcfg.Auth.DelegateTokens = []manager.TokenConfig{{Name: "dev", SHA256: manager.HashToken(dgToken)}}
 	mcfg.Auth.OperatorTokens = []manager.TokenConfig{{Name: "dev", SHA256: manager.HashToken(opToken)}}
 	mcfg.ShutdownTimeout = config.Duration(2 * time.Second)
+	// Platform (oidc) connectors of smd dev call the emulator too.
+	mcfg.Platform.Endpoints.Allow = []string{awsURL}
 	srv, err := manager.New(mcfg, log, nil)
 	if err != nil {
 		return err
@@ -120,11 +122,18 @@ func runDev(parent context.Context, stdout io.Writer, o devOptions) error {
 	acfg.TLS.Insecure = true
 	acfg.Reconnect.Initial = config.Duration(100 * time.Millisecond)
 	acfg.Reconnect.Max = config.Duration(2 * time.Second)
+	// The sample connector's endpoints are the emulator's: the dev agent
+	// allows them, as an operator's agent would in endpoints.allow.
+	acfg.Endpoints.Allow = []string{awsURL}
 	if err := acfg.Validate(); err != nil {
 		return err
 	}
 	abase := log.With().Str("delegate", acfg.Name).Logger()
-	ag := agent.New(acfg, abase.With().Str("component", "agent").Logger(), newTaskHandler(acfg, abase), Version)
+	h, err := newTaskHandler(acfg, abase)
+	if err != nil {
+		return err
+	}
+	ag := agent.New(acfg, abase.With().Str("component", "agent").Logger(), h, Version)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	agentDone := make(chan error, 1)

@@ -12,18 +12,40 @@ import (
 )
 
 // newTaskHandler wires the agent's task handlers: pings, and secret tasks
-// on a pool of AWS clients sized by the agent's aws.* settings. log has no
-// component field: the tasks package names its own.
-func newTaskHandler(cfg agent.Config, log zerolog.Logger) agent.Handler {
+// on a pool of AWS clients sized by the agent's aws.* settings and
+// confined by its references.* and endpoints.* allow-lists (agentPolicy).
+// log has no component field: the tasks package names its own.
+func newTaskHandler(cfg agent.Config, log zerolog.Logger) (agent.Handler, error) {
+	policy, err := agentPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
 	pool := awsauth.NewPool(awsauth.PoolOptions{
 		MaxClients:  cfg.AWS.ClientPoolSize,
 		TTL:         cfg.AWS.ClientTTL.D(),
 		SessionName: cfg.Name,
 		RetryMode:   cfg.AWS.RetryMode,
 		MaxAttempts: cfg.AWS.MaxAttempts,
+		Policy:      policy,
 	})
 	r := tasks.NewRunner(tasks.RunnerOptions{Logger: log, Pool: pool})
-	return &agent.Tasks{Name: cfg.Name, Version: Version, Secrets: secretRunner{r}}
+	return &agent.Tasks{Name: cfg.Name, Version: Version, Secrets: secretRunner{r}}, nil
+}
+
+// agentPolicy is what the agent's config lets connectors reach on this
+// host: the env: and file: references of references.allow_env and
+// references.allow_files, the endpoints of endpoints.allow beside AWS's
+// own. The agent's token file, config file and TLS key are never read,
+// and no reference may resolve to (or contain) the agent's token.
+func agentPolicy(cfg agent.Config) (*awsauth.Policy, error) {
+	return awsauth.NewPolicy(awsauth.PolicyConfig{
+		AllowEnv:       cfg.References.AllowEnv,
+		AllowFiles:     cfg.References.AllowFiles,
+		AllowEndpoints: cfg.Endpoints.Allow,
+		ProtectedFiles: []string{cfg.TokenFile, cfg.ConfigFile, cfg.TLS.KeyFile},
+		Withheld:       []string{cfg.Token},
+		Keys:           awsauth.AgentKeys,
+	})
 }
 
 // secretRunner adapts tasks.Runner to the agent: the task id seeds the

@@ -31,11 +31,15 @@ func TestSessionName(t *testing.T) {
 
 func TestResolveRef(t *testing.T) {
 	const planted = "PLANTED-secret-material-42"
-	t.Setenv("SMD_TEST_KEY_SET", "  "+planted+"\n")
-	t.Setenv("SMD_TEST_KEY_EMPTY", "")
+	t.Setenv("AWSAUTH_TEST_KEY_SET", "  "+planted+"\n")
+	t.Setenv("AWSAUTH_TEST_KEY_EMPTY", "")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "key")
 	if err := os.WriteFile(file, []byte(planted+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPolicy(PolicyConfig{AllowEnv: []string{"AWSAUTH_TEST_KEY_*", "AWS_KEY_X_UNSET"}, AllowFiles: []string{filepath.Join(dir, "*")}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -45,15 +49,15 @@ func TestResolveRef(t *testing.T) {
 		wantErr string
 	}{
 		{"value", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Value{Value: planted}}, planted, ""},
-		{"env", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Env{Env: "SMD_TEST_KEY_SET"}}, planted, ""},
+		{"env", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Env{Env: "AWSAUTH_TEST_KEY_SET"}}, planted, ""},
 		{"file", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_File{File: file}}, planted, ""},
 		{"nil", nil, "", "connector.access_key_id: is required"},
 		{"env unset", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Env{Env: "AWS_KEY_X_UNSET"}}, "", "connector.access_key_id: env var AWS_KEY_X_UNSET is not set"},
-		{"env empty", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Env{Env: "SMD_TEST_KEY_EMPTY"}}, "", "connector.access_key_id: is empty"},
+		{"env empty", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_Env{Env: "AWSAUTH_TEST_KEY_EMPTY"}}, "", "connector.access_key_id: is empty"},
 		{"file missing", &delegatev1.SecretRef{Ref: &delegatev1.SecretRef_File{File: filepath.Join(dir, "nope")}}, "", "connector.access_key_id: file " + filepath.Join(dir, "nope") + " does not exist"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ResolveRef("access_key_id", tc.ref)
+			got, err := p.ResolveRef("access_key_id", tc.ref)
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("ResolveRef() error = %v, want %q", err, tc.wantErr)
@@ -93,7 +97,7 @@ func TestResolveValidates(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := resolve(tc.c)
+			_, err := resolve(tc.c, nil)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("resolve() = %v, want success", err)
@@ -107,17 +111,17 @@ func TestResolveValidates(t *testing.T) {
 func TestCacheKeyIgnoresWebIdentityToken(t *testing.T) {
 	t.Parallel()
 	c := &delegatev1.ConnectorSettings{Id: "c1", CredentialType: delegatev1.CredentialType_OIDC, RoleArn: "arn:aws:iam::1:role/r", WebIdentityToken: "t1"}
-	r1, err := resolve(c)
+	r1, err := resolve(c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.WebIdentityToken = "t2"
-	r2, _ := resolve(c)
+	r2, _ := resolve(c, nil)
 	if r1.cacheKey("s") != r2.cacheKey("s") {
 		t.Error("cache key changed with the web identity token")
 	}
 	c.RoleArn = "arn:aws:iam::1:role/other"
-	r3, _ := resolve(c)
+	r3, _ := resolve(c, nil)
 	if r1.cacheKey("s") == r3.cacheKey("s") {
 		t.Error("cache key did not change with the role ARN")
 	}

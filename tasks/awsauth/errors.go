@@ -18,6 +18,11 @@ var (
 	// failed (STS refused, instance metadata unreachable). The caller maps it
 	// to CREDENTIALS.
 	ErrCredentials = errors.New("credentials unavailable")
+
+	// ErrNotAllowed refines both: the host's Policy refused an env: or
+	// file: reference or an endpoint. errors.Is(err, ErrNotAllowed) holds
+	// beside the kind; the message names the setting to change.
+	ErrNotAllowed = errors.New("not allowed by the host's policy")
 )
 
 // FieldError says which connector field is wrong and why. Its message names
@@ -31,6 +36,8 @@ type FieldError struct {
 	Reason string
 	// Kind is ErrInvalidSettings or ErrCredentials.
 	Kind error
+	// NotAllowed: the host's Policy refused the value (ErrNotAllowed).
+	NotAllowed bool
 }
 
 // Error returns "field: reason".
@@ -41,8 +48,16 @@ func (e *FieldError) Error() string {
 // Unwrap returns the sentinel kind.
 func (e *FieldError) Unwrap() error { return e.Kind }
 
+// Is makes errors.Is(err, ErrNotAllowed) true for a policy refusal.
+func (e *FieldError) Is(target error) bool { return e.NotAllowed && target == ErrNotAllowed }
+
 func invalidField(field, format string, args ...any) error {
 	return &FieldError{Field: "connector." + field, Reason: fmt.Sprintf(format, args...), Kind: ErrInvalidSettings}
+}
+
+// refused is a FieldError of kind for a value the host's Policy refuses.
+func refused(field string, kind error, format string, args ...any) error {
+	return &FieldError{Field: "connector." + field, Reason: fmt.Sprintf(format, args...), Kind: kind, NotAllowed: true}
 }
 
 func credentialField(field, format string, args ...any) error {

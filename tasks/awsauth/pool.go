@@ -58,6 +58,10 @@ type PoolOptions struct {
 	// MaxBackoff caps the SDK's delay between retry attempts. Default the
 	// SDK's (20 s). Tests set it low.
 	MaxBackoff time.Duration
+	// Policy is what this host lets connectors reach: env: and file:
+	// references and endpoints beyond AWS's own. nil allows no reference
+	// and AWS's endpoints only.
+	Policy *Policy
 }
 
 // Pool is a bounded, TTL-limited LRU cache of Secrets Manager clients keyed
@@ -74,6 +78,7 @@ type Pool struct {
 	// httpErr is why the default HTTP client could not be built (an
 	// unreadable AWS_CA_BUNDLE); every SecretsManager call returns it.
 	httpErr error
+	policy  *Policy
 	now     func() time.Time
 
 	mu sync.Mutex // guards lru and entries
@@ -104,6 +109,7 @@ func NewPool(opts PoolOptions) *Pool {
 		maxAttempts: opts.MaxAttempts,
 		maxBackoff:  opts.MaxBackoff,
 		httpClient:  opts.HTTPClient,
+		policy:      opts.Policy,
 		now:         time.Now,
 		lru:         list.New(),
 		entries:     make(map[string]*list.Element),
@@ -127,8 +133,8 @@ func NewPool(opts PoolOptions) *Pool {
 }
 
 // NewHTTPClient returns the pool's default HTTP client: keep-alive
-// connections, enough idle connections per host for a busy delegate, and
-// bounded dial, TLS and response-header waits. Call deadlines come from the
+// connections, enough idle connections per host for a busy delegate,
+// bounded dial, TLS and response-header waits, and no redirects followed. Call deadlines come from the
 // task's context. When AWS_CA_BUNDLE names a PEM file, its certificates are
 // the trusted roots, as the SDK does for its own clients.
 func NewHTTPClient() (*http.Client, error) {
@@ -157,8 +163,13 @@ func NewHTTPClient() (*http.Client, error) {
 		}
 		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t}, nil
+	// No redirects: AWS's APIs answer in place, and following one would
+	// re-send a signed request (and an AssumeRoleWithWebIdentity body,
+	// token included) to a host the Policy never checked.
+	return &http.Client{Transport: t, CheckRedirect: noRedirect}, nil
 }
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // SecretsManager returns a client for connector c, from the cache when one
 // was built for the same identity and endpoints within the TTL. For OIDC it
@@ -167,14 +178,17 @@ func NewHTTPClient() (*http.Client, error) {
 //
 // Errors wrap ErrInvalidSettings (a field can never work) or ErrCredentials
 // (material could not be read on this host) and are *FieldError values
-// naming the field, never its value. Failures of the AWS credential
+// naming the field, never its value; a refusal by the pool's Policy (a
+// reference or an endpoint this host does not allow) also wraps
+// ErrNotAllowed and names the setting to change. A refused connector
+// sends nothing anywhere. Failures of the AWS credential
 // provider itself surface later, from the client's calls, as
 // *CredentialError.
 func (p *Pool) SecretsManager(ctx context.Context, c *delegatev1.ConnectorSettings) (*secretsmanager.Client, error) {
 	if p.httpErr != nil {
 		return nil, p.httpErr
 	}
-	r, err := resolve(c)
+	r, err := resolve(c, p.policy)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +226,10 @@ func (p *Pool) SecretsManager(ctx context.Context, c *delegatev1.ConnectorSettin
 	}
 	return e.client, nil
 }
+
+// Policy returns the policy the pool applies (nil: the default, which
+// allows no reference and AWS's endpoints only).
+func (p *Pool) Policy() *Policy { return p.policy }
 
 // Len reports how many clients the pool holds.
 func (p *Pool) Len() int {

@@ -4,10 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
-	"io/fs"
-	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -41,9 +37,10 @@ type resolved struct {
 	secretAccessKey string
 }
 
-// resolve validates c and reads its secret references. Errors are
-// *FieldError values naming the field; none carries a value.
-func resolve(c *delegatev1.ConnectorSettings) (*resolved, error) {
+// resolve validates c under this host's policy p and reads its secret
+// references. Errors are *FieldError values naming the field; none carries
+// a value.
+func resolve(c *delegatev1.ConnectorSettings, p *Policy) (*resolved, error) {
 	if c == nil {
 		return nil, invalidField("credential_type", "connector settings are missing")
 	}
@@ -52,20 +49,26 @@ func resolve(c *delegatev1.ConnectorSettings) (*resolved, error) {
 		credType:    c.GetCredentialType(),
 		region:      strings.TrimSpace(c.GetRegion()),
 	}
+	// The region names the default endpoints' host: anything but a region
+	// could steer them to another AWS-hosted name. The manager checks the
+	// same rule; this host does not rely on it.
+	if r.region != "" && !regionRE.MatchString(r.region) {
+		return nil, invalidField("region", "must be an AWS region such as us-east-1 (or empty to use AWS_REGION on the delegate)")
+	}
 	var err error
-	if r.endpointURL, err = checkURL("endpoint_url", c.GetEndpointUrl()); err != nil {
+	if r.endpointURL, err = p.endpoint("endpoint_url", serviceSecretsManager, c.GetEndpointUrl()); err != nil {
 		return nil, err
 	}
-	if r.stsEndpointURL, err = checkURL("sts_endpoint_url", c.GetStsEndpointUrl()); err != nil {
+	if r.stsEndpointURL, err = p.endpoint("sts_endpoint_url", serviceSTS, c.GetStsEndpointUrl()); err != nil {
 		return nil, err
 	}
 
 	switch r.credType {
 	case delegatev1.CredentialType_ACCESS_KEY:
-		if r.accessKeyID, err = ResolveRef("access_key_id", c.GetAccessKeyId()); err != nil {
+		if r.accessKeyID, err = p.ResolveRef("access_key_id", c.GetAccessKeyId()); err != nil {
 			return nil, err
 		}
-		if r.secretAccessKey, err = ResolveRef("secret_access_key", c.GetSecretAccessKey()); err != nil {
+		if r.secretAccessKey, err = p.ResolveRef("secret_access_key", c.GetSecretAccessKey()); err != nil {
 			return nil, err
 		}
 	case delegatev1.CredentialType_INSTANCE_ROLE:
@@ -115,66 +118,6 @@ func (r *resolved) cacheKey(sessionName string) string {
 	binary.BigEndian.PutUint64(d[:], uint64(r.duration))
 	h.Write(d[:])
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// ResolveRef returns the material a SecretRef names: its value, the
-// environment variable it names, or the trimmed content of the file it names,
-// read on this host. field is the connector field the reference belongs to;
-// the error names it and the variable or path, never the material.
-func ResolveRef(field string, ref *delegatev1.SecretRef) (string, error) {
-	if ref == nil || ref.GetRef() == nil {
-		return "", credentialField(field, "is required")
-	}
-	var v string
-	switch x := ref.GetRef().(type) {
-	case *delegatev1.SecretRef_Value:
-		v = x.Value
-	case *delegatev1.SecretRef_Env:
-		name := strings.TrimSpace(x.Env)
-		if name == "" {
-			return "", credentialField(field, "env reference names no variable")
-		}
-		val, ok := os.LookupEnv(name)
-		if !ok {
-			return "", credentialField(field, "env var %s is not set", name)
-		}
-		v = val
-	case *delegatev1.SecretRef_File:
-		path := strings.TrimSpace(x.File)
-		if path == "" {
-			return "", credentialField(field, "file reference names no path")
-		}
-		b, err := os.ReadFile(path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return "", credentialField(field, "file %s does not exist", path)
-		case errors.Is(err, fs.ErrPermission):
-			return "", credentialField(field, "file %s is not readable by the delegate", path)
-		case err != nil:
-			return "", credentialField(field, "file %s cannot be read", path)
-		}
-		v = string(b)
-	}
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return "", credentialField(field, "is empty")
-	}
-	return v, nil
-}
-
-func checkURL(field, raw string) (string, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		return "", nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", invalidField(field, "must be an absolute http or https URL")
-	}
-	if u.User != nil {
-		return "", invalidField(field, "must not carry user information")
-	}
-	return raw, nil
 }
 
 var sessionNameRe = regexp.MustCompile(`[^\w+=,.@-]`)

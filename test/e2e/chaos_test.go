@@ -77,9 +77,9 @@ func TestChaos(t *testing.T) {
 	// proxies whose connections the chaos breaks.
 	proxy, apiProxy := startProxy(t, m.Addr), startProxy(t, m.Addr)
 	agents := []*chaosAgent{
-		{name: "chaos-1", opts: agentOpts{Tags: []string{"chaos"}, Concurrency: 8, Manager: proxy.Addr()}},
-		{name: "chaos-2", opts: agentOpts{Tags: []string{"chaos"}, Concurrency: 8, Manager: proxy.Addr()}},
-		{name: "chaos-3", opts: agentOpts{Tags: []string{"chaos"}, Concurrency: 8}},
+		{name: "chaos-1", opts: agentOpts{Tags: []string{"chaos"}, Concurrency: 8, Manager: proxy.Addr(), Endpoints: []string{awsURL}}},
+		{name: "chaos-2", opts: agentOpts{Tags: []string{"chaos"}, Concurrency: 8, Manager: proxy.Addr(), Endpoints: []string{awsURL}}},
+		{name: "chaos-3", opts: agentOpts{Tags: []string{"chaos"}, Concurrency: 8, Endpoints: []string{awsURL}}},
 	}
 	for _, a := range agents {
 		a.proc = startAgent(t, m, a.name, a.opts)

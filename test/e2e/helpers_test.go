@@ -616,6 +616,9 @@ type agentOpts struct {
 	TokenEnv bool
 	// NoWait returns without waiting for the agent to connect.
 	NoWait bool
+	// Endpoints is the agent's endpoints.allow: the emulator's URL for
+	// connectors that point at it.
+	Endpoints []string
 }
 
 // startAgent writes an agent config and starts `smd agent -c`, then waits
@@ -642,6 +645,7 @@ func startAgent(t testing.TB, m *manager, name string, opts agentOpts) *proc {
 		"tls":           map[string]any{"insecure": true},
 		"reconnect":     map[string]any{"initial": "100ms", "max": "1s"},
 		"log":           map[string]any{"level": "info", "format": "json"},
+		"endpoints":     map[string]any{"allow": opts.Endpoints},
 	}
 	var env []string
 	if opts.TokenEnv {

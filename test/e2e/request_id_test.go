@@ -46,7 +46,7 @@ func TestRetryAfterLostResponse(t *testing.T) {
 	}
 	t.Cleanup(func() { emu.Close() })
 	m := startManager(t, managerOpts{})
-	startAgent(t, m, "retry-agent", agentOpts{Tags: []string{"chaos"}})
+	startAgent(t, m, "retry-agent", agentOpts{Tags: []string{"chaos"}, Endpoints: []string{awsURL}})
 	createChaosConnectors(t, m, awsURL)
 	cut := startResponseCutter(t, m.Addr)
 
