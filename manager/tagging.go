@@ -148,8 +148,12 @@ func (d *Dispatcher) TagDelegate(ctx context.Context, c TagChange) (tags []strin
 	}
 	d.mu.Unlock()
 	if c.Confirm && holder == "" {
-		return nil, "", &TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: fmt.Sprintf(
-			"delegate %q of scope %s is not connected: --confirm gives its operator tags to the token of the connected delegate", key.name, scopeText(c.Scope))}
+		who := fmt.Sprintf("delegate %q", key.name)
+		if !c.Scope.IsZero() {
+			who += " of scope " + c.Scope.String()
+		}
+		return nil, "", &TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: who +
+			" is not connected: --confirm gives its operator tags to the token of the connected delegate"}
 	}
 	var next opTagRecord
 	if cur != nil {
