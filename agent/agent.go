@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/smdelegate/smdelegate/internal/ids"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -32,7 +33,8 @@ type Handler interface {
 }
 
 // FatalError stops the agent: retrying cannot help (a refused token, a
-// forbidden tag, a manager that does not speak the protocol).
+// forbidden tag, a manager that does not speak the protocol). The codes
+// are listed in fatal; everything else is retried with backoff.
 type FatalError struct {
 	Code codes.Code
 	Msg  string
@@ -47,6 +49,9 @@ type Agent struct {
 	handler  Handler
 	version  string
 	hostname string
+	// instance identifies this process to the manager (Hello.instance_id):
+	// its reconnects replace its own stream, and no other agent's.
+	instance string
 
 	mu       sync.Mutex // guards the fields below
 	running  map[string]*run
@@ -72,7 +77,7 @@ func New(cfg Config, log zerolog.Logger, h Handler, version string) *Agent {
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Agent{
-		cfg: cfg, log: log, handler: h, version: version, hostname: host,
+		cfg: cfg, log: log, handler: h, version: version, hostname: host, instance: ids.Random(),
 		running: map[string]*run{}, pending: map[string]*delegatev1.TaskResult{},
 		changed: make(chan struct{}), taskCtx: ctx, cancelRuns: cancel,
 	}
@@ -166,7 +171,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		failures++
 		wait := a.backoff(failures)
-		a.log.Warn().Err(err).Dur("retry_in", wait).Msg("stream to manager lost; reconnecting")
+		if status.Code(err) == codes.AlreadyExists {
+			// Another agent process holds the name, or the manager has
+			// not noticed yet that our previous process is gone.
+			a.log.Warn().Err(err).Dur("retry_in", wait).Msg("manager refused the name: another connected delegate holds it; retrying")
+		} else {
+			a.log.Warn().Err(err).Dur("retry_in", wait).Msg("stream to manager lost; reconnecting")
+		}
 		if a.isDraining() && drainTimer == nil && a.cfg.DrainTimeout.D() > 0 {
 			drainTimer = time.After(a.cfg.DrainTimeout.D())
 		}
@@ -200,7 +211,11 @@ func (a *Agent) backoff(n int) time.Duration {
 
 // fatal returns a *FatalError for the status codes that must not be
 // retried, with a message an operator can act on. Everything else
-// (Unavailable, Internal, deadline, transport errors) is retried.
+// (Unavailable, Internal, deadline, transport errors) is retried, and so
+// is AlreadyExists: the name is held by another connected delegate (a
+// second agent with the same name, or this host's previous process that
+// the manager has not seen leave yet), which may go away; this agent
+// gets the name once it does.
 func fatal(err error) *FatalError {
 	st, ok := status.FromError(err)
 	if !ok {
@@ -216,9 +231,6 @@ func fatal(err error) *FatalError {
 	case codes.Unimplemented:
 		// Not a manager, or one that does not speak delegate.v1.
 		return &FatalError{st.Code(), "the address is not an smd manager speaking delegate.v1: " + st.Message()}
-	case codes.AlreadyExists:
-		// Another delegate connected under the same name and took over.
-		return &FatalError{st.Code(), "manager ended this stream: " + st.Message()}
 	case codes.InvalidArgument:
 		// The Hello was refused (bad name or capacity): a config error.
 		return &FatalError{st.Code(), "manager refused the delegate's hello: " + st.Message()}

@@ -43,6 +43,7 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 	hello := &delegatev1.Hello{
 		Name: a.cfg.Name, Tags: a.cfg.Tags, Version: a.version, Hostname: a.hostname,
 		Capacity: int32(a.cfg.Concurrency), Group: a.cfg.Group, Running: a.runningLocked(),
+		InstanceId: a.instance,
 	}
 	s.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Hello{Hello: hello}})
 	for _, r := range a.pending {

@@ -40,6 +40,9 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 	if err := validateRequestID(req.GetRequestId()); err != nil {
 		return nil, invalid(err)
 	}
+	if err := checkTags("selectors", req.GetSelectors(), maxTagLen); err != nil {
+		return nil, invalid(err)
+	}
 	// A ping needs a delegate serving its scope: the one asked for, else
 	// the token's (none for an unscoped token: any delegate).
 	scope := tokenScope(ctx)

@@ -315,16 +315,28 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 	return &delegatev1.DeleteCredentialResponse{}, nil
 }
 
-// TagDelegate changes a delegate's operator tags. A scoped token may tag
-// only a connected delegate at its scope or below: others it does not see
-// are not found; those it sees but that also serve other scopes (above
-// it, or unscoped) it may not retag, and a name not connected it may not
-// claim ahead of the delegate that will use it.
+// TagDelegate changes a delegate's operator tags. They belong to the
+// name within a scope: the request's, else the connected delegate's, else
+// the token's. A scoped token may tag only a connected delegate at its
+// scope or below: others it does not see are not found; those it sees
+// but that also serve other scopes (above it, or unscoped) it may not
+// retag, and a name not connected it may not claim ahead of the delegate
+// that will use it.
 func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
-	if tok := tokenScope(ctx); !tok.IsZero() {
-		sc, ok := s.d.delegateScope(req.GetName())
+	tok := tokenScope(ctx)
+	sc, connected := s.d.delegateScope(req.GetName())
+	if rs := req.GetScope(); !storeScope(rs).IsZero() {
+		if err := connector.ValidateScope(rs); err != nil {
+			return nil, invalid(err)
+		}
+		connected = connected && sc == storeScope(rs)
+		sc = storeScope(rs)
+	} else if !connected {
+		sc = tok
+	}
+	if !tok.IsZero() {
 		switch {
-		case !ok || !overlaps(tok, sc):
+		case !connected || !overlaps(tok, sc):
 			return nil, status.Errorf(codes.NotFound, "delegate %q is not connected", req.GetName())
 		case !visible(tok, sc):
 			return nil, status.Errorf(codes.PermissionDenied,
@@ -332,11 +344,13 @@ func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDel
 				req.GetName(), scopeText(sc), tok.String())
 		}
 	}
-	tags, err := s.d.TagDelegate(ctx, req.GetName(), req.GetAdd(), req.GetRemove())
+	tags, token, err := s.d.TagDelegate(ctx, TagChange{
+		Scope: sc, Name: req.GetName(), Add: req.GetAdd(), Remove: req.GetRemove(), Confirm: req.GetConfirm(),
+	})
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &delegatev1.TagDelegateResponse{OperatorTags: tags}, nil
+	return &delegatev1.TagDelegateResponse{OperatorTags: tags, TokenName: token}, nil
 }
 
 // internal logs err and returns a generic Internal status.

@@ -269,8 +269,8 @@ func (c *Config) Validate() error {
 				add(config.Errf(f+".sha256", "must be the 64-character hex SHA-256 of the token (see smd token generate)"))
 			}
 			for j, tag := range t.AllowedTags {
-				if strings.TrimSpace(tag) == "" {
-					add(config.Errf(fmt.Sprintf("%s.allowed_tags[%d]", f, j), "must not be empty"))
+				if p := connector.TagProblem(tag); p != "" {
+					add(config.Errf(fmt.Sprintf("%s.allowed_tags[%d]", f, j), "%s", p))
 				}
 			}
 			if t.Scope != "" {
@@ -287,6 +287,16 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
+	}
+	// A delegate token's name is its identity (operator tags are confirmed
+	// for one, and a refused stream names the holder's): one name, one token.
+	seen := map[string]int{}
+	for i, t := range c.Auth.DelegateTokens {
+		if j, dup := seen[t.Name]; dup && t.Name != "" {
+			add(config.Errf(fmt.Sprintf("auth.delegate_tokens[%d].name", i), "%q is also the name of auth.delegate_tokens[%d]; each delegate token needs its own name (when rotating one, give the new token a new name)", t.Name, j))
+			continue
+		}
+		seen[t.Name] = i
 	}
 	if len(c.Auth.DelegateTokens) == 0 {
 		add(config.Errf("auth.delegate_tokens", "at least one delegate token is required"))

@@ -81,15 +81,15 @@ type Dispatcher struct {
 	// limits counts the unfinished tasks of each scope (nil: no limits).
 	limits *limiter
 
-	tagMu sync.Mutex // serializes TagDelegate's read-modify-write
+	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (tagging.go)
 
 	mu        sync.Mutex // guards everything below
 	tasks     map[string]*task
 	queues    map[string]*queue // by matchKey (scope and selectors)
 	pools     map[string]*pool  // eligible delegates by matchKey (pools.go)
 	queued    int
-	delegates map[string]*delegate // connected, by name
-	opTags    map[string][]string  // operator tags by delegate name (mirrors the store)
+	delegates map[string]*delegate    // connected, by name
+	opTags    map[tagKey]*opTagRecord // operator tags by scope and delegate name (mirrors the store)
 	seq       uint64
 	closed    bool
 	// stopping is closed by close: streams end so agents reconnect.
@@ -102,9 +102,10 @@ var (
 	ErrTaskNotFound = errors.New("task not found")
 	// ErrShuttingDown: the manager is stopping and takes no new tasks.
 	ErrShuttingDown = errors.New("manager is shutting down")
-	// ErrNameInUse: a delegate of another scope is connected under the
-	// name a new stream announces; it is not replaced (connect).
-	ErrNameInUse = errors.New("the delegate name is in use by a connected delegate of another scope; delegate names must be unique per manager")
+	// ErrNameInUse: a delegate of another agent process is connected
+	// under the name a new stream announces; it is not replaced (connect,
+	// wrapped by NameHeldError).
+	ErrNameInUse = errors.New("the delegate name is held by a connected delegate; delegate names must be unique per manager")
 	// ErrRequestReused: a request id came again with another request
 	// than the one it was first given with (wrapped by RequestReusedError).
 	ErrRequestReused = errors.New("request_id reused for a different request")
@@ -138,7 +139,7 @@ func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *me
 		queues:    map[string]*queue{},
 		pools:     map[string]*pool{},
 		delegates: map[string]*delegate{},
-		opTags:    map[string][]string{},
+		opTags:    map[tagKey]*opTagRecord{},
 		stopping:  make(chan struct{}),
 	}
 }

@@ -92,7 +92,11 @@ func TestPoolsMatchAScan(t *testing.T) {
 			}
 			sc := dgScopes[rng.IntN(len(dgScopes))]
 			out := outbox.New[*delegatev1.ManagerMessage]()
-			dg, err := d.connect(&delegatev1.Hello{Name: name, Tags: tags, Capacity: int32(1 + rng.IntN(3))}, nil, sc, out)
+			// One token and one agent process per scope and name: the
+			// same pair reconnects, another scope claims a held name.
+			id := identity{kind: kindDelegate, name: "token-" + sc.String(), scope: sc}
+			hello := &delegatev1.Hello{Name: name, Tags: tags, Capacity: int32(1 + rng.IntN(3)), InstanceId: name + "-" + sc.String()}
+			dg, err := d.connect(hello, id, out)
 			if errors.Is(err, ErrNameInUse) {
 				// Only a delegate of another scope keeps its name.
 				if old := agents[name]; old == nil || old.dg.scope == sc {
@@ -121,13 +125,14 @@ func TestPoolsMatchAScan(t *testing.T) {
 		case op == 3: // operator tags
 			a := pick(rng, agents)
 			tg := tagChoices[rng.IntN(len(tagChoices))]
+			key := tagKey{a.dg.scope, a.dg.name}
 			d.mu.Lock()
 			if rng.IntN(2) == 0 {
-				d.opTags[a.dg.name] = []string{tg}
+				d.opTags[key] = &opTagRecord{tags: []string{tg}, token: a.dg.token}
 			} else {
-				delete(d.opTags, a.dg.name)
+				delete(d.opTags, key)
 			}
-			sends := d.tagsChangeLocked(a.dg.name)
+			sends := d.tagsChangeLocked(key)
 			d.mu.Unlock()
 			d.deliver(sends)
 			what = "retag " + a.dg.name

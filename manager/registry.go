@@ -31,7 +31,13 @@ type delegate struct {
 	// scope is its token's scope (zero: unrestricted); it runs only tasks
 	// it serves. Never what the agent declares, and fixed per stream.
 	scope store.Scope
-	// kicked is closed when a newer stream with the same name replaces this one.
+	// token is the name of its delegate token (never the token itself).
+	token string
+	// instance is the agent process's Hello.instance_id: only a stream of
+	// the same instance (and token and scope) may replace this one.
+	instance string
+	// kicked is closed when a newer stream of the same agent process
+	// replaces this one.
 	kicked   chan struct{}
 	capacity int
 	// credit is how many more tasks the agent said it can take.
@@ -46,8 +52,10 @@ type delegate struct {
 	pools map[*pool]int
 	// internal marks the manager's own platform delegate: not listed.
 	internal bool
-	// opTags are the operator-assigned tags (smd delegate tag).
-	opTags []string
+	// opTags are the operator-assigned tags (smd delegate tag) it
+	// carries; unconfirmed are those it does not, because they were
+	// confirmed for another delegate token (tagging.go).
+	opTags, unconfirmed []string
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
@@ -78,42 +86,44 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// connect registers the delegate of a new stream. A delegate reconnecting
-// under the same name replaces its old stream and keeps the leases of the
-// tasks its Hello says it still runs. allowed, when not empty, restricts
-// the tags it may declare (the token's allowed_tags); scope is the
-// token's scope. A connected delegate of another scope is never replaced
-// (ErrNameInUse): one tenant's agent must not push out another's.
-func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, scope store.Scope, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
-	declared := normalizeTags(h.GetTags())
-	for _, t := range append([]string{strings.ToLower(h.GetName())}, declared...) {
-		if strings.HasPrefix(t, reservedPrefix) {
-			return nil, fmt.Errorf("%q: names and tags starting with %q are reserved for the manager", t, reservedPrefix)
-		}
+// connect registers the delegate of a new stream, authenticated as id.
+// Every tag the Hello gives it is checked first (helloTags: a
+// *config.FieldError), then against the token's allowed_tags. A
+// delegate connected under the same name is replaced only by a new
+// stream of its own agent process (the same instance id, token and
+// scope: a reconnect), which keeps the leases of the tasks its Hello
+// says it still runs; any other claim of the name is a *NameHeldError,
+// so no stream can push out a connected delegate and take its tasks and
+// operator tags.
+func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
+	declared, implicit, err := helloTags(h)
+	if err != nil {
+		return nil, err
 	}
-	implicit := []string{h.GetName(), h.GetHostname(), h.GetGroup()}
-	if len(allowed) > 0 {
+	if len(id.allowedTags) > 0 {
 		// A restricted token confines every tag the delegate could be
 		// matched by: declared tags outside the list are refused, and the
 		// implicit name/hostname/group tags count only where allowed.
-		ok := newTagSet(allowed)
+		ok := newTagSet(id.allowedTags)
 		for _, t := range declared {
 			if _, in := ok[t]; !in {
 				return nil, fmt.Errorf("tag %q is not allowed for this delegate token", t)
 			}
 		}
-		implicit = slices.DeleteFunc(normalizeTags(implicit), func(t string) bool { _, in := ok[t]; return !in })
+		implicit = slices.DeleteFunc(implicit, func(t string) bool { _, in := ok[t]; return !in })
 	}
 	now := d.now()
 	dg := &delegate{
 		id:        ids.Random(),
-		name:      h.GetName(),
+		name:      delegateName(h.GetName()),
 		hostname:  h.GetHostname(),
 		version:   h.GetVersion(),
 		group:     h.GetGroup(),
 		declared:  declared,
 		implicit:  implicit,
-		scope:     scope,
+		scope:     id.scope,
+		token:     id.name,
+		instance:  h.GetInstanceId(),
 		kicked:    make(chan struct{}),
 		capacity:  int(h.GetCapacity()),
 		running:   map[string]*task{},
@@ -128,9 +138,12 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, scope store.
 		return nil, ErrShuttingDown
 	}
 	if old := d.delegates[dg.name]; old != nil {
-		if old.scope != dg.scope {
+		if !dg.reconnectOf(old) {
+			err := nameHeld(old, dg)
 			d.mu.Unlock()
-			return nil, fmt.Errorf("%q: %w", dg.name, ErrNameInUse)
+			d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Str("holder_token", old.token).
+				Msg("refused a stream claiming the name of a connected delegate of another agent process")
+			return nil, err
 		}
 		old.out.Close()
 		close(old.kicked)
@@ -138,8 +151,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, scope store.
 		d.log.Info().Str("delegate", dg.name).Msg("delegate reconnected; replacing its previous stream")
 	}
 	d.delegates[dg.name] = dg
-	dg.opTags = d.opTags[dg.name]
-	dg.tags = newTagSet(dg.declared, dg.implicit, dg.opTags)
+	bind := d.applyOpTagsLocked(dg)
 	welcome := &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Welcome{Welcome: &delegatev1.Welcome{
 		DelegateId:        dg.id,
 		HeartbeatInterval: durationpb.New(d.cfg.HeartbeatInterval.D()),
@@ -162,10 +174,54 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, scope store.
 	d.joinPoolsLocked(dg)
 	d.metrics.delegates.Set(float64(d.connectedLocked()))
 	sends := d.dispatchForLocked(dg)
+	withheld := dg.unconfirmed
 	d.mu.Unlock()
 	d.deliver(sends)
+	if len(withheld) > 0 {
+		d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Strs("operator_tags", withheld).
+			Msg("this delegate name's operator tags were confirmed for another delegate token: not applied until an operator runs smd delegate tag NAME --confirm")
+	}
+	if bind {
+		d.bindOpTags(tagKey{dg.scope, dg.name}, dg.token)
+	}
 	return dg, nil
 }
+
+// reconnectOf reports whether dg is a new stream of old's agent process:
+// the same instance id (an empty one, from an agent too old to send it,
+// matches nothing), delegate token and scope.
+func (dg *delegate) reconnectOf(old *delegate) bool {
+	return dg.instance != "" && dg.instance == old.instance && dg.token == old.token && dg.scope == old.scope
+}
+
+// NameHeldError refuses a stream that claims the name of a connected
+// delegate of another agent process. It wraps ErrNameInUse.
+type NameHeldError struct {
+	Name string
+	// HolderToken names the connected delegate's token (its name, never
+	// the token); empty when that delegate is of another scope than the
+	// claimant, whose operators must learn nothing of another tenant's
+	// tokens.
+	HolderToken string
+}
+
+func nameHeld(holder, claimant *delegate) *NameHeldError {
+	e := &NameHeldError{Name: holder.name}
+	if holder.scope == claimant.scope {
+		e.HolderToken = holder.token
+	}
+	return e
+}
+
+func (e *NameHeldError) Error() string {
+	who := "a connected delegate of another scope"
+	if e.HolderToken != "" {
+		who = fmt.Sprintf("a connected delegate of another agent process, with delegate token %q", e.HolderToken)
+	}
+	return fmt.Sprintf("delegate name %q is held by %s; names must be unique per manager (the name is free again once that delegate disconnects)", e.Name, who)
+}
+
+func (e *NameHeldError) Unwrap() error { return ErrNameInUse }
 
 // disconnect forgets dg's stream. Its leases stay until they expire or it
 // reconnects, so a brief disconnect does not re-dispatch its tasks.
@@ -256,8 +312,11 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
 			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
 			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
-			Scope: scopeProto(dg.scope),
+			Scope: scopeProto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed,
 		})
+		if visible(viewer, dg.scope) {
+			out[len(out)-1].TokenName = dg.token
+		}
 	}
 	slices.SortFunc(out, func(a, b *delegatev1.DelegateInfo) int {
 		if a.Name < b.Name {
@@ -276,7 +335,7 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 func (d *Dispatcher) delegateScope(name string) (store.Scope, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	dg := d.delegates[name]
+	dg := d.delegates[delegateName(name)]
 	if dg == nil || dg.internal {
 		return store.Scope{}, false
 	}
@@ -324,16 +383,3 @@ func (d *Dispatcher) connectedTagsLocked(scope store.Scope) string {
 
 // reservedPrefix starts the manager's own names and tags.
 const reservedPrefix = "smd:"
-
-// tagsChangeLocked recomputes a connected delegate's tags after its
-// operator tags changed, and spends its credit on what now matches.
-func (d *Dispatcher) tagsChangeLocked(name string) []send {
-	dg := d.delegates[name]
-	if dg == nil {
-		return nil
-	}
-	dg.opTags = d.opTags[name]
-	dg.tags = newTagSet(dg.declared, dg.implicit, dg.opTags)
-	d.joinPoolsLocked(dg)
-	return d.dispatchForLocked(dg)
-}

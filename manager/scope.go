@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/smdelegate/smdelegate/manager/store"
@@ -38,9 +39,21 @@ func overlaps(a, b store.Scope) bool {
 }
 
 // matchKey keys the queues and pools: one per scope and selector set.
-// Neither scopes nor normalized selectors hold control characters.
+// Each part is length-prefixed, so two different selector lists never
+// share a key whatever characters they hold (["a\x00b"] and ["a", "b"]
+// once did): the key does not depend on the tag rule being enforced.
 func matchKey(scope store.Scope, selectors []string) string {
-	return scope.String() + "\x01" + strings.Join(selectors, "\x00")
+	var b strings.Builder
+	part := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	part(scope.String())
+	for _, s := range selectors {
+		part(s)
+	}
+	return b.String()
 }
 
 // scopeProto is s for the API, nil for no scope (omitted in JSON).

@@ -2,12 +2,10 @@ package manager_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/smdelegate/smdelegate/agent"
@@ -153,8 +151,12 @@ func TestScopeNoEligibleDelegate(t *testing.T) {
 }
 
 // A delegate of another scope cannot take over a connected delegate's
-// name (one tenant must not push another's agent off); a delegate of the
-// same scope still replaces its earlier stream.
+// name (one tenant must not push another's agent off), and since item 4
+// neither can a second agent process of the same scope: only a reconnect
+// of the same process replaces a stream. The refused agent is told
+// AlreadyExists (naming the holder's token only within its own scope)
+// and keeps retrying instead of exiting; the first agent keeps the name
+// and its tasks.
 func TestScopeNameClash(t *testing.T) {
 	t.Parallel()
 	srv := mustManager(t, withScopedTokens)
@@ -162,28 +164,39 @@ func TestScopeNameClash(t *testing.T) {
 	admin, adminCtx := operator(t, srv.Addr())
 	waitDelegates(t, admin, adminCtx, 1)
 
-	cfg := agent.DefaultConfig()
-	cfg.Manager, cfg.Token, cfg.TLS.Insecure, cfg.Name = srv.Addr(), delegateB.token, true, "shared-name"
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := agent.New(cfg, testLogger(t), &agent.Tasks{Name: "shared-name"}, "test").Run(ctx)
-	var fe *agent.FatalError
-	if !errors.As(err, &fe) || fe.Code != codes.PermissionDenied || !strings.Contains(fe.Msg, "another scope") {
-		t.Fatalf("agent of acct_b named like a connected agent of acct_a: Run = %v, want a PermissionDenied FatalError naming the scope clash", err)
-	}
-	d := delegateNames(t, admin, adminCtx)["shared-name"]
-	if connector.ScopeKey(d.GetScope()) != "acct_a" {
-		t.Fatalf("shared-name after the refused clash has scope %q, want acct_a (the first agent kept)", connector.ScopeKey(d.GetScope()))
-	}
-	info := ping(t, admin, adminCtx, &delegatev1.PingRequest{Selectors: []string{"shared-name"}})
-	if first.count(info.GetId()) != 1 {
-		t.Errorf("a ping to shared-name did not run on the first agent")
-	}
-
-	// The same scope replaces the earlier stream, as before scopes.
-	second := startAgentWith(t, srv.Addr(), delegateA, "shared-name", 1, nil)
-	waitFor(t, 5*time.Second, func() bool {
+	for _, tc := range []struct {
+		tok  scopedToken
+		want string // in the refusal the agent logs
+		not  string // never in it
+	}{
+		{delegateB, "held by a connected delegate of another scope", "d-acct_a"},
+		{delegateA, `with delegate token \"d-acct_a\"`, delegateA.token},
+	} {
+		log, buf := bufferLogger(t)
+		cfg := agent.DefaultConfig()
+		cfg.Manager, cfg.Token, cfg.TLS.Insecure, cfg.Name = srv.Addr(), tc.tok.token, true, "shared-name"
+		cfg.Reconnect.Initial, cfg.Reconnect.Max = config.Duration(20*time.Millisecond), config.Duration(100*time.Millisecond)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- agent.New(cfg, log, &agent.Tasks{Name: "shared-name"}, "test").Run(ctx) }()
+		waitFor(t, 5*time.Second, func() bool {
+			return strings.Count(string(buf.Bytes()), "manager refused the name") >= 3
+		}, "the agent of %s to be refused three times", connector.ScopeKey(tc.tok.scope))
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("agent of %s named like a connected agent: Run = %v, want nil (it retried until stopped)", connector.ScopeKey(tc.tok.scope), err)
+		}
+		logged := string(buf.Bytes())
+		if !strings.Contains(logged, tc.want) || strings.Contains(logged, tc.not) {
+			t.Errorf("agent of %s logged %s; want %q in the refusal and no %q", connector.ScopeKey(tc.tok.scope), logged, tc.want, tc.not)
+		}
+		d := delegateNames(t, admin, adminCtx)["shared-name"]
+		if connector.ScopeKey(d.GetScope()) != "acct_a" {
+			t.Fatalf("shared-name after the refused clash has scope %q, want acct_a (the first agent kept)", connector.ScopeKey(d.GetScope()))
+		}
 		info := ping(t, admin, adminCtx, &delegatev1.PingRequest{Selectors: []string{"shared-name"}})
-		return second.count(info.GetId()) == 1
-	}, "the second agent of acct_a to take over shared-name")
+		if first.count(info.GetId()) != 1 {
+			t.Errorf("a ping to shared-name did not run on the first agent")
+		}
+	}
 }

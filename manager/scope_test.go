@@ -85,7 +85,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 	}
 
 	outA := outbox.New[*delegatev1.ManagerMessage]()
-	dgA, err := d.connect(&delegatev1.Hello{Name: "x", Capacity: 1}, nil, a, outA)
+	dgA, err := d.connect(&delegatev1.Hello{Name: "x", Capacity: 1}, identity{kind: kindDelegate, name: "token-a", scope: a}, outA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 		if how == "hello" {
 			hello.Running = running
 		}
-		dgB, err := d.connect(hello, nil, b, outB)
+		dgB, err := d.connect(hello, identity{kind: kindDelegate, name: "token-b", scope: b}, outB)
 		if err != nil {
 			t.Fatalf("connect x of scope b after x of scope a left: %v", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/smdelegate/smdelegate/internal/config"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -41,10 +42,17 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	}
 	id := identityFrom(ctx)
 	out := outbox.New[*delegatev1.ManagerMessage]()
-	dg, err := s.d.connect(h, id.allowedTags, id.scope, out)
+	dg, err := s.d.connect(h, id, out)
 	if err != nil {
-		if errors.Is(err, ErrShuttingDown) {
+		var fe *config.FieldError
+		switch {
+		case errors.Is(err, ErrShuttingDown):
 			return status.Error(codes.Unavailable, err.Error())
+		case errors.Is(err, ErrNameInUse):
+			// Another agent holds the name: it may leave, so agents retry.
+			return status.Error(codes.AlreadyExists, err.Error())
+		case errors.As(err, &fe):
+			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
@@ -82,8 +90,8 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	case err := <-recvErr:
 		return err
 	case <-dg.kicked:
-		log.Warn().Msg("a newer stream connected with this delegate's name; closing this one")
-		return status.Errorf(codes.AlreadyExists, "another delegate connected with the name %q; names must be unique", dg.name)
+		log.Warn().Msg("the delegate reconnected on a newer stream; closing this one")
+		return status.Errorf(codes.AlreadyExists, "delegate %q reconnected on a newer stream; this one is closed", dg.name)
 	case <-s.d.stopping:
 		// Returning ends the stream; the agent reconnects (to another
 		// replica where there is one) and resumes its running tasks.

@@ -119,32 +119,48 @@ func newDelegateCmd() *cobra.Command {
 	pf.StringVar(&pingScope, "scope", "", "need a delegate serving this scope: account, account/org or account/org/project (env SMD_SCOPE; default: the token's scope, or any delegate)")
 
 	var add, remove []string
+	var confirm bool
+	var tagScope string
 	tag := &cobra.Command{
-		Use:   "tag NAME --add T --remove T",
-		Short: "Add or remove operator tags of a delegate (applied at once, kept across restarts)",
+		Use:   "tag NAME [--add T]... [--remove T]... [--confirm] [--scope S]",
+		Short: "Add or remove operator tags of a delegate, or confirm them for its token (applied at once, kept across restarts)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(add) == 0 && len(remove) == 0 {
-				return usageErr(fmt.Errorf("--add or --remove: give at least one tag"))
+			if len(add) == 0 && len(remove) == 0 && !confirm {
+				return usageErr(fmt.Errorf("--add, --remove or --confirm: give at least one"))
+			}
+			var sc *delegatev1.Scope
+			if cmd.Flags().Changed("scope") { // not SMD_SCOPE: the delegate's scope, not the operator's
+				var err error
+				if sc, err = connector.ParseScope(tagScope); err != nil {
+					return usageErr(fmt.Errorf("--scope: %w", err))
+				}
 			}
 			c, ctx, done, err := cf.managerClient(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			resp, err := c.TagDelegate(ctx, &delegatev1.TagDelegateRequest{Name: args[0], Add: add, Remove: remove})
+			resp, err := c.TagDelegate(ctx, &delegatev1.TagDelegateRequest{Name: args[0], Add: add, Remove: remove, Confirm: confirm, Scope: sc})
 			if err != nil {
 				return apiErr(err)
 			}
 			if cf.output == "json" {
 				return printJSON(cmd.OutOrStdout(), resp)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "delegate %s operator tags: %s\n", args[0], orDash(strings.Join(resp.GetOperatorTags(), ",")))
+			confirmed := ""
+			if t := resp.GetTokenName(); t != "" {
+				confirmed = " (confirmed for delegate token " + t + ")"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "delegate %s operator tags: %s%s\n", args[0], orDash(strings.Join(resp.GetOperatorTags(), ",")), confirmed)
 			return nil
 		},
 	}
-	tag.Flags().StringArrayVar(&add, "add", nil, "tag to add (repeatable)")
-	tag.Flags().StringArrayVar(&remove, "remove", nil, "tag to remove (repeatable)")
+	tf := tag.Flags()
+	tf.StringArrayVar(&add, "add", nil, "tag to add (repeatable)")
+	tf.StringArrayVar(&remove, "remove", nil, "tag to remove (repeatable)")
+	tf.BoolVar(&confirm, "confirm", false, "give the operator tags to the token of the delegate connected under NAME (after its token was rotated)")
+	tf.StringVar(&tagScope, "scope", "", "the scope of the delegate's token, for a delegate not connected (default: the connected delegate's, else the operator token's)")
 
 	cmd.AddCommand(list, ping, tag)
 	return cmd

@@ -276,14 +276,10 @@ func (v *validator) selectors(c *delegatev1.Connector) {
 	}
 	for i, s := range sels {
 		field := fmt.Sprintf("delegate_selectors[%d]", i)
-		t := strings.TrimSpace(s)
-		switch {
-		case t == "":
-			v.add(field, "must not be empty")
-		case utf8.RuneCountInString(t) > MaxSelectorLen:
+		if p := TagProblem(s); p != "" {
+			v.add(field, "%s", p)
+		} else if utf8.RuneCountInString(strings.TrimSpace(s)) > MaxSelectorLen {
 			v.add(field, "must be at most %d characters", MaxSelectorLen)
-		case strings.HasPrefix(strings.ToLower(t), ReservedSelectorPrefix):
-			v.add(field, "must not start with %s (reserved for smdelegate's own tags)", ReservedSelectorPrefix)
 		}
 	}
 }

@@ -1437,11 +1437,23 @@ func (*SecretRequest_Tag) isSecretRequest_Op() {}
 
 func (*SecretRequest_Versions) isSecretRequest_Op() {}
 
+// TagDelegateRequest changes the operator tags of a delegate name within
+// a scope. Operator tags are confirmed for one delegate token: a delegate
+// connecting under the name with another token does not get them until an
+// operator confirms them again.
 type TagDelegateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Add           []string               `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
-	Remove        []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Add    []string               `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	// confirm gives the operator tags to the delegate token of the delegate
+	// connected under the name (it must be connected), e.g. after the
+	// token was rotated.
+	Confirm bool `protobuf:"varint,4,opt,name=confirm,proto3" json:"confirm,omitempty"`
+	// scope is the scope of the delegate's token. Unset: the connected
+	// delegate's, or for a name not connected the operator token's (none
+	// for an unscoped token: an unscoped delegate).
+	Scope         *Scope `protobuf:"bytes,5,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1497,10 +1509,27 @@ func (x *TagDelegateRequest) GetRemove() []string {
 	return nil
 }
 
+func (x *TagDelegateRequest) GetConfirm() bool {
+	if x != nil {
+		return x.Confirm
+	}
+	return false
+}
+
+func (x *TagDelegateRequest) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
 type TagDelegateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// operator_tags are the tags operators have given the delegate.
-	OperatorTags  []string `protobuf:"bytes,1,rep,name=operator_tags,json=operatorTags,proto3" json:"operator_tags,omitempty"`
+	OperatorTags []string `protobuf:"bytes,1,rep,name=operator_tags,json=operatorTags,proto3" json:"operator_tags,omitempty"`
+	// token_name names the delegate token the tags are confirmed for; empty
+	// until a delegate holds the name (the first to connect gets them).
+	TokenName     string `protobuf:"bytes,2,opt,name=token_name,json=tokenName,proto3" json:"token_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1540,6 +1569,13 @@ func (x *TagDelegateResponse) GetOperatorTags() []string {
 		return x.OperatorTags
 	}
 	return nil
+}
+
+func (x *TagDelegateResponse) GetTokenName() string {
+	if x != nil {
+		return x.TokenName
+	}
+	return ""
 }
 
 var File_delegate_v1_connectors_proto protoreflect.FileDescriptor
@@ -1651,13 +1687,17 @@ const file_delegate_v1_connectors_proto_rawDesc = "" +
 	"\bdescribe\x18\x11 \x01(\v2\x1d.delegate.v1.DescribeSecretOpH\x00R\bdescribe\x12,\n" +
 	"\x03tag\x18\x12 \x01(\v2\x18.delegate.v1.TagSecretOpH\x00R\x03tag\x12?\n" +
 	"\bversions\x18\x13 \x01(\v2!.delegate.v1.ListSecretVersionsOpH\x00R\bversionsB\x04\n" +
-	"\x02op\"R\n" +
+	"\x02op\"\x96\x01\n" +
 	"\x12TagDelegateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03add\x18\x02 \x03(\tR\x03add\x12\x16\n" +
-	"\x06remove\x18\x03 \x03(\tR\x06remove\":\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x12\x18\n" +
+	"\aconfirm\x18\x04 \x01(\bR\aconfirm\x12(\n" +
+	"\x05scope\x18\x05 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\"Y\n" +
 	"\x13TagDelegateResponse\x12#\n" +
-	"\roperator_tags\x18\x01 \x03(\tR\foperatorTags*Q\n" +
+	"\roperator_tags\x18\x01 \x03(\tR\foperatorTags\x12\x1d\n" +
+	"\n" +
+	"token_name\x18\x02 \x01(\tR\ttokenName*Q\n" +
 	"\x10OIDCConnectivity\x12!\n" +
 	"\x1dOIDC_CONNECTIVITY_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bDELEGATE\x10\x01\x12\f\n" +
@@ -1749,11 +1789,12 @@ var file_delegate_v1_connectors_proto_depIdxs = []int32{
 	32, // 31: delegate.v1.SecretRequest.describe:type_name -> delegate.v1.DescribeSecretOp
 	33, // 32: delegate.v1.SecretRequest.tag:type_name -> delegate.v1.TagSecretOp
 	34, // 33: delegate.v1.SecretRequest.versions:type_name -> delegate.v1.ListSecretVersionsOp
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	1,  // 34: delegate.v1.TagDelegateRequest.scope:type_name -> delegate.v1.Scope
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_connectors_proto_init() }

@@ -163,8 +163,15 @@ type Hello struct {
 	Capacity int32 `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	// running lists the tasks still running from a previous stream, so the
 	// manager keeps their leases instead of dispatching them again.
-	Running       []*RunningTask `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
-	Group         string         `protobuf:"bytes,7,opt,name=group,proto3" json:"group,omitempty"`
+	Running []*RunningTask `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
+	Group   string         `protobuf:"bytes,7,opt,name=group,proto3" json:"group,omitempty"`
+	// instance_id identifies the agent process: the agent picks a random one
+	// at start and sends it on every stream. A stream replaces the connected
+	// delegate of its name only when it comes from the same instance (and
+	// token and scope): a reconnect. Any other claim of a connected name is
+	// refused (AlreadyExists). At most 128 printable ASCII characters; empty
+	// (an older agent) never replaces a connected delegate.
+	InstanceId    string `protobuf:"bytes,8,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -244,6 +251,13 @@ func (x *Hello) GetRunning() []*RunningTask {
 func (x *Hello) GetGroup() string {
 	if x != nil {
 		return x.Group
+	}
+	return ""
+}
+
+func (x *Hello) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
 	}
 	return ""
 }
@@ -805,7 +819,7 @@ const file_delegate_v1_delegate_proto_rawDesc = "" +
 	"\theartbeat\x18\x03 \x01(\v2\x16.delegate.v1.HeartbeatH\x00R\theartbeat\x121\n" +
 	"\x06result\x18\x04 \x01(\v2\x17.delegate.v1.TaskResultH\x00R\x06result\x123\n" +
 	"\bdraining\x18\x05 \x01(\v2\x15.delegate.v1.DrainingH\x00R\bdrainingB\x05\n" +
-	"\x03msg\"\xcb\x01\n" +
+	"\x03msg\"\xec\x01\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04tags\x18\x02 \x03(\tR\x04tags\x12\x18\n" +
@@ -813,7 +827,9 @@ const file_delegate_v1_delegate_proto_rawDesc = "" +
 	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x1a\n" +
 	"\bcapacity\x18\x05 \x01(\x05R\bcapacity\x122\n" +
 	"\arunning\x18\x06 \x03(\v2\x18.delegate.v1.RunningTaskR\arunning\x12\x14\n" +
-	"\x05group\x18\a \x01(\tR\x05group\"A\n" +
+	"\x05group\x18\a \x01(\tR\x05group\x12\x1f\n" +
+	"\vinstance_id\x18\b \x01(\tR\n" +
+	"instanceId\"A\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\"\"\n" +

@@ -41,9 +41,16 @@ type DelegateInfo struct {
 	OperatorTags []string `protobuf:"bytes,13,rep,name=operator_tags,json=operatorTags,proto3" json:"operator_tags,omitempty"`
 	// scope is the scope of the delegate's token: it runs only tasks of
 	// that scope and below. Unset: an unscoped token, every scope.
-	Scope         *Scope `protobuf:"bytes,14,opt,name=scope,proto3" json:"scope,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scope *Scope `protobuf:"bytes,14,opt,name=scope,proto3" json:"scope,omitempty"`
+	// token_name names the delegate token of the stream (shown to
+	// operators whose scope contains the delegate's).
+	TokenName string `protobuf:"bytes,15,opt,name=token_name,json=tokenName,proto3" json:"token_name,omitempty"`
+	// unconfirmed_operator_tags are operator tags confirmed for another
+	// delegate token than this stream's: not applied until an operator
+	// confirms them (smd delegate tag NAME --confirm).
+	UnconfirmedOperatorTags []string `protobuf:"bytes,16,rep,name=unconfirmed_operator_tags,json=unconfirmedOperatorTags,proto3" json:"unconfirmed_operator_tags,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *DelegateInfo) Reset() {
@@ -170,6 +177,20 @@ func (x *DelegateInfo) GetOperatorTags() []string {
 func (x *DelegateInfo) GetScope() *Scope {
 	if x != nil {
 		return x.Scope
+	}
+	return nil
+}
+
+func (x *DelegateInfo) GetTokenName() string {
+	if x != nil {
+		return x.TokenName
+	}
+	return ""
+}
+
+func (x *DelegateInfo) GetUnconfirmedOperatorTags() []string {
+	if x != nil {
+		return x.UnconfirmedOperatorTags
 	}
 	return nil
 }
@@ -647,7 +668,7 @@ var File_delegate_v1_manager_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xe4\x03\n" +
+	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xbf\x04\n" +
 	"\fDelegateInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -663,7 +684,10 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12\x1c\n" +
 	"\tconnected\x18\f \x01(\bR\tconnected\x12#\n" +
 	"\roperator_tags\x18\r \x03(\tR\foperatorTags\x12(\n" +
-	"\x05scope\x18\x0e \x01(\v2\x12.delegate.v1.ScopeR\x05scope\"\x16\n" +
+	"\x05scope\x18\x0e \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x1d\n" +
+	"\n" +
+	"token_name\x18\x0f \x01(\tR\ttokenName\x12:\n" +
+	"\x19unconfirmed_operator_tags\x18\x10 \x03(\tR\x17unconfirmedOperatorTags\"\x16\n" +
 	"\x14ListDelegatesRequest\"P\n" +
 	"\x15ListDelegatesResponse\x127\n" +
 	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"\xbb\x01\n" +
