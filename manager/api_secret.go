@@ -101,19 +101,21 @@ func secretKind(st *delegatev1.SecretTask) string {
 	return "secret"
 }
 
-// withoutSecretValue returns o without a secret value in its result (a
-// copy when there is one to drop). Outcomes are stored without values
+// withoutSecretValue returns o without any secret value (delegatev1.Redact;
+// a copy when there is one to drop). Outcomes are stored without values
 // (persistFinal), and a change returns one only to the caller that waits
 // for a create with return_value: the generated value then lives only in
 // the memory of the task that the caller holds, never in the store, and
 // GetTask, ListTasks and WatchTask, which read the store once the task is
 // final, never see it.
 func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
-	if o.GetSecret().GetValue() == nil {
-		return o
+	if o == nil {
+		return nil
 	}
 	c := proto.Clone(o).(*delegatev1.Outcome)
-	c.GetSecret().Value = nil
+	if !delegatev1.Redact(c) {
+		return o
+	}
 	return c
 }
 

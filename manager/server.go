@@ -156,6 +156,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.disp.loadTags(ctx); err != nil {
 		return fmt.Errorf("load delegate tags: %w", err)
 	}
+	// Tasks an older manager finished keep their whole payload, secret
+	// values included: drop the values once, before anything else runs.
+	scrubbed, err := s.store.ScrubFinished(ctx, s.disp.scrubStored)
+	if err != nil {
+		return fmt.Errorf("scrub finished tasks: %w", err)
+	}
+	if scrubbed > 0 {
+		s.log.Info().Int("tasks", scrubbed).Msg("dropped the secret values of tasks finished by an older version")
+	}
 	n, err := s.disp.recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover tasks: %w", err)
