@@ -47,6 +47,9 @@ func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretReque
 	default:
 		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
 	}
+	if err := validRef("connector", req.GetConnector(), false); err != nil {
+		return nil, invalid(err)
+	}
 	if req.GetCreate().GetReturnValue() && req.GetAsync() {
 		// The value exists only in memory, for the caller that waits.
 		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
@@ -66,6 +69,9 @@ func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretReque
 
 // TestConnector runs a connection test (sync) on a delegate the connector selects.
 func (s *managerService) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
+	if err := validRef("ref", req.GetRef(), false); err != nil {
+		return nil, invalid(err)
+	}
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
 	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false, store.Request{})
 }
@@ -126,6 +132,10 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	c, err := s.lookupConnector(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	// The delegate's own checks, before anything is stored.
+	if err := validSecretTask(st, c); err != nil {
+		return nil, invalid(err)
 	}
 	selectors := c.GetDelegateSelectors()
 	if c.GetCredentialType() == delegatev1.CredentialType_OIDC && c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {

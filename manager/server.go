@@ -179,8 +179,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	auth := newAuthenticator(s.cfg.Auth)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(auth.unary),
-		grpc.ChainStreamInterceptor(auth.stream),
+		// Text that is not UTF-8 is refused first, naming its field
+		// (codec.go); then the token is checked.
+		grpc.ForceServerCodecV2(newWireCodec()),
+		grpc.ChainUnaryInterceptor(textUnary, auth.unary),
+		grpc.ChainStreamInterceptor(textStream, auth.stream),
 		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
 		// allow that, and probe idle agents ourselves.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
