@@ -21,8 +21,37 @@ import (
 // never stored; mutations are persisted before the call returns and, unless
 // async, waited for.
 func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*delegatev1.TaskInfo, error) {
-	st := &delegatev1.SecretTask{}
-	mutation := true
+	st, mutation := SecretTaskOf(req)
+	if st == nil {
+		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
+	}
+	if err := validRef("connector", req.GetConnector(), false); err != nil {
+		return nil, invalid(err)
+	}
+	if req.GetCreate().GetReturnValue() && req.GetAsync() {
+		// The value exists only in memory, for the caller that waits.
+		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
+	}
+	if err := validateRequestID(req.GetRequestId()); err != nil {
+		return nil, invalid(err)
+	}
+	var r store.Request // reads are never stored: nothing to deduplicate
+	if mutation {
+		var err error
+		if r, err = s.storeRequest(ctx, "Secret", req); err != nil {
+			return nil, s.toStatus(err)
+		}
+	}
+	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync(), r)
+}
+
+// SecretTaskOf returns the secret task req asks for, and whether it is a
+// change (stored, idempotent under its request id) rather than a read;
+// nil for a request without an operation. The CLI checks it with
+// tasks.Validate before sending, as the manager does before storing.
+func SecretTaskOf(req *delegatev1.SecretRequest) (st *delegatev1.SecretTask, mutation bool) {
+	st = &delegatev1.SecretTask{}
+	mutation = true
 	switch op := req.GetOp().(type) {
 	case *delegatev1.SecretRequest_Create:
 		st.Op = &delegatev1.SecretTask_Create{Create: op.Create}
@@ -45,26 +74,9 @@ func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretReque
 	case *delegatev1.SecretRequest_Versions:
 		st.Op, mutation = &delegatev1.SecretTask_Versions{Versions: op.Versions}, false
 	default:
-		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
+		return nil, false
 	}
-	if err := validRef("connector", req.GetConnector(), false); err != nil {
-		return nil, invalid(err)
-	}
-	if req.GetCreate().GetReturnValue() && req.GetAsync() {
-		// The value exists only in memory, for the caller that waits.
-		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
-	}
-	if err := validateRequestID(req.GetRequestId()); err != nil {
-		return nil, invalid(err)
-	}
-	var r store.Request // reads are never stored: nothing to deduplicate
-	if mutation {
-		var err error
-		if r, err = s.storeRequest(ctx, "Secret", req); err != nil {
-			return nil, s.toStatus(err)
-		}
-	}
-	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync(), r)
+	return st, mutation
 }
 
 // TestConnector runs a connection test (sync) on a delegate the connector selects.
