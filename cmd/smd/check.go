@@ -22,7 +22,8 @@ import (
 // checkText refuses an argument or a flag value that is not UTF-8: a
 // request holding it cannot be marshaled (gRPC said "Internal: error
 // while marshaling"). Arguments are named as the command's usage names
-// them (NAME), flags by their name (--description).
+// them (NAME), flags by their name (--description). Flags that name
+// files (a path may be any bytes) are left alone.
 func checkText(cmd *cobra.Command, args []string) error {
 	for i, a := range args {
 		if !utf8.ValidString(a) {
@@ -31,11 +32,19 @@ func checkText(cmd *cobra.Command, args []string) error {
 	}
 	var err error
 	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if pathFlag(f.Name) {
+			return
+		}
 		if err == nil && !utf8.ValidString(f.Value.String()) {
 			err = usageErr(fmt.Errorf("--%s: must be UTF-8 text", f.Name))
 		}
 	})
 	return err
+}
+
+// pathFlag reports whether the flag of that name is a file or directory.
+func pathFlag(name string) bool {
+	return name == "file" || name == "config" || strings.HasSuffix(name, "-file") || strings.HasSuffix(name, "-dir")
 }
 
 // argName is the name the command's usage gives its i-th argument (NAME,
