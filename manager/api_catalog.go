@@ -165,6 +165,9 @@ func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connect
 }
 
 func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
+	if err := validRef("ref", req.GetRef(), false); err != nil {
+		return nil, invalid(err)
+	}
 	c, err := s.lookupConnector(ctx, req.GetRef())
 	if err != nil {
 		return nil, err
@@ -215,6 +218,9 @@ func decodeConnector(c *store.Connector) (*delegatev1.Connector, error) {
 }
 
 func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.ListConnectorsRequest) (*delegatev1.ListConnectorsResponse, error) {
+	if err := validScope("scope", req.GetScope()); err != nil {
+		return nil, invalid(err)
+	}
 	out := &delegatev1.ListConnectorsResponse{}
 	tok := tokenScope(ctx)
 	sc, more := storeScope(requestScope(ctx, req.GetScope())), true
@@ -237,8 +243,8 @@ func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.Lis
 
 func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.DeleteConnectorRequest) (*delegatev1.DeleteConnectorResponse, error) {
 	ref := req.GetRef()
-	if ref.GetIdentifier() == "" {
-		return nil, invalid(config.Errf("identifier", "is required"))
+	if err := validRef("ref", ref, true); err != nil {
+		return nil, invalid(err)
 	}
 	scope := requestScope(ctx, ref.GetScope())
 	err := store.ErrNotFound // outside the token's scope: as if absent
@@ -260,16 +266,12 @@ func credentialAAD(s store.Scope, name string) []byte {
 }
 
 func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutCredentialRequest) (*delegatev1.Credential, error) {
+	if err := validCredential(req.GetScope(), req.GetName(), req.GetValue(), true); err != nil {
+		return nil, invalid(err)
+	}
 	scope := requestScope(ctx, req.GetScope())
 	if !canSee(ctx, scope) {
 		return nil, outsideScope(ctx, "store a credential in", scope)
-	}
-	ref, err := connector.ParseRef("builtin:" + req.GetName())
-	if err != nil || ref.Value != req.GetName() {
-		return nil, invalid(config.Errf("name", "must be a valid builtin credential name (letters, digits, _, - and ., starting with a letter or _)"))
-	}
-	if n := len(req.GetValue()); n == 0 || n > 65536 {
-		return nil, invalid(config.Errf("value", "must be 1 to 65,536 bytes"))
 	}
 	sc := storeScope(scope)
 	c := &store.Credential{Scope: sc, Name: req.GetName(), Sealed: s.sealer.Seal(req.GetValue(), credentialAAD(sc, req.GetName()))}
@@ -284,6 +286,9 @@ func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutC
 }
 
 func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.ListCredentialsRequest) (*delegatev1.ListCredentialsResponse, error) {
+	if err := validScope("scope", req.GetScope()); err != nil {
+		return nil, invalid(err)
+	}
 	out := &delegatev1.ListCredentialsResponse{}
 	scope := requestScope(ctx, req.GetScope())
 	if !canSee(ctx, scope) {
@@ -301,6 +306,9 @@ func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.Li
 }
 
 func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.DeleteCredentialRequest) (*delegatev1.DeleteCredentialResponse, error) {
+	if err := validCredential(req.GetScope(), req.GetName(), nil, false); err != nil {
+		return nil, invalid(err)
+	}
 	scope := requestScope(ctx, req.GetScope())
 	err := store.ErrNotFound // outside the token's scope: as if absent
 	if canSee(ctx, scope) {

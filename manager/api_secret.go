@@ -21,8 +21,37 @@ import (
 // never stored; mutations are persisted before the call returns and, unless
 // async, waited for.
 func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*delegatev1.TaskInfo, error) {
-	st := &delegatev1.SecretTask{}
-	mutation := true
+	st, mutation := SecretTaskOf(req)
+	if st == nil {
+		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
+	}
+	if err := validRef("connector", req.GetConnector(), false); err != nil {
+		return nil, invalid(err)
+	}
+	if req.GetCreate().GetReturnValue() && req.GetAsync() {
+		// The value exists only in memory, for the caller that waits.
+		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
+	}
+	if err := validateRequestID(req.GetRequestId()); err != nil {
+		return nil, invalid(err)
+	}
+	var r store.Request // reads are never stored: nothing to deduplicate
+	if mutation {
+		var err error
+		if r, err = s.storeRequest(ctx, "Secret", req); err != nil {
+			return nil, s.toStatus(err)
+		}
+	}
+	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync(), r)
+}
+
+// SecretTaskOf returns the secret task req asks for, and whether it is a
+// change (stored, idempotent under its request id) rather than a read;
+// nil for a request without an operation. The CLI checks it with
+// tasks.Validate before sending, as the manager does before storing.
+func SecretTaskOf(req *delegatev1.SecretRequest) (st *delegatev1.SecretTask, mutation bool) {
+	st = &delegatev1.SecretTask{}
+	mutation = true
 	switch op := req.GetOp().(type) {
 	case *delegatev1.SecretRequest_Create:
 		st.Op = &delegatev1.SecretTask_Create{Create: op.Create}
@@ -45,27 +74,16 @@ func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretReque
 	case *delegatev1.SecretRequest_Versions:
 		st.Op, mutation = &delegatev1.SecretTask_Versions{Versions: op.Versions}, false
 	default:
-		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
+		return nil, false
 	}
-	if req.GetCreate().GetReturnValue() && req.GetAsync() {
-		// The value exists only in memory, for the caller that waits.
-		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
-	}
-	if err := validateRequestID(req.GetRequestId()); err != nil {
-		return nil, invalid(err)
-	}
-	var r store.Request // reads are never stored: nothing to deduplicate
-	if mutation {
-		var err error
-		if r, err = s.storeRequest(ctx, "Secret", req); err != nil {
-			return nil, s.toStatus(err)
-		}
-	}
-	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync(), r)
+	return st, mutation
 }
 
 // TestConnector runs a connection test (sync) on a delegate the connector selects.
 func (s *managerService) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
+	if err := validRef("ref", req.GetRef(), false); err != nil {
+		return nil, invalid(err)
+	}
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
 	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false, store.Request{})
 }
@@ -101,19 +119,21 @@ func secretKind(st *delegatev1.SecretTask) string {
 	return "secret"
 }
 
-// withoutSecretValue returns o without a secret value in its result (a
-// copy when there is one to drop). Outcomes are stored without values
+// withoutSecretValue returns o without any secret value (delegatev1.Redact;
+// a copy when there is one to drop). Outcomes are stored without values
 // (persistFinal), and a change returns one only to the caller that waits
 // for a create with return_value: the generated value then lives only in
 // the memory of the task that the caller holds, never in the store, and
 // GetTask, ListTasks and WatchTask, which read the store once the task is
 // final, never see it.
 func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
-	if o.GetSecret().GetValue() == nil {
-		return o
+	if o == nil {
+		return nil
 	}
 	c := proto.Clone(o).(*delegatev1.Outcome)
-	c.GetSecret().Value = nil
+	if !delegatev1.Redact(c) {
+		return o
+	}
 	return c
 }
 
@@ -124,6 +144,10 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	c, err := s.lookupConnector(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	// The delegate's own checks, before anything is stored.
+	if err := validSecretTask(st, c); err != nil {
+		return nil, invalid(err)
 	}
 	selectors := c.GetDelegateSelectors()
 	if c.GetCredentialType() == delegatev1.CredentialType_OIDC && c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {

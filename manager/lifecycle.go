@@ -53,9 +53,18 @@ func ackMsg(r *delegatev1.TaskResult, accepted bool) *delegatev1.ManagerMessage 
 // persistFinal writes t's final state (fenced by leaseID when not empty)
 // and then finishes it in memory. t must be busy. It reports whether this
 // call completed the task.
+//
+// No secret value outlives the task in the store: the outcome is stored
+// without one, and the payload, which held the value a change wrote, is
+// replaced in the same store transition by a copy without any
+// (keptPayload).
 func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome) bool {
-	raw, _ := proto.Marshal(withoutSecretValue(o)) // values are never stored
+	raw, _ := proto.Marshal(withoutSecretValue(o))
 	f := store.Final{State: finalState(o), Code: o.GetCode().String(), Outcome: raw}
+	var err error
+	if f.Payload, err = d.keptPayload(t.id, t.payload); err != nil {
+		d.log.Error().Err(err).Str("task_id", t.id).Msg("seal the payload of a finished task failed; it keeps none")
+	}
 	if err := d.store.Complete(context.Background(), t.id, leaseID, f); err != nil {
 		d.mu.Lock()
 		t.busy = false

@@ -183,6 +183,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.disp.loadTags(ctx); err != nil {
 		return fmt.Errorf("load delegate tags: %w", err)
 	}
+	// Tasks an older manager finished keep their whole payload, secret
+	// values included: drop the values once, before anything else runs.
+	scrubbed, err := s.store.ScrubFinished(ctx, s.disp.scrubStored)
+	if err != nil {
+		return fmt.Errorf("scrub finished tasks: %w", err)
+	}
+	if scrubbed > 0 {
+		s.log.Info().Int("tasks", scrubbed).Msg("dropped the secret values of tasks finished by an older version")
+	}
 	n, err := s.disp.recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover tasks: %w", err)
@@ -197,8 +206,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	auth := newAuthenticator(s.cfg.Auth)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.ChainUnaryInterceptor(auth.unary, s.limits.unary),
-		grpc.ChainStreamInterceptor(auth.stream),
+		// Text that is not UTF-8 is refused first, naming its field
+		// (codec.go); then the token is checked, then the limits.
+		grpc.ForceServerCodecV2(newWireCodec()),
+		grpc.ChainUnaryInterceptor(textUnary, auth.unary, s.limits.unary),
+		grpc.ChainStreamInterceptor(textStream, auth.stream),
 		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
 		// allow that, and probe idle agents ourselves.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),

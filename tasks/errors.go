@@ -3,6 +3,7 @@ package tasks
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -67,6 +68,10 @@ type Error struct {
 	Retryable bool
 	// Reason, when set, is a sentinel that refines Code (ErrNotManaged).
 	Reason error
+	// Field, set on an INVALID_ARGUMENT about one field of the task,
+	// names it as the operation's proto field does ("name",
+	// "generate.length", "tags[\"team\"]"); Msg is then "Field: rule".
+	Field string
 }
 
 // Error returns "op: message", safe to show.
@@ -96,5 +101,16 @@ func newError(code delegatev1.Code, format string, args ...any) *Error {
 // invalid is an INVALID_ARGUMENT naming the field and the rule:
 // invalid("name", "must be 1-512 characters ...").
 func invalid(field, rule string) *Error {
-	return &Error{Code: delegatev1.Code_INVALID_ARGUMENT, Msg: field + ": " + rule}
+	return &Error{Code: delegatev1.Code_INVALID_ARGUMENT, Msg: field + ": " + rule, Field: field}
+}
+
+// Rule is the rule of an error about one field (Msg without "Field: "),
+// or Msg.
+func (e *Error) Rule() string {
+	if e.Field != "" {
+		if r, ok := strings.CutPrefix(e.Msg, e.Field+": "); ok {
+			return r
+		}
+	}
+	return e.Msg
 }

@@ -87,7 +87,7 @@ func (x *execution) allow(name string, ex existing, policy delegatev1.Unmanaged)
 		return false, nil
 	case delegatev1.Unmanaged_UNMANAGED_REFUSE:
 	default:
-		return false, invalid("unmanaged", "must be refuse, adopt or force")
+		return false, checkUnmanaged(policy)
 	}
 	has := ""
 	if v, ok := ex.tags[key]; ok {
@@ -101,6 +101,15 @@ func (x *execution) allow(name string, ex existing, policy delegatev1.Unmanaged)
 	}
 }
 
+// checkUnmanaged refuses a policy that is not one of the three.
+func checkUnmanaged(p delegatev1.Unmanaged) *Error {
+	switch p {
+	case delegatev1.Unmanaged_UNMANAGED_REFUSE, delegatev1.Unmanaged_UNMANAGED_ADOPT, delegatev1.Unmanaged_UNMANAGED_FORCE:
+		return nil
+	}
+	return invalid("unmanaged", "must be refuse, adopt or force")
+}
+
 // adopt tags the secret full as managed.
 func (x *execution) adopt(ctx context.Context, name, full string) *Error {
 	_, err := x.sm.TagResource(ctx, &secretsmanager.TagResourceInput{
@@ -112,6 +121,42 @@ func (x *execution) adopt(ctx context.Context, name, full string) *Error {
 	}
 	x.log.Info().Str("tag", x.managedTag()).Msg("adopted a secret: tagged it as managed")
 	return nil
+}
+
+// tagInput validates a tag change and returns the secret's full name.
+func (x *execution) tagInput(op *delegatev1.TagSecretOp) (string, *Error) {
+	full, verr := fullName(x.prefix, op.GetName())
+	if verr != nil {
+		return "", verr
+	}
+	add, remove := op.GetAdd(), op.GetRemove()
+	if len(add) == 0 && len(remove) == 0 {
+		return "", invalid("add", "a tag change needs tags to add or to remove")
+	}
+	if verr := checkTags(add); verr != nil {
+		return "", verr
+	}
+	for i, k := range remove {
+		field := fmt.Sprintf("remove[%d]", i)
+		switch n := utf8.RuneCountInString(k); {
+		case n < 1 || n > MaxTagKeyLen:
+			return "", invalid(field, fmt.Sprintf("key must be 1-%d characters", MaxTagKeyLen))
+		case strings.HasPrefix(strings.ToLower(k), "aws:"):
+			return "", invalid(field, "key must not start with aws:")
+		}
+		if _, ok := add[k]; ok {
+			return "", invalid(field, fmt.Sprintf("tag %q is both added and removed", k))
+		}
+	}
+	if verr := checkUnmanaged(op.GetUnmanaged()); verr != nil {
+		return "", verr
+	}
+	key := x.managedKey()
+	v, setsKey := add[key]
+	if ((setsKey && v != ManagedByValue) || slices.Contains(remove, key)) && op.GetUnmanaged() != delegatev1.Unmanaged_UNMANAGED_FORCE {
+		return "", invalid("tags", fmt.Sprintf("changing or removing the tag %s releases the secret from smdelegate; add --force to do it", x.managedTag()))
+	}
+	return full, nil
 }
 
 // guard is inspect, allow and adopt for a change that may tag before it
@@ -135,34 +180,12 @@ func (x *execution) guard(ctx context.Context, name, full string, policy delegat
 // tag adds and removes tags. Setting the managed-by key to another value
 // or removing it releases the secret from smdelegate, so it needs force.
 func (x *execution) tag(ctx context.Context, op *delegatev1.TagSecretOp) (*delegatev1.SecretResult, *Error) {
-	full, verr := fullName(x.prefix, op.GetName())
+	full, verr := x.tagInput(op)
 	if verr != nil {
 		return nil, verr
 	}
 	add, remove := op.GetAdd(), op.GetRemove()
-	if len(add) == 0 && len(remove) == 0 {
-		return nil, invalid("add", "a tag change needs tags to add or to remove")
-	}
-	if verr := checkTags(add); verr != nil {
-		return nil, verr
-	}
-	for i, k := range remove {
-		field := fmt.Sprintf("remove[%d]", i)
-		switch n := utf8.RuneCountInString(k); {
-		case n < 1 || n > MaxTagKeyLen:
-			return nil, invalid(field, fmt.Sprintf("key must be 1-%d characters", MaxTagKeyLen))
-		case strings.HasPrefix(strings.ToLower(k), "aws:"):
-			return nil, invalid(field, "key must not start with aws:")
-		}
-		if _, ok := add[k]; ok {
-			return nil, invalid(field, fmt.Sprintf("tag %q is both added and removed", k))
-		}
-	}
 	key := x.managedKey()
-	v, setsKey := add[key]
-	if ((setsKey && v != ManagedByValue) || slices.Contains(remove, key)) && op.GetUnmanaged() != delegatev1.Unmanaged_UNMANAGED_FORCE {
-		return nil, invalid("tags", fmt.Sprintf("changing or removing the tag %s releases the secret from smdelegate; add --force to do it", x.managedTag()))
-	}
 	if _, verr := x.api(ctx); verr != nil {
 		return nil, verr
 	}

@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -136,12 +138,14 @@ func checkKMSKeyID(k string) *Error {
 	return nil
 }
 
-// checkTags enforces the tag rules. Keys are named in errors; values never.
+// checkTags enforces the tag rules, key by key in order (the same error
+// every time). Keys are named in errors; values never.
 func checkTags(tags map[string]string) *Error {
 	if len(tags) > MaxTags {
 		return invalid("tags", fmt.Sprintf("must be at most %d tags", MaxTags))
 	}
-	for k, v := range tags {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		v := tags[k]
 		field := fmt.Sprintf("tags[%q]", k)
 		if n := utf8.RuneCountInString(k); n < 1 || n > MaxTagKeyLen {
 			return invalid(field, fmt.Sprintf("key must be 1-%d characters", MaxTagKeyLen))

@@ -16,29 +16,14 @@ import (
 // get reads a value (by VersionId or VersionStage, default AWSCURRENT). A
 // name#key reference returns only that JSON key (see ExtractJSON).
 func (x *execution) get(ctx context.Context, op *delegatev1.GetSecretOp) (*delegatev1.SecretResult, *Error) {
-	name, ref, hasRef := SplitRef(op.GetName())
-	full, verr := fullName(x.prefix, name)
+	in, verr := x.getInput(op)
 	if verr != nil {
 		return nil, verr
 	}
-	if verr := checkVersion(op.GetVersionId(), op.GetVersionStage()); verr != nil {
-		return nil, verr
-	}
-	if hasRef {
-		if verr := CheckJSONRef(ref); verr != nil {
-			return nil, verr
-		}
-	}
+	name, ref, hasRef := SplitRef(op.GetName())
 	sm, verr := x.api(ctx)
 	if verr != nil {
 		return nil, verr
-	}
-	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(full)}
-	if v := op.GetVersionId(); v != "" {
-		in.VersionId = aws.String(v)
-	}
-	if v := op.GetVersionStage(); v != "" {
-		in.VersionStage = aws.String(v)
 	}
 	out, err := sm.GetSecretValue(ctx, in)
 	if err != nil {
@@ -74,6 +59,32 @@ func (x *execution) get(ctx context.Context, op *delegatev1.GetSecretOp) (*deleg
 	return res, nil
 }
 
+// getInput validates a get (name, JSON reference, version) and builds
+// its input.
+func (x *execution) getInput(op *delegatev1.GetSecretOp) (*secretsmanager.GetSecretValueInput, *Error) {
+	name, ref, hasRef := SplitRef(op.GetName())
+	full, verr := fullName(x.prefix, name)
+	if verr != nil {
+		return nil, verr
+	}
+	if verr := checkVersion(op.GetVersionId(), op.GetVersionStage()); verr != nil {
+		return nil, verr
+	}
+	if hasRef {
+		if verr := CheckJSONRef(ref); verr != nil {
+			return nil, verr
+		}
+	}
+	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(full)}
+	if v := op.GetVersionId(); v != "" {
+		in.VersionId = aws.String(v)
+	}
+	if v := op.GetVersionStage(); v != "" {
+		in.VersionStage = aws.String(v)
+	}
+	return in, nil
+}
+
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
 
 // list pages through the secrets under the connector's prefix (and the
@@ -81,32 +92,9 @@ func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"
 // back with the connector's prefix stripped. AWS's name filter is not case
 // sensitive, so entries outside the exact prefix are dropped here.
 func (x *execution) list(ctx context.Context, op *delegatev1.ListSecretsOp) (*delegatev1.SecretResult, *Error) {
-	np := op.GetNamePrefix()
-	if np != "" && !validName(np) {
-		return nil, invalid("name_prefix", ruleName)
-	}
-	filter := np
-	if x.prefix != "" {
-		filter = string(x.prefix) + "/" + np
-	}
-	if len(filter) > MaxNameLen {
-		return nil, invalid("name_prefix", ruleName)
-	}
-	in := &secretsmanager.ListSecretsInput{}
-	if m := op.GetMaxResults(); m != 0 {
-		if m < 1 || m > MaxListResults {
-			return nil, invalid("max_results", "must be 1-100")
-		}
-		in.MaxResults = aws.Int32(m)
-	}
-	if t := op.GetNextToken(); t != "" {
-		in.NextToken = aws.String(t)
-	}
-	if op.GetIncludePlannedDeletion() {
-		in.IncludePlannedDeletion = aws.Bool(true)
-	}
-	if filter != "" {
-		in.Filters = []types.Filter{{Key: types.FilterNameStringTypeName, Values: []string{filter}}}
+	in, filter, verr := x.listInput(op)
+	if verr != nil {
+		return nil, verr
 	}
 	sm, verr := x.api(ctx)
 	if verr != nil {
@@ -135,6 +123,39 @@ func (x *execution) list(ctx context.Context, op *delegatev1.ListSecretsOp) (*de
 		})
 	}
 	return res, nil
+}
+
+// listInput validates a list and builds its input; filter is the full
+// name prefix the names listed must start with.
+func (x *execution) listInput(op *delegatev1.ListSecretsOp) (*secretsmanager.ListSecretsInput, string, *Error) {
+	np := op.GetNamePrefix()
+	if np != "" && !validName(np) {
+		return nil, "", invalid("name_prefix", ruleName)
+	}
+	filter := np
+	if x.prefix != "" {
+		filter = string(x.prefix) + "/" + np
+	}
+	if len(filter) > MaxNameLen {
+		return nil, "", invalid("name_prefix", ruleName)
+	}
+	in := &secretsmanager.ListSecretsInput{}
+	if m := op.GetMaxResults(); m != 0 {
+		if m < 1 || m > MaxListResults {
+			return nil, "", invalid("max_results", "must be 1-100")
+		}
+		in.MaxResults = aws.Int32(m)
+	}
+	if t := op.GetNextToken(); t != "" {
+		in.NextToken = aws.String(t)
+	}
+	if op.GetIncludePlannedDeletion() {
+		in.IncludePlannedDeletion = aws.Bool(true)
+	}
+	if filter != "" {
+		in.Filters = []types.Filter{{Key: types.FilterNameStringTypeName, Values: []string{filter}}}
+	}
+	return in, filter, nil
 }
 
 // describe returns a secret's metadata, never its value.
@@ -168,22 +189,9 @@ func (x *execution) describe(ctx context.Context, op *delegatev1.DescribeSecretO
 // versions lists a secret's versions (ListSecretVersionIds), one page:
 // ids, staging labels and dates, never values.
 func (x *execution) versions(ctx context.Context, op *delegatev1.ListSecretVersionsOp) (*delegatev1.SecretResult, *Error) {
-	full, verr := fullName(x.prefix, op.GetName())
+	in, verr := x.versionsInput(op)
 	if verr != nil {
 		return nil, verr
-	}
-	in := &secretsmanager.ListSecretVersionIdsInput{SecretId: aws.String(full)}
-	if m := op.GetMaxResults(); m != 0 {
-		if m < 1 || m > MaxListResults {
-			return nil, invalid("max_results", "must be 1-100")
-		}
-		in.MaxResults = aws.Int32(m)
-	}
-	if t := op.GetNextToken(); t != "" {
-		in.NextToken = aws.String(t)
-	}
-	if op.GetIncludeDeprecated() {
-		in.IncludeDeprecated = aws.Bool(true)
 	}
 	sm, verr := x.api(ctx)
 	if verr != nil {
@@ -207,6 +215,28 @@ func (x *execution) versions(ctx context.Context, op *delegatev1.ListSecretVersi
 		})
 	}
 	return res, nil
+}
+
+// versionsInput validates a versions listing and builds its input.
+func (x *execution) versionsInput(op *delegatev1.ListSecretVersionsOp) (*secretsmanager.ListSecretVersionIdsInput, *Error) {
+	full, verr := fullName(x.prefix, op.GetName())
+	if verr != nil {
+		return nil, verr
+	}
+	in := &secretsmanager.ListSecretVersionIdsInput{SecretId: aws.String(full)}
+	if m := op.GetMaxResults(); m != 0 {
+		if m < 1 || m > MaxListResults {
+			return nil, invalid("max_results", "must be 1-100")
+		}
+		in.MaxResults = aws.Int32(m)
+	}
+	if t := op.GetNextToken(); t != "" {
+		in.NextToken = aws.String(t)
+	}
+	if op.GetIncludeDeprecated() {
+		in.IncludeDeprecated = aws.Bool(true)
+	}
+	return in, nil
 }
 
 func ts(t *time.Time) *timestamppb.Timestamp {

@@ -216,32 +216,34 @@ func (x *execution) run(ctx context.Context, t *delegatev1.SecretTask) (*delegat
 
 	op := opName(t)
 	var res *delegatev1.SecretResult
-	var err *Error
-	switch o := t.GetOp().(type) {
-	case *delegatev1.SecretTask_Create:
-		res, err = x.create(ctx, o.Create)
-	case *delegatev1.SecretTask_Upsert:
-		res, err = x.upsert(ctx, o.Upsert)
-	case *delegatev1.SecretTask_Get:
-		res, err = x.get(ctx, o.Get)
-	case *delegatev1.SecretTask_Update:
-		res, err = x.update(ctx, o.Update)
-	case *delegatev1.SecretTask_Delete:
-		res, err = x.delete(ctx, o.Delete)
-	case *delegatev1.SecretTask_Restore:
-		res, err = x.restore(ctx, o.Restore)
-	case *delegatev1.SecretTask_List:
-		res, err = x.list(ctx, o.List)
-	case *delegatev1.SecretTask_Describe:
-		res, err = x.describe(ctx, o.Describe)
-	case *delegatev1.SecretTask_TestConnection:
-		res, err = x.testConnection(ctx)
-	case *delegatev1.SecretTask_Tag:
-		res, err = x.tag(ctx, o.Tag)
-	case *delegatev1.SecretTask_Versions:
-		res, err = x.versions(ctx, o.Versions)
-	default:
-		err = invalid("op", "is missing or unknown")
+	// Validate's checks first: a task the manager would have refused
+	// fails here the same way, before any credential is resolved.
+	err := x.check(t)
+	if err == nil {
+		switch o := t.GetOp().(type) {
+		case *delegatev1.SecretTask_Create:
+			res, err = x.create(ctx, o.Create)
+		case *delegatev1.SecretTask_Upsert:
+			res, err = x.upsert(ctx, o.Upsert)
+		case *delegatev1.SecretTask_Get:
+			res, err = x.get(ctx, o.Get)
+		case *delegatev1.SecretTask_Update:
+			res, err = x.update(ctx, o.Update)
+		case *delegatev1.SecretTask_Delete:
+			res, err = x.delete(ctx, o.Delete)
+		case *delegatev1.SecretTask_Restore:
+			res, err = x.restore(ctx, o.Restore)
+		case *delegatev1.SecretTask_List:
+			res, err = x.list(ctx, o.List)
+		case *delegatev1.SecretTask_Describe:
+			res, err = x.describe(ctx, o.Describe)
+		case *delegatev1.SecretTask_TestConnection:
+			res, err = x.testConnection(ctx)
+		case *delegatev1.SecretTask_Tag:
+			res, err = x.tag(ctx, o.Tag)
+		case *delegatev1.SecretTask_Versions:
+			res, err = x.versions(ctx, o.Versions)
+		}
 	}
 	if err != nil && err.Op == "" {
 		err.Op = op

@@ -106,18 +106,9 @@ func sortedTags(m map[string]string) []types.Tag {
 // returned.
 func (x *execution) create(ctx context.Context, op *delegatev1.CreateSecretOp) (*delegatev1.SecretResult, *Error) {
 	gen := op.GetGenerate()
-	if op.GetReturnValue() && gen == nil {
-		return nil, invalid("return_value", "only with generate: a value that was given is not returned")
-	}
-	in, verr := x.createInput(op.GetName(), op.GetValue(), gen != nil, op.GetDescription(), op.GetTags(), op.GetKmsKeyId())
+	in, pwIn, verr := x.createOpInput(op)
 	if verr != nil {
 		return nil, verr
-	}
-	var pwIn *secretsmanager.GetRandomPasswordInput
-	if gen != nil {
-		if pwIn, verr = passwordInput(gen); verr != nil {
-			return nil, verr
-		}
 	}
 	sm, verr := x.api(ctx)
 	if verr != nil {
@@ -162,6 +153,27 @@ func (x *execution) create(ctx context.Context, op *delegatev1.CreateSecretOp) (
 		res.Value = &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: aws.ToString(in.SecretString)}}
 	}
 	return res, nil
+}
+
+// createOpInput validates a create and builds its inputs: CreateSecret's,
+// and GetRandomPassword's when the value is generated (else nil).
+func (x *execution) createOpInput(op *delegatev1.CreateSecretOp) (*secretsmanager.CreateSecretInput, *secretsmanager.GetRandomPasswordInput, *Error) {
+	gen := op.GetGenerate()
+	if op.GetReturnValue() && gen == nil {
+		return nil, nil, invalid("return_value", "only with generate: a value that was given is not returned")
+	}
+	in, verr := x.createInput(op.GetName(), op.GetValue(), gen != nil, op.GetDescription(), op.GetTags(), op.GetKmsKeyId())
+	if verr != nil {
+		return nil, nil, verr
+	}
+	if gen == nil {
+		return in, nil, nil
+	}
+	pwIn, verr := passwordInput(gen)
+	if verr != nil {
+		return nil, nil, verr
+	}
+	return in, pwIn, nil
 }
 
 // passwordInput validates a GeneratePassword and builds GetRandomPassword's
@@ -272,29 +284,9 @@ func (x *execution) upsert(ctx context.Context, op *delegatev1.UpsertSecretOp) (
 // connector has use_put_secret_value) and/or changes the description or
 // KMS key (always UpdateSecret: PutSecretValue cannot).
 func (x *execution) update(ctx context.Context, op *delegatev1.UpdateSecretOp) (*delegatev1.SecretResult, *Error) {
-	full, verr := fullName(x.prefix, op.GetName())
+	full, str, bin, tok, verr := x.updateInput(op)
 	if verr != nil {
 		return nil, verr
-	}
-	str, bin, verr := secretValue(op.GetValue(), false)
-	if verr != nil {
-		return nil, verr
-	}
-	if verr := checkDescription(op.GetDescription()); verr != nil {
-		return nil, verr
-	}
-	if verr := checkKMSKeyID(op.GetKmsKeyId()); verr != nil {
-		return nil, verr
-	}
-	hasValue := str != nil || bin != nil
-	if !hasValue && op.GetDescription() == "" && op.GetKmsKeyId() == "" {
-		return nil, invalid("value", "an update needs a value, a description or a kms_key_id")
-	}
-	tok := ""
-	if hasValue {
-		if tok, verr = x.token(); verr != nil {
-			return nil, verr
-		}
 	}
 	if _, verr := x.api(ctx); verr != nil {
 		return nil, verr
@@ -308,6 +300,36 @@ func (x *execution) update(ctx context.Context, op *delegatev1.UpdateSecretOp) (
 		res.Adopted = adopted
 	}
 	return res, verr
+}
+
+// updateInput validates an update: its full name, its value (either form,
+// or none), and the token when it writes a value.
+func (x *execution) updateInput(op *delegatev1.UpdateSecretOp) (full string, str *string, bin []byte, tok string, err *Error) {
+	if full, err = fullName(x.prefix, op.GetName()); err != nil {
+		return "", nil, nil, "", err
+	}
+	if str, bin, err = secretValue(op.GetValue(), false); err != nil {
+		return "", nil, nil, "", err
+	}
+	if err := checkDescription(op.GetDescription()); err != nil {
+		return "", nil, nil, "", err
+	}
+	if err := checkKMSKeyID(op.GetKmsKeyId()); err != nil {
+		return "", nil, nil, "", err
+	}
+	if err := checkUnmanaged(op.GetUnmanaged()); err != nil {
+		return "", nil, nil, "", err
+	}
+	hasValue := str != nil || bin != nil
+	if !hasValue && op.GetDescription() == "" && op.GetKmsKeyId() == "" {
+		return "", nil, nil, "", invalid("value", "an update needs a value, a description or a kms_key_id")
+	}
+	if hasValue {
+		if tok, err = x.token(); err != nil {
+			return "", nil, nil, "", err
+		}
+	}
+	return full, str, bin, tok, nil
 }
 
 // write is the update half of upsert and update. With a value it sends the

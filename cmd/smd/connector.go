@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 	"gopkg.in/yaml.v3"
 
 	"github.com/smdelegate/smdelegate/manager/connector"
@@ -78,19 +76,11 @@ func readConnectorFile(path string) (*delegatev1.Connector, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("%s: scope: %w", path, err))
 		}
-		m["scope"] = map[string]string{"account": sc.GetAccount(), "org": sc.GetOrg(), "project": sc.GetProject()}
-	}
-	j, err := json.Marshal(m)
-	if err != nil {
-		return nil, usageErr(fmt.Errorf("%s: %w", path, err))
+		m["scope"] = map[string]any{"account": sc.GetAccount(), "org": sc.GetOrg(), "project": sc.GetProject()}
 	}
 	c := &delegatev1.Connector{}
-	if err := protojson.Unmarshal(j, c); err != nil {
-		msg := err.Error()
-		if i := strings.Index(msg, "): "); i >= 0 {
-			msg = msg[i+3:]
-		}
-		return nil, usageErr(fmt.Errorf("%s: %s", path, strings.TrimPrefix(msg, "proto: ")))
+	if err := fromYAML(c.ProtoReflect(), m, ""); err != nil {
+		return nil, usageErr(fmt.Errorf("%s: %w", path, err))
 	}
 	return c, nil
 }
@@ -150,6 +140,9 @@ func newConnectorCmd() *cobra.Command {
 				return err
 			}
 			defer done()
+			if err := connector.ValidateIdentifier("ID", args[0], true); err != nil {
+				return usageErr(err)
+			}
 			c, err := cl.GetConnector(ctx, &delegatev1.GetConnectorRequest{Ref: &delegatev1.ConnectorRef{Scope: sc, Identifier: args[0]}})
 			if err != nil {
 				return apiErr(err)
@@ -199,6 +192,9 @@ func newConnectorCmd() *cobra.Command {
 				return err
 			}
 			defer done()
+			if err := connector.ValidateIdentifier("ID", args[0], true); err != nil {
+				return usageErr(err)
+			}
 			if _, err := cl.DeleteConnector(ctx, &delegatev1.DeleteConnectorRequest{Ref: &delegatev1.ConnectorRef{Scope: sc, Identifier: args[0]}}); err != nil {
 				return apiErr(err)
 			}
@@ -225,6 +221,9 @@ func newConnectorCmd() *cobra.Command {
 			defer done()
 			ref := &delegatev1.ConnectorRef{Scope: sc}
 			if len(args) == 1 {
+				if err := connector.ValidateIdentifier("ID", args[0], true); err != nil {
+					return usageErr(err)
+				}
 				ref.Identifier = args[0]
 			}
 			info, err := defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {

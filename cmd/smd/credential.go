@@ -22,6 +22,9 @@ func newCredentialCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := connector.ValidateCredentialName("NAME", args[0]); err != nil {
+				return usageErr(err)
+			}
 			v, err := readValue(cmd, valueFile, true, false)
 			if err != nil {
 				return err
@@ -77,6 +80,9 @@ func newCredentialCmd() *cobra.Command {
 			sc, err := parseScope(cmd, scope)
 			if err != nil {
 				return err
+			}
+			if err := connector.ValidateCredentialName("NAME", args[0]); err != nil {
+				return usageErr(err)
 			}
 			cl, ctx, done, err := cf.managerClient(cmd)
 			if err != nil {

@@ -47,7 +47,8 @@ func newRoot() *cobra.Command {
 }
 
 // strictArgs makes mistakes in arguments exit 2 (invalid input) like
-// mistakes in flags. Left to cobra, a wrong number of arguments and
+// mistakes in flags, and refuses arguments and flag values that are not
+// UTF-8 (checkText). Left to cobra, a wrong number of arguments and
 // "smd bogus" exit 1, and "smd connector bogus" prints the group's help and
 // exits 0, so a script with a typo would carry on as if it had worked.
 func strictArgs(c *cobra.Command) {
@@ -68,12 +69,15 @@ func strictArgs(c *cobra.Command) {
 			}
 			return cmd.Help()
 		}
-	} else if check := c.Args; check != nil {
+	} else if c.Runnable() {
+		check := c.Args
 		c.Args = func(cmd *cobra.Command, args []string) error {
-			if err := check(cmd, args); err != nil {
-				return usageErr(fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
+			if check != nil {
+				if err := check(cmd, args); err != nil {
+					return usageErr(fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
+				}
 			}
-			return nil
+			return checkText(cmd, args)
 		}
 	}
 	for _, sub := range c.Commands() {

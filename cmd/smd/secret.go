@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/smdelegate/smdelegate/manager/connector"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -46,6 +47,12 @@ func newSecretCmd() *cobra.Command {
 	run := func(cmd *cobra.Command, sf *secretFlags, req *delegatev1.SecretRequest, wait bool, show func(io.Writer, *delegatev1.SecretResult)) error {
 		sc, err := parseScope(cmd, sf.scope)
 		if err != nil {
+			return err
+		}
+		if err := connector.ValidateIdentifier("--connector", sf.connector, false); err != nil {
+			return usageErr(err)
+		}
+		if err := checkSecret(req); err != nil {
 			return err
 		}
 		req.Connector = &delegatev1.ConnectorRef{Scope: sc, Identifier: sf.connector}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
@@ -64,6 +65,14 @@ func readValue(cmd *cobra.Command, file string, required, binary bool) (*delegat
 		return nil, nil
 	}
 	if !binary {
+		if !utf8.Valid(b) {
+			// It could not be sent as text; the error never quotes it.
+			hint := ""
+			if cmd.Flags().Lookup("binary") != nil {
+				hint = "; give a binary value in base64 with --binary"
+			}
+			return nil, usageErr(fmt.Errorf("value: must be UTF-8 text%s", hint))
+		}
 		return &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: string(b)}}, nil
 	}
 	clean := bytes.Map(func(r rune) rune {

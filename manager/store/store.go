@@ -98,8 +98,10 @@ type Task struct {
 	// a ping's operator's); only delegates serving it may run the task.
 	// The zero Scope means none: any delegate may.
 	Scope Scope
-	// Payload is the marshaled delegate.v1.TaskPayload. Secret values in it
-	// are sealed by the caller before they reach the store.
+	// Payload is the marshaled delegate.v1.TaskPayload, sealed by the
+	// caller (it may hold secret values). Once the task is final it is
+	// what Complete was given in Final.Payload: the manager's holds no
+	// secret value.
 	Payload []byte
 	// Request is the call that submitted the task, when the caller gave a
 	// request id: unique by Owner and ID (see Request).
@@ -142,7 +144,16 @@ type Final struct {
 	State   State // StateSucceeded or StateFailed
 	Code    string
 	Outcome []byte
+	// Payload replaces the task's payload, in the same transition: what
+	// is kept of it once the task is final. A finished task needs no
+	// secret value, so the manager passes its payload without them
+	// (delegatev1.Redact); nil keeps no payload at all.
+	Payload []byte
 }
+
+// ScrubFunc returns what to keep of the payload of final task id, for
+// Store.ScrubFinished. Its error stops the scrub.
+type ScrubFunc func(id string, payload []byte) ([]byte, error)
 
 // Filter selects tasks for List.
 type Filter struct {
@@ -217,8 +228,20 @@ type Store interface {
 	// otherwise: a stale result). If leaseID is empty the task may be
 	// queued or leased (queue timeout, deadline, attempts exhausted). A
 	// task that is already final gives ErrConflict, an unknown id
-	// ErrNotFound. LeaseID and Delegate are kept.
+	// ErrNotFound. LeaseID and Delegate are kept; the payload becomes
+	// f.Payload in the same atomic step, so no final task ever holds the
+	// payload it was created with.
 	Complete(ctx context.Context, id, leaseID string, f Final) error
+
+	// ScrubFinished is the migration of tasks that became final before
+	// Complete replaced payloads (an older smd kept them whole): it calls
+	// scrub with the id and payload of each such task and stores what
+	// scrub returns in its place, once; a task Complete made final, and
+	// an unfinished one, is never passed. It returns how many payloads it
+	// replaced. It works in chunks and checks ctx between them; an error
+	// (scrub's or ctx's) stops it, with the count so far, and a later
+	// call goes on where it stopped.
+	ScrubFinished(ctx context.Context, scrub ScrubFunc) (int, error)
 
 	// Close releases the store. A second Close returns ErrClosed.
 	Close() error

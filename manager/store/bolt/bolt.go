@@ -34,6 +34,14 @@
 // callers share one transaction and one fsync. Catalog
 // mutations are rare and each has a transaction of its own.
 //
+// # Replaced payloads
+//
+// Complete replaces a task's payload (the manager's holds no secret
+// value), and ScrubFinished rewrites what an older version completed.
+// bbolt copies a page on write and does not zero the page it frees: the
+// replaced bytes stay in the file's free space until bbolt reuses the
+// page for a later write.
+//
 // # Times
 //
 // Times keep nanosecond precision and come back in UTC (compare with
@@ -129,6 +137,8 @@ type DB struct {
 
 	// pruneChunk is how many tasks one prune transaction examines.
 	pruneChunk int
+	// scrubChunk is how many tasks one ScrubFinished transaction rewrites.
+	scrubChunk int
 
 	// cancel stops the prune loop; done is closed when it has returned.
 	cancel context.CancelFunc
@@ -191,6 +201,7 @@ func Open(path string, opts Options) (*DB, error) {
 		done:   make(chan struct{}),
 
 		pruneChunk: defaultPruneChunk,
+		scrubChunk: defaultScrubChunk,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	db.cancel = cancel

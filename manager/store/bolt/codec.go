@@ -14,9 +14,9 @@ import (
 // mutation decodes and re-encodes one, inside the single writer transaction
 // that all batched callers share, so its cost is paid serially.
 //
-// Layout (version 3):
+// Layout (version 4):
 //
-//	byte    version (3)
+//	byte    version (4)
 //	byte    state code (see stateCodes)
 //	string  ID, Kind            (uvarint length + bytes)
 //	uvarint len(Selectors), then each as a string
@@ -31,19 +31,31 @@ import (
 //	string  Request.Owner, Request.ID
 //	bytes   Request.Hash
 //
-// Version 2 is version 3 without the request, version 1 version 2 without
-// the scope; decode still reads both (tasks written before request ids or
-// scopes existed have none), encode writes only version 3.
+// Version 3 has the same layout as version 4, but a final task of version
+// 3 or older was made final by a store whose Complete kept the payload
+// the task was created with, secret values included: ScrubFinished
+// rewrites those (and so makes them version 4). Version 2 is version 3
+// without the request, version 1 version 2 without the scope; decode
+// still reads all three (tasks written before request ids or scopes
+// existed have none), encode writes only version 4.
 // The state sits at a fixed offset so list scans can filter without decoding.
 // A new layout gets a new version byte; decode refuses versions it does not
 // know rather than misreading them.
-const codecVersion = 3
+const codecVersion = 4
 
-// Older layouts, still decoded.
+// Older versions, still decoded.
 const (
 	codecVersionNoScope   = 1
 	codecVersionNoRequest = 2
+	// codecVersionWholePayload: version 4's layout, from before Complete
+	// replaced the payload.
+	codecVersionWholePayload = 3
 )
+
+// payloadScrubbed reports whether an encoded final task's payload is
+// what Complete (or ScrubFinished) stored, rather than the one it was
+// created with.
+func payloadScrubbed(v []byte) bool { return len(v) > 0 && v[0] > codecVersionWholePayload }
 
 // stateOffset is where the state code lives in an encoded task.
 const stateOffset = 1
@@ -177,7 +189,7 @@ func decodeTask(v []byte) (*store.Task, error) {
 		t.Scope.Org = d.string()
 		t.Scope.Project = d.string()
 	}
-	if v[0] >= codecVersion {
+	if v[0] >= codecVersionWholePayload {
 		t.Request.Owner = d.string()
 		t.Request.ID = d.string()
 		t.Request.Hash = d.bytes()

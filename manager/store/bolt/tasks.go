@@ -185,7 +185,8 @@ func (db *DB) Requeue(ctx context.Context, id, leaseID string) error {
 }
 
 // Complete makes a task final with f's state, code and outcome, keeping its
-// lease and delegate. With a non-empty leaseID the task must be leased under
+// lease and delegate, and replaces its payload with f.Payload in the same
+// transaction. With a non-empty leaseID the task must be leased under
 // it; with an empty one it may be queued or leased. Otherwise, and for a task
 // that is already final, it returns an error wrapping store.ErrConflict. It
 // returns store.ErrNotFound for an unknown id and store.ErrClosed after
@@ -205,6 +206,7 @@ func (db *DB) Complete(ctx context.Context, id, leaseID string, f store.Final) e
 		t.State = f.State
 		t.Code = f.Code
 		t.Outcome = f.Outcome
+		t.Payload = f.Payload
 		t.UpdatedAt = now
 		return nil
 	})

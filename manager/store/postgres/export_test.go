@@ -14,3 +14,8 @@ func (db *DB) Setting(ctx context.Context, name string) (string, error) {
 	err := db.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
 	return v, err
 }
+
+func (db *DB) SetScrubChunk(n int) { db.scrubChunk = n }
+
+// MigrationV1 is the first step of the schema: the layout of version 1.
+var MigrationV1 = migrations[0]

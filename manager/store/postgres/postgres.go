@@ -11,9 +11,10 @@
 // once. The tables are:
 //
 //   - tasks: one row per task. Partial indexes serve the unfinished tasks
-//     by creation (ListUnfinished), the final tasks by UpdatedAt (Prune),
-//     and hold a request (owner and id) to one task (CreateTask's
-//     store.DuplicateRequestError).
+//     by creation (ListUnfinished), the final tasks by UpdatedAt (Prune)
+//     and those an older smd completed with their whole payload
+//     (payload_scrubbed false, ScrubFinished), and hold a request (owner
+//     and id) to one task (CreateTask's store.DuplicateRequestError).
 //   - connectors (a partial unique index holds the one-default-per-scope
 //     rule), credentials, signing_keys, delegate_tags: the store.Catalog.
 //
@@ -122,6 +123,8 @@ type DB struct {
 
 	// pruneChunk is how many tasks one prune statement deletes at most.
 	pruneChunk int
+	// scrubChunk is how many tasks one ScrubFinished round rewrites.
+	scrubChunk int
 
 	// cancel stops the prune loop; done is closed when it has returned.
 	cancel context.CancelFunc
@@ -172,6 +175,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		log:         opts.Logger.With().Str("component", "store.postgres").Logger(),
 		callTimeout: opts.CallTimeout,
 		pruneChunk:  defaultPruneChunk,
+		scrubChunk:  defaultScrubChunk,
 		done:        make(chan struct{}),
 	}
 	if db.callTimeout == 0 {

@@ -88,6 +88,15 @@ CREATE TABLE delegate_tags (
 	tags text[] NOT NULL
 );
 `,
+	// 2: payload_scrubbed marks a final task whose payload Complete (or
+	// ScrubFinished) replaced. Rows of version 1 get false: a final one
+	// still holds the payload it was created with, secret values
+	// included, until ScrubFinished rewrites it.
+	`
+ALTER TABLE tasks ADD COLUMN payload_scrubbed boolean NOT NULL DEFAULT false;
+-- ScrubFinished: the final tasks an older smd completed.
+CREATE INDEX tasks_unscrubbed_idx ON tasks (id) WHERE state IN ('succeeded', 'failed') AND NOT payload_scrubbed;
+`,
 }
 
 // schemaVersion is the layout version this package writes: Open migrates

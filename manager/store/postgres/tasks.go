@@ -171,7 +171,8 @@ func (db *DB) Requeue(ctx context.Context, id, leaseID string) error {
 }
 
 // Complete makes a task final with f's state, code and outcome, keeping its
-// lease and delegate. With a non-empty leaseID the task must be leased under
+// lease and delegate, and replaces its payload with f.Payload (marking it
+// payload_scrubbed) in the same statement. With a non-empty leaseID the task must be leased under
 // it; with an empty one it may be queued or leased. Otherwise, and for a task
 // that is already final, it returns an error wrapping store.ErrConflict. It
 // returns store.ErrNotFound for an unknown id and store.ErrClosed after
@@ -181,10 +182,10 @@ func (db *DB) Complete(ctx context.Context, id, leaseID string, f store.Final) e
 		return fmt.Errorf("postgres: complete %s: state %q is not final: %w", id, f.State, errInvalid)
 	}
 	return db.transition(ctx, "complete", id, `
-		UPDATE tasks SET state = $3, code = $4, outcome = $5, updated_at = $6
+		UPDATE tasks SET state = $3, code = $4, outcome = $5, updated_at = $6, payload = $7, payload_scrubbed = true
 		WHERE id = $1 AND state IN ('queued', 'leased')
 			AND ($2 = '' OR (state = 'leased' AND lease_id = $2))`,
-		id, leaseID, string(f.State), f.Code, orEmpty(f.Outcome), time.Now())
+		id, leaseID, string(f.State), f.Code, orEmpty(f.Outcome), time.Now(), orEmpty(f.Payload))
 }
 
 // transition runs update, a conditional UPDATE of task id ($1), and tells

@@ -96,6 +96,7 @@ func RunConformance(t *testing.T, open OpenFunc) {
 		{"Requeue", testRequeue},
 		{"Complete", testComplete},
 		{"CompleteTwice", testCompleteTwice},
+		{"ScrubFinished", testScrubFinished},
 		{"Lifecycle", testLifecycle},
 		{"ListUnfinished", testListUnfinished},
 		{"ListTasks", testListTasks},
@@ -202,11 +203,12 @@ func put(t *testing.T, s store.Store, task *store.Task, st store.State) *store.T
 		mustClaim(t, s, task.ID, l)
 	case store.StateSucceeded:
 		mustClaim(t, s, task.ID, l)
-		if err := s.Complete(ctx, task.ID, l.ID, store.Final{State: st, Code: "OK", Outcome: []byte("ok")}); err != nil {
+		f := store.Final{State: st, Code: "OK", Outcome: []byte("ok"), Payload: []byte("kept of " + task.ID)}
+		if err := s.Complete(ctx, task.ID, l.ID, f); err != nil {
 			t.Fatalf("Complete(%q, %q) = %v, want nil", task.ID, l.ID, err)
 		}
 	case store.StateFailed:
-		f := store.Final{State: st, Code: "NO_ELIGIBLE_DELEGATE", Outcome: []byte("no delegate")}
+		f := store.Final{State: st, Code: "NO_ELIGIBLE_DELEGATE", Outcome: []byte("no delegate"), Payload: []byte("kept of " + task.ID)}
 		if err := s.Complete(ctx, task.ID, "", f); err != nil {
 			t.Fatalf("Complete(%q, \"\") = %v, want nil", task.ID, err)
 		}
@@ -295,6 +297,7 @@ func eachMethod(ctx context.Context, s store.Store, id string) map[string]error 
 	_, listCredErr := s.ListCredentials(ctx, acct)
 	_, listKeysErr := s.ListSigningKeys(ctx)
 	_, tagsErr := s.DelegateTags(ctx)
+	_, scrubErr := s.ScrubFinished(ctx, func(_ string, p []byte) ([]byte, error) { return p, nil })
 	return map[string]error{
 		"CreateTask":     s.CreateTask(ctx, newTask(id+"-new", base)),
 		"GetTask":        getErr,
@@ -303,6 +306,7 @@ func eachMethod(ctx context.Context, s store.Store, id string) map[string]error 
 		"Claim":          s.Claim(ctx, id, leaseFor(id)),
 		"Requeue":        s.Requeue(ctx, id, leaseFor(id).ID),
 		"Complete":       s.Complete(ctx, id, "", store.Final{State: store.StateFailed, Code: "INTERNAL"}),
+		"ScrubFinished":  scrubErr,
 
 		"CreateConnector":  s.CreateConnector(ctx, newConnector(acct, id+"-new", false)),
 		"UpdateConnector":  s.UpdateConnector(ctx, newConnector(acct, id, false)),

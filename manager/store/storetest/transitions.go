@@ -113,7 +113,9 @@ func testRequeue(t *testing.T, open OpenFunc) {
 
 func testComplete(t *testing.T, open OpenFunc) {
 	s := mustOpen(t, open)
-	ok := store.Final{State: store.StateSucceeded, Code: "OK", Outcome: []byte("\x00outcome\xff")}
+	// Complete replaces the payload: with what the final says, or with
+	// nothing.
+	ok := store.Final{State: store.StateSucceeded, Code: "OK", Outcome: []byte("\x00outcome\xff"), Payload: []byte("\x00kept\xff")}
 	failed := store.Final{State: store.StateFailed, Code: "ACCESS_DENIED", Outcome: []byte("denied")}
 	tests := []struct {
 		name    string
@@ -159,6 +161,7 @@ func testComplete(t *testing.T, open OpenFunc) {
 			want.State = tt.final.State
 			want.Code = tt.final.Code
 			want.Outcome = tt.final.Outcome
+			want.Payload = tt.final.Payload
 			got := mustGet(t, s, id)
 			if diff := cmp.Diff(&want, got, taskCmp, ignoreUpdated); diff != "" {
 				t.Errorf("GetTask(%q) after Complete (-want +got):\n%s", id, diff)
@@ -212,7 +215,7 @@ func testLifecycle(t *testing.T, open OpenFunc) {
 	checkErr(t, call("Complete", id, first.ID), s.Complete(ctx, id, first.ID, stale), store.ErrConflict)
 	checkErr(t, call("Requeue", id, first.ID), s.Requeue(ctx, id, first.ID), store.ErrConflict)
 
-	final := store.Final{State: store.StateSucceeded, Code: "OK", Outcome: []byte("fresh")}
+	final := store.Final{State: store.StateSucceeded, Code: "OK", Outcome: []byte("fresh"), Payload: []byte("what is kept")}
 	if err := s.Complete(ctx, id, second.ID, final); err != nil {
 		t.Fatalf("Complete(%q, %q) = %v, want nil", id, second.ID, err)
 	}
@@ -223,6 +226,7 @@ func testLifecycle(t *testing.T, open OpenFunc) {
 	want.Delegate = second.Delegate
 	want.Code = final.Code
 	want.Outcome = final.Outcome
+	want.Payload = final.Payload
 	if diff := cmp.Diff(&want, mustGet(t, s, id), taskCmp, ignoreUpdated); diff != "" {
 		t.Errorf("GetTask(%q) at the end (-want +got):\n%s", id, diff)
 	}

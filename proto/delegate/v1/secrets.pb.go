@@ -2014,12 +2014,12 @@ var File_delegate_v1_secrets_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\n" +
-	"\x19delegate/v1/secrets.proto\x12\vdelegate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n" +
-	"\tSecretRef\x12\x16\n" +
-	"\x05value\x18\x01 \x01(\tH\x00R\x05value\x12\x12\n" +
+	"\x19delegate/v1/secrets.proto\x12\vdelegate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19delegate/v1/options.proto\"Z\n" +
+	"\tSecretRef\x12\x1c\n" +
+	"\x05value\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01H\x00R\x05value\x12\x12\n" +
 	"\x03env\x18\x02 \x01(\tH\x00R\x03env\x12\x14\n" +
 	"\x04file\x18\x03 \x01(\tH\x00R\x04fileB\x05\n" +
-	"\x03ref\"\x98\x06\n" +
+	"\x03ref\"\x9e\x06\n" +
 	"\x11ConnectorSettings\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12,\n" +
@@ -2034,8 +2034,8 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	" \x01(\tR\aroleArn\x12\x1f\n" +
 	"\vexternal_id\x18\v \x01(\tR\n" +
 	"externalId\x12?\n" +
-	"\x1cassume_role_duration_seconds\x18\f \x01(\x05R\x19assumeRoleDurationSeconds\x12,\n" +
-	"\x12web_identity_token\x18\r \x01(\tR\x10webIdentityToken\x12!\n" +
+	"\x1cassume_role_duration_seconds\x18\f \x01(\x05R\x19assumeRoleDurationSeconds\x122\n" +
+	"\x12web_identity_token\x18\r \x01(\tB\x04\x88\xb5\x18\x01R\x10webIdentityToken\x12!\n" +
 	"\fendpoint_url\x18\x0e \x01(\tR\vendpointUrl\x12(\n" +
 	"\x10sts_endpoint_url\x18\x0f \x01(\tR\x0estsEndpointUrl\x12\x1c\n" +
 	"\n" +
@@ -2056,14 +2056,14 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x0ftest_connection\x18\x12 \x01(\v2\x1d.delegate.v1.TestConnectionOpH\x00R\x0etestConnection\x12,\n" +
 	"\x03tag\x18\x13 \x01(\v2\x18.delegate.v1.TagSecretOpH\x00R\x03tag\x12?\n" +
 	"\bversions\x18\x14 \x01(\v2!.delegate.v1.ListSecretVersionsOpH\x00R\bversionsB\x04\n" +
-	"\x02op\"`\n" +
-	"\vSecretValue\x12#\n" +
-	"\fstring_value\x18\x01 \x01(\tH\x00R\vstringValue\x12#\n" +
-	"\fbinary_value\x18\x02 \x01(\fH\x00R\vbinaryValueB\a\n" +
-	"\x05value\"\xe6\x02\n" +
+	"\x02op\"l\n" +
+	"\vSecretValue\x12)\n" +
+	"\fstring_value\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01H\x00R\vstringValue\x12)\n" +
+	"\fbinary_value\x18\x02 \x01(\fB\x04\x88\xb5\x18\x01H\x00R\vbinaryValueB\a\n" +
+	"\x05value\"\xec\x02\n" +
 	"\x0eCreateSecretOp\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
-	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12 \n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueB\x04\x88\xb5\x18\x01R\x05value\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x129\n" +
 	"\x04tags\x18\x04 \x03(\v2%.delegate.v1.CreateSecretOp.TagsEntryR\x04tags\x12\x1c\n" +
 	"\n" +
@@ -2082,10 +2082,10 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x11exclude_lowercase\x18\x06 \x01(\bR\x10excludeLowercase\x12#\n" +
 	"\rinclude_space\x18\a \x01(\bR\fincludeSpace\x12@\n" +
 	"\x1arequire_each_included_type\x18\b \x01(\bH\x00R\x17requireEachIncludedType\x88\x01\x01B\x1d\n" +
-	"\x1b_require_each_included_type\"\xbe\x02\n" +
+	"\x1b_require_each_included_type\"\xc4\x02\n" +
 	"\x0eUpsertSecretOp\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
-	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12 \n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueB\x04\x88\xb5\x18\x01R\x05value\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x129\n" +
 	"\x04tags\x18\x04 \x03(\v2%.delegate.v1.UpsertSecretOp.TagsEntryR\x04tags\x12\x1c\n" +
 	"\n" +
@@ -2098,10 +2098,10 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"version_id\x18\x02 \x01(\tR\tversionId\x12#\n" +
-	"\rversion_stage\x18\x03 \x01(\tR\fversionStage\"\xca\x01\n" +
+	"\rversion_stage\x18\x03 \x01(\tR\fversionStage\"\xd0\x01\n" +
 	"\x0eUpdateSecretOp\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
-	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12 \n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x05value\x18\x02 \x01(\v2\x18.delegate.v1.SecretValueB\x04\x88\xb5\x18\x01R\x05value\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1c\n" +
 	"\n" +
 	"kms_key_id\x18\x04 \x01(\tR\bkmsKeyId\x124\n" +
@@ -2170,14 +2170,14 @@ const file_delegate_v1_secrets_proto_rawDesc = "" +
 	"\x0fPermissionCheck\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xa4\x04\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xaa\x04\n" +
 	"\fSecretResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03arn\x18\x02 \x01(\tR\x03arn\x12\x1d\n" +
 	"\n" +
 	"version_id\x18\x03 \x01(\tR\tversionId\x12%\n" +
-	"\x0eversion_stages\x18\x04 \x03(\tR\rversionStages\x12.\n" +
-	"\x05value\x18\x05 \x01(\v2\x18.delegate.v1.SecretValueR\x05value\x12?\n" +
+	"\x0eversion_stages\x18\x04 \x03(\tR\rversionStages\x124\n" +
+	"\x05value\x18\x05 \x01(\v2\x18.delegate.v1.SecretValueB\x04\x88\xb5\x18\x01R\x05value\x12?\n" +
 	"\rdeletion_date\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fdeletionDate\x12\x18\n" +
 	"\acreated\x18\a \x01(\bR\acreated\x12\x16\n" +
 	"\x06action\x18\b \x01(\tR\x06action\x121\n" +
@@ -2300,6 +2300,7 @@ func file_delegate_v1_secrets_proto_init() {
 	if File_delegate_v1_secrets_proto != nil {
 		return
 	}
+	file_delegate_v1_options_proto_init()
 	file_delegate_v1_secrets_proto_msgTypes[0].OneofWrappers = []any{
 		(*SecretRef_Value)(nil),
 		(*SecretRef_Env)(nil),
