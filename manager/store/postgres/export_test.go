@@ -14,3 +14,13 @@ func (db *DB) Setting(ctx context.Context, name string) (string, error) {
 	err := db.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
 	return v, err
 }
+
+// BackendPID is the server process of the lock's session, 0 once closed.
+func (l *Lock) BackendPID() uint32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return 0
+	}
+	return l.conn.PgConn().PID()
+}

@@ -88,6 +88,18 @@ CREATE TABLE delegate_tags (
 	tags text[] NOT NULL
 );
 `,
+	// 2: the manager lock's record (lock.go). One row: which manager took
+	// the lock last, and how many times it was taken, so that a manager
+	// that lost the lock and takes it again can tell whether another one
+	// held it meanwhile.
+	`
+CREATE TABLE manager_lock (
+	epoch       bigint NOT NULL,
+	owner       text NOT NULL,
+	acquired_at timestamptz
+);
+INSERT INTO manager_lock (epoch, owner) VALUES (0, '');
+`,
 }
 
 // schemaVersion is the layout version this package writes: Open migrates
