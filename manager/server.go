@@ -60,6 +60,9 @@ type Server struct {
 	oidcHTTP *http.Server
 	olis     net.Listener
 
+	// il is the store's manager lock (instancelock.go).
+	il instanceLock
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	ready  chan struct{}
@@ -84,6 +87,7 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	}
 	m := newMetrics()
 	s := &Server{sealer: sealer, cfg: cfg, base: log, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
+	s.il.failed = make(chan struct{})
 	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
 	s.disp.sealer = sealer
 	s.limits = newLimiter(cfg.Limits, m)
@@ -127,12 +131,22 @@ func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
 	}
 }
 
-// Start binds the builtin credentials of connectors stored before
-// bindings (migrateBindings), recovers unfinished tasks, then listens on
+// Start takes the store's manager lock (PostgreSQL: a manager already on
+// the database makes it fail, naming that one), binds the builtin
+// credentials of connectors stored before bindings (migrateBindings),
+// recovers unfinished tasks, then listens on
 // cfg.Listen (gRPC), cfg.HTTPListen (health, metrics, and the OIDC
 // documents unless cfg.OIDC.Listen is set) and cfg.OIDC.Listen (only the
 // OIDC documents), and serves in the background.
 func (s *Server) Start(ctx context.Context) (err error) {
+	if err := s.takeLock(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.releaseLock(context.Background())
+		}
+	}()
 	s.lis, err = net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -248,6 +262,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.oidcHTTP = s.serveHTTP(s.olis, s.issuer.Handler(), "oidc http server stopped")
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.watchLock(runCtx) // after SERVING, which a loss then overrides
 	close(s.ready)
 	s.log.Info().Str("grpc", s.lis.Addr().String()).Str("http", s.HTTPAddr()).Str("oidc", s.OIDCAddr()).Bool("tls", !s.cfg.TLS.Insecure).Msg("manager started")
 	return nil
@@ -309,6 +324,10 @@ func (s *Server) httpHandler() http.Handler {
 			return
 		default:
 		}
+		if why := s.il.lost.Load(); why != nil {
+			http.Error(w, *why, http.StatusServiceUnavailable)
+			return
+		}
 		select {
 		case <-s.ready:
 			w.Write([]byte("ready\n"))
@@ -367,8 +386,9 @@ func (s *Server) HTTPAddr() string {
 func (s *Server) Dispatcher() *Dispatcher { return s.disp }
 
 // Close stops accepting, lets streams and calls finish within
-// cfg.ShutdownTimeout (then stops hard), and closes the store. Async tasks
-// stay in the store for the next start.
+// cfg.ShutdownTimeout (then stops hard), closes the store, and then
+// releases the store's manager lock. Async tasks stay in the store for the
+// next start.
 func (s *Server) Close(ctx context.Context) error {
 	if s.health != nil {
 		s.health.Shutdown()
@@ -400,7 +420,8 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
-	return s.store.Close()
+	err := s.store.Close()
+	return errors.Join(err, s.releaseLock(ctx))
 }
 
 // StaleResults counts results discarded because their lease was not current.

@@ -61,8 +61,14 @@ func newManagerCmd() *cobra.Command {
 			}
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-			sig := <-sigs
-			log.Info().Str("signal", sig.String()).Msg("shutting down; a second signal exits at once")
+			select {
+			case sig := <-sigs:
+				log.Info().Str("signal", sig.String()).Msg("shutting down; a second signal exits at once")
+			case <-srv.Failed():
+				// Exit non-zero, so that a supervisor starts it afresh.
+				log.Error().Err(srv.Err()).Msg("shutting down: the manager cannot serve any more")
+				return errors.Join(srv.Err(), srv.Close(context.Background()))
+			}
 			go func() { <-sigs; log.Warn().Msg("second signal: exiting now"); os.Exit(exitInterrupted) }()
 			return srv.Close(context.Background())
 		},

@@ -19,3 +19,13 @@ func (db *DB) SetScrubChunk(n int) { db.scrubChunk = n }
 
 // MigrationV1 is the first step of the schema: the layout of version 1.
 var MigrationV1 = migrations[0]
+
+// BackendPID is the server process of the lock's session, 0 once closed.
+func (l *Lock) BackendPID() uint32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return 0
+	}
+	return l.conn.PgConn().PID()
+}

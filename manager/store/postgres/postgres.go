@@ -55,6 +55,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -121,6 +122,14 @@ type DB struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// connCfg is what a session of the pool connects with, for the
+	// manager lock's session of its own (lock.go).
+	connCfg *pgx.ConnConfig
+
+	// fence, when set, is the error every call fails with: the manager
+	// lock taken from this DB is lost (lock.go).
+	fence atomic.Pointer[error]
+
 	// pruneChunk is how many tasks one prune statement deletes at most.
 	pruneChunk int
 	// scrubChunk is how many tasks one ScrubFinished round rewrites.
@@ -130,6 +139,11 @@ type DB struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// durableCommit turns synchronous_commit back on for a session where the
+// server, role or DSN turned it off; stronger settings are kept.
+const durableCommit = `SELECT set_config('synchronous_commit', 'on', false)
+	WHERE current_setting('synchronous_commit') = 'off'`
 
 // schemaName is what Options.Schema may be: an identifier PostgreSQL
 // takes unquoted, so that it means the same in search_path and in SQL.
@@ -157,8 +171,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	// or DSN) that turned synchronous_commit off is overruled for the
 	// store's sessions. Stronger settings (remote_apply, ...) are kept.
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, `SELECT set_config('synchronous_commit', 'on', false)
-			WHERE current_setting('synchronous_commit') = 'off'`)
+		_, err := conn.Exec(ctx, durableCommit)
 		return err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -172,6 +185,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 
 	db := &DB{
 		pool:        pool,
+		connCfg:     cfg.ConnConfig.Copy(),
 		log:         opts.Logger.With().Str("component", "store.postgres").Logger(),
 		callTimeout: opts.CallTimeout,
 		pruneChunk:  defaultPruneChunk,
@@ -221,8 +235,10 @@ func Describe(dsn string) string {
 	return describe(cfg)
 }
 
-func describe(cfg *pgxpool.Config) string {
-	c := cfg.ConnConfig
+func describe(cfg *pgxpool.Config) string { return describeConn(cfg.ConnConfig) }
+
+// describeConn is describe of one connection's config.
+func describeConn(c *pgx.ConnConfig) string {
 	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
 }
 
@@ -245,8 +261,9 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// enter starts a call: it returns ErrClosed after Close, or ctx's error if
-// it is done; otherwise the context to run the call in (bounded by
+// enter starts a call: it returns ErrClosed after Close, ctx's error if
+// it is done, or the fence (ErrLockLost, ErrLockStale) while the manager
+// lock is not held; otherwise the context to run the call in (bounded by
 // CallTimeout when ctx has no deadline), and the caller must call done
 // when finished.
 func (db *DB) enter(ctx context.Context) (context.Context, func(), error) {
@@ -257,6 +274,10 @@ func (db *DB) enter(ctx context.Context) (context.Context, func(), error) {
 	if db.closed {
 		db.mu.RUnlock()
 		return nil, nil, store.ErrClosed
+	}
+	if fence := db.fence.Load(); fence != nil {
+		db.mu.RUnlock()
+		return nil, nil, *fence
 	}
 	cancel := context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok && db.callTimeout > 0 {

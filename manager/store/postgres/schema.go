@@ -97,6 +97,18 @@ ALTER TABLE tasks ADD COLUMN payload_scrubbed boolean NOT NULL DEFAULT false;
 -- ScrubFinished: the final tasks an older smd completed.
 CREATE INDEX tasks_unscrubbed_idx ON tasks (id) WHERE state IN ('succeeded', 'failed') AND NOT payload_scrubbed;
 `,
+	// 3: the manager lock's record (lock.go). One row: which manager took
+	// the lock last, and how many times it was taken, so that a manager
+	// that lost the lock and takes it again can tell whether another one
+	// held it meanwhile.
+	`
+CREATE TABLE manager_lock (
+	epoch       bigint NOT NULL,
+	owner       text NOT NULL,
+	acquired_at timestamptz
+);
+INSERT INTO manager_lock (epoch, owner) VALUES (0, '');
+`,
 }
 
 // schemaVersion is the layout version this package writes: Open migrates
