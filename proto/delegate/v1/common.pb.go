@@ -42,11 +42,12 @@ const (
 	Code_NO_ELIGIBLE_DELEGATE   Code = 11
 	Code_DELEGATE_LOST          Code = 12
 	Code_CANCELLED              Code = 13
-	// UNSUPPORTED: the endpoint does not implement the operation the task
-	// needed (it answered InvalidAction, UnknownOperationException,
-	// NotImplemented or HTTP 501, as third-party emulators and some VPC
-	// endpoints do). The message names the AWS operation and the code. Not
-	// retryable: the same endpoint will answer the same.
+	// UNSUPPORTED: whoever had to do the work does not implement it: the AWS
+	// endpoint answered InvalidAction, UnknownOperationException,
+	// NotImplemented or HTTP 501 (as third-party emulators and some VPC
+	// endpoints do; the message names the AWS operation and the code), or
+	// the delegate does not run that kind of task. Not retryable: the same
+	// endpoint or delegate will answer the same.
 	Code_UNSUPPORTED Code = 14
 )
 
