@@ -29,11 +29,12 @@ func (h *Tasks) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome
 		return h.ping(ctx, p.Ping)
 	case *delegatev1.TaskPayload_Secret:
 		if h.Secrets == nil {
-			return &delegatev1.Outcome{Code: delegatev1.Code_INTERNAL, Message: "this delegate cannot run secret tasks"}
+			return &delegatev1.Outcome{Code: delegatev1.Code_UNSUPPORTED, Message: "this delegate cannot run secret tasks"}
 		}
 		return h.Secrets.Run(ctx, t, p.Secret)
 	}
-	return &delegatev1.Outcome{Code: delegatev1.Code_INVALID_ARGUMENT, Message: "unknown task type; is the delegate older than the manager?"}
+	// Not the task's fault: the delegate does not implement the type.
+	return &delegatev1.Outcome{Code: delegatev1.Code_UNSUPPORTED, Message: "this delegate does not know the task type; is it older than the manager?"}
 }
 
 func (h *Tasks) ping(ctx context.Context, p *delegatev1.PingTask) *delegatev1.Outcome {

@@ -299,6 +299,8 @@ func grpcCode(c delegatev1.Code) codes.Code {
 		return codes.DeadlineExceeded
 	case delegatev1.Code_CANCELLED:
 		return codes.Canceled
+	case delegatev1.Code_UNSUPPORTED:
+		return codes.Unimplemented
 	}
 	return codes.Internal
 }

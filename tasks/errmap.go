@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -26,12 +27,19 @@ type awsClass struct {
 // "__type" and STS's query-protocol codes) to task outcome codes (design
 // §7). translate consults it once per failed call; nothing else in the
 // package matches AWS codes, except InvalidRequestException's "scheduled
-// for deletion" refinement in translate.
+// for deletion" refinement in translate. A code the table does not hold
+// ends INTERNAL with the code named in the message and a warn line.
 //
 // Throttling and 5xx are retryable: the SDK has already retried them
 // (MaxAttempts), so the task layer only reports that another try later may
-// succeed.
+// succeed. HTTP 501 is UNSUPPORTED whatever the code (classifyAWS).
 var awsErrors = map[string]awsClass{
+	// The endpoint does not implement the operation: AWS's answer to an
+	// unknown action (JSON protocols; query protocols), and what
+	// third-party emulators and some VPC endpoints answer.
+	"UnknownOperationException": {code: delegatev1.Code_UNSUPPORTED},
+	"InvalidAction":             {code: delegatev1.Code_UNSUPPORTED},
+	"NotImplemented":            {code: delegatev1.Code_UNSUPPORTED},
 	// Secrets Manager.
 	"ResourceNotFoundException":        {code: delegatev1.Code_NOT_FOUND},
 	"ResourceExistsException":          {code: delegatev1.Code_ALREADY_EXISTS},
@@ -92,12 +100,55 @@ type call struct {
 
 // translate maps err from a Secrets Manager call (or from the client pool)
 // to a task *Error. The returned detail is the sanitized full error for the
-// debug log; the *Error's message is safe to show and, for INTERNAL, generic.
+// log; the *Error's message is safe to show: it names the AWS operation and
+// the AWS error code (codes are not secret; a code that quotes task
+// material is withheld), and quotes an AWS message only sanitized, and
+// only for outcomes the table classifies.
 func translate(ctx context.Context, c call, err error) (e *Error, detail string) {
 	detail = sanitize(err.Error(), "(error text withheld: it quoted task material)", c.secrets...)
 	e = classify(ctx, c, err)
 	e.Op = c.op
 	return e, detail
+}
+
+// awsErrorCode is the AWS error code of err as it may be shown (see
+// safeCode), or "" when err carries none.
+func awsErrorCode(c call, err error) string {
+	var api smithy.APIError
+	if !errors.As(err, &api) {
+		return ""
+	}
+	return safeCode(c, api.ErrorCode())
+}
+
+// codeWithheld stands for an AWS error code that may not be shown.
+const codeWithheld = "(code withheld: it quoted task material)"
+
+// plainCode is what an AWS error code looks like: ThrottlingException,
+// InvalidAction, com.amazon.coral.service#UnknownOperationException.
+var plainCode = regexp.MustCompile(`^[A-Za-z0-9._:#-]{1,128}$`)
+
+// safeCode returns code if it may be shown: codes are not secret, but the
+// code comes from the endpoint, which may be anything, so one that is not
+// a plain name or that sanitize would change (it holds a value of the
+// task, or looks like a key or token) is withheld.
+func safeCode(c call, code string) string {
+	if code == "" {
+		return ""
+	}
+	if !plainCode.MatchString(code) || sanitize(code, "", c.secrets...) != code {
+		return codeWithheld
+	}
+	return code
+}
+
+// httpStatus is the HTTP status of the response that produced err, or 0.
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
 }
 
 func classify(ctx context.Context, c call, err error) *Error {
@@ -134,27 +185,46 @@ func classify(ctx context.Context, c call, err error) *Error {
 	if e := classifyAWS(c, err, action); e != nil {
 		return e
 	}
-	return newError(delegatev1.Code_INTERNAL, "internal error during %s; the delegate's debug log has the detail", action)
+	if code := awsErrorCode(c, err); code != "" {
+		// An AWS answer the table does not know: name it, so that the
+		// operator can tell what the endpoint said without the log.
+		return newError(delegatev1.Code_INTERNAL, "%s failed with AWS error code %s%s, which smdelegate does not classify; the delegate's log has the detail",
+			action, code, statusNote(httpStatus(err)))
+	}
+	return newError(delegatev1.Code_INTERNAL, "internal error during %s; the delegate's log has the detail", action)
+}
+
+func statusNote(status int) string {
+	if status == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (HTTP %d)", status)
 }
 
 // classifyAWS applies the table, then the HTTP status, then network
 // failures. It returns nil for an error none of them explains.
 func classifyAWS(c call, err error, action string) *Error {
 	var api smithy.APIError
-	if errors.As(err, &api) {
+	errors.As(err, &api)
+	if httpStatus(err) == 501 {
+		// Not Implemented, whatever the code: an emulator answers 501
+		// with InternalFailure, which would otherwise read as an outage.
+		return awsMessage(c, awsClass{code: delegatev1.Code_UNSUPPORTED}, api, action, err)
+	}
+	if api != nil {
 		if cl, ok := awsErrors[api.ErrorCode()]; ok {
-			return awsMessage(c, cl, api, action, attempts(err))
+			return awsMessage(c, cl, api, action, err)
 		}
 	}
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
 		switch s := re.HTTPStatusCode(); {
 		case s == 429:
-			return awsMessage(c, awsClass{code: delegatev1.Code_THROTTLED, retryable: true}, api, action, attempts(err))
+			return awsMessage(c, awsClass{code: delegatev1.Code_THROTTLED, retryable: true}, api, action, err)
 		case s >= 500:
-			return awsMessage(c, awsClass{code: delegatev1.Code_UNAVAILABLE, retryable: true}, api, action, attempts(err))
+			return awsMessage(c, awsClass{code: delegatev1.Code_UNAVAILABLE, retryable: true}, api, action, err)
 		case s == 401 || s == 403:
-			return awsMessage(c, awsClass{code: delegatev1.Code_CREDENTIALS}, api, action, attempts(err))
+			return awsMessage(c, awsClass{code: delegatev1.Code_CREDENTIALS}, api, action, err)
 		}
 	}
 	var se *smithyhttp.RequestSendError
@@ -166,12 +236,16 @@ func classifyAWS(c call, err error, action string) *Error {
 	return nil
 }
 
-// awsMessage builds the safe message for a classified AWS error.
-func awsMessage(c call, cl awsClass, api smithy.APIError, action string, n int) *Error {
+// awsMessage builds the safe message for a classified AWS error; err is
+// the whole error, for the attempts the SDK made and the HTTP status.
+func awsMessage(c call, cl awsClass, api smithy.APIError, action string, err error) *Error {
+	n := attempts(err)
 	e := &Error{Code: cl.code, Retryable: cl.retryable}
 	code, msg := "", ""
 	if api != nil {
-		code = api.ErrorCode()
+		// The code may not be one of the table's (classified by HTTP
+		// status), so it is shown only as safeCode allows.
+		code = safeCode(c, api.ErrorCode())
 		msg = sanitize(api.ErrorMessage(), "", c.secrets...)
 	}
 	quoted := func() string {
@@ -208,6 +282,15 @@ func awsMessage(c call, cl awsClass, api smithy.APIError, action string, n int) 
 		e.Msg = fmt.Sprintf("AWS is unavailable for %s%s (%s); retry later", action, attemptNote(n), quoted())
 	case delegatev1.Code_CREDENTIALS:
 		e.Msg = fmt.Sprintf("AWS rejected the connector's credentials on %s: %s", action, quoted())
+	case delegatev1.Code_UNSUPPORTED:
+		// Code and status only: the endpoint is not AWS as the table
+		// knows it, and what its message quotes is unknown.
+		answered := code
+		if answered == "" {
+			answered = "no error code"
+		}
+		e.Msg = fmt.Sprintf("the endpoint does not support %s: it answered %s%s; a third-party emulator, a VPC endpoint or a region may not implement this operation (check the connector's endpoint_url and region)",
+			action, answered, statusNote(httpStatus(err)))
 	default:
 		e.Msg = fmt.Sprintf("%s failed: %s", action, quoted())
 	}

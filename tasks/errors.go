@@ -35,7 +35,12 @@ var (
 	ErrTimeout = errors.New("timeout")
 	// ErrCancelled: the task was cancelled.
 	ErrCancelled = errors.New("cancelled")
-	// ErrInternal: anything else; the detail is only in the debug log.
+	// ErrUnsupported: the endpoint does not implement the operation
+	// (InvalidAction, UnknownOperationException, NotImplemented, HTTP 501).
+	// Never retryable: the same endpoint answers the same.
+	ErrUnsupported = errors.New("unsupported")
+	// ErrInternal: anything else. An AWS error code the table does not
+	// know is named in the message; other detail is only in the log.
 	ErrInternal = errors.New("internal error")
 
 	// ErrNotManaged refines ErrInvalidArgument: a change to an existing
@@ -55,6 +60,7 @@ var codeSentinels = map[delegatev1.Code]error{
 	delegatev1.Code_UNAVAILABLE:            ErrUnavailable,
 	delegatev1.Code_TIMEOUT:                ErrTimeout,
 	delegatev1.Code_CANCELLED:              ErrCancelled,
+	delegatev1.Code_UNSUPPORTED:            ErrUnsupported,
 	delegatev1.Code_INTERNAL:               ErrInternal,
 }
 

@@ -158,7 +158,11 @@ func TestErrorCodes(t *testing.T) {
 		{name: "unknown aws error", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
 			e.emu.FailNext("secretsmanager.GetSecretValue", 1, "BrandNewException")
 			return getTask(c, "x")
-		}, want: delegatev1.Code_INTERNAL, msg: "internal error during secretsmanager:GetSecretValue; the delegate's debug log has the detail"},
+		}, want: delegatev1.Code_INTERNAL, msg: "secretsmanager:GetSecretValue failed with AWS error code BrandNewException (HTTP 400), which smdelegate does not classify"},
+		{name: "unknown operation", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
+			e.emu.FailNext("secretsmanager.GetSecretValue", 1, "UnknownOperationException")
+			return getTask(c, "x")
+		}, want: delegatev1.Code_UNSUPPORTED, msg: "the endpoint does not support secretsmanager:GetSecretValue: it answered UnknownOperationException (HTTP 400)"},
 		{name: "invalid name", setup: func(e *env, c *delegatev1.ConnectorSettings) *delegatev1.SecretTask {
 			return getTask(c, "bad name!")
 		}, want: delegatev1.Code_INVALID_ARGUMENT, msg: "name: must be 1-512 characters of letters, digits and /_+=.@-", noSMCalled: true},

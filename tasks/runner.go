@@ -295,10 +295,23 @@ func (x *execution) api(ctx context.Context) (SecretsManagerAPI, *Error) {
 }
 
 // fail translates an AWS (or client pool) error for the secret name and
-// logs the sanitized detail at debug level.
+// logs the sanitized detail: at warn when the outcome says smdelegate
+// could not work with the endpoint's answer (UNSUPPORTED, or INTERNAL: an
+// AWS code the table does not know, or no AWS answer at all), which an
+// operator should see without debug logging; at debug otherwise, since
+// the outcome itself tells the caller what happened.
 func (x *execution) fail(ctx context.Context, name string, err error) *Error {
-	e, detail := translate(ctx, call{name: name, secrets: x.secrets}, err)
-	x.log.Debug().Str("code", e.Code.String()).Str("detail", detail).Msg("aws call failed")
+	c := call{name: name, secrets: x.secrets}
+	e, detail := translate(ctx, c, err)
+	ev, msg := x.log.Debug(), "aws call failed"
+	switch e.Code {
+	case delegatev1.Code_UNSUPPORTED:
+		ev, msg = x.log.Warn(), "the endpoint does not support the operation"
+	case delegatev1.Code_INTERNAL:
+		ev, msg = x.log.Warn(), "aws call failed with an error smdelegate does not classify"
+	}
+	ev.Str("code", e.Code.String()).Str("action", awsAction(err)).Str("aws_code", awsErrorCode(c, err)).
+		Str("detail", detail).Msg(msg)
 	return e
 }
 

@@ -263,7 +263,15 @@ func TestTranslateTable(t *testing.T) {
 			delegatev1.Code_CREDENTIALS, false, "connector.access_key_id: env var AWS_KEY_X is not set"},
 		{"invalid field", nil, &awsauth.FieldError{Field: "connector.region", Reason: "is not set", Kind: awsauth.ErrInvalidSettings},
 			delegatev1.Code_INVALID_ARGUMENT, false, "connector.region: is not set"},
-		{"unknown code", nil, apiErr("GetSecretValue", "SomethingNew", "secret detail "+planted, 400), delegatev1.Code_INTERNAL, false, "internal error during secretsmanager:GetSecretValue"},
+		{"unknown code", nil, apiErr("GetSecretValue", "SomethingNew", "secret detail "+planted, 400), delegatev1.Code_INTERNAL, false, "secretsmanager:GetSecretValue failed with AWS error code SomethingNew (HTTP 400)"},
+		{"unknown code quoting a value", nil, apiErr("GetSecretValue", planted, "x", 400), delegatev1.Code_INTERNAL, false, "AWS error code (code withheld: it quoted task material)"},
+		{"unknown code not a name", nil, apiErr("GetSecretValue", "bad code <x>", "x", 400), delegatev1.Code_INTERNAL, false, "(code withheld"},
+		{"unknown operation", nil, apiErr("ListSecrets", "UnknownOperationException", "x", 400), delegatev1.Code_UNSUPPORTED, false, "does not support secretsmanager:ListSecrets: it answered UnknownOperationException"},
+		{"invalid action", nil, apiErr("GetSecretValue", "InvalidAction", "x", 400), delegatev1.Code_UNSUPPORTED, false, "InvalidAction"},
+		{"not implemented", nil, apiErr("GetSecretValue", "NotImplemented", "x", 501), delegatev1.Code_UNSUPPORTED, false, "NotImplemented (HTTP 501)"},
+		{"501 with a 5xx code", nil, apiErr("GetSecretValue", "InternalFailure", "not yet implemented", 501), delegatev1.Code_UNSUPPORTED, false, "InternalFailure (HTTP 501)"},
+		{"501 quoting a value as code", nil, apiErr("GetSecretValue", planted, planted, 501), delegatev1.Code_UNSUPPORTED, false, "code withheld"},
+		{"unmodeled 503 quoting a value as code", nil, apiErr("GetSecretValue", planted, "x", 503), delegatev1.Code_UNAVAILABLE, true, "code withheld"},
 		{"plain", nil, errors.New("boom " + planted), delegatev1.Code_INTERNAL, false, "internal error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,11 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -122,28 +120,4 @@ func (c *clientFlags) managerClient(cmd *cobra.Command) (delegatev1.ManagerServi
 		return nil, nil, nil, err
 	}
 	return delegatev1.NewManagerServiceClient(conn), ctx, func() { conn.Close() }, nil
-}
-
-// apiErr maps a gRPC error to the CLI's exit codes with a readable message.
-func apiErr(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.InvalidArgument, codes.OutOfRange:
-		return &codedError{exitInvalid, fmt.Errorf("invalid input: %s", msg)}
-	case codes.AlreadyExists:
-		return &codedError{exitInvalid, fmt.Errorf("already exists: %s", msg)}
-	case codes.FailedPrecondition:
-		return &codedError{exitInvalid, fmt.Errorf("%s", msg)}
-	case codes.NotFound:
-		return &codedError{exitNotFound, fmt.Errorf("not found: %s", msg)}
-	case codes.Unauthenticated, codes.PermissionDenied:
-		return &codedError{exitDenied, fmt.Errorf("permission denied: %s", msg)}
-	case codes.Unavailable, codes.DeadlineExceeded:
-		return &codedError{exitUnavailable, fmt.Errorf("manager unavailable: %s", msg)}
-	}
-	return fmt.Errorf("%s: %s", st.Code(), msg)
 }

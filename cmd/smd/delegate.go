@@ -166,25 +166,4 @@ func newDelegateCmd() *cobra.Command {
 	return cmd
 }
 
-// taskErr turns a failed task into an error with the matching exit code.
-func taskErr(info *delegatev1.TaskInfo) error {
-	o := info.GetOutcome()
-	if o == nil || o.GetCode() == delegatev1.Code_OK {
-		return nil
-	}
-	err := fmt.Errorf("task %s failed: %s: %s", info.GetId(), o.GetCode(), o.GetMessage())
-	switch o.GetCode() {
-	case delegatev1.Code_INVALID_ARGUMENT:
-		return &codedError{exitInvalid, err}
-	case delegatev1.Code_NOT_FOUND:
-		return &codedError{exitNotFound, err}
-	case delegatev1.Code_ACCESS_DENIED, delegatev1.Code_CREDENTIALS:
-		return &codedError{exitDenied, err}
-	case delegatev1.Code_NO_ELIGIBLE_DELEGATE, delegatev1.Code_UNAVAILABLE, delegatev1.Code_TIMEOUT,
-		delegatev1.Code_DELEGATE_LOST, delegatev1.Code_THROTTLED:
-		return &codedError{exitUnavailable, err}
-	}
-	return &codedError{exitTaskFailed, err}
-}
-
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

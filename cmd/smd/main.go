@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -95,39 +94,4 @@ func newVersionCmd() *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// Exit codes, documented in the README.
-const (
-	exitOK          = 0
-	exitError       = 1 // anything else
-	exitInvalid     = 2 // invalid input: flags, arguments, config, validation
-	exitNotFound    = 3
-	exitUnavailable = 4   // manager unreachable, no eligible delegate, timeout
-	exitDenied      = 5   // token refused or not allowed
-	exitTaskFailed  = 6   // the task ran and failed (its code is in the output)
-	exitInterrupted = 130 // the third signal
-)
-
-// codedError carries an exit code.
-type codedError struct {
-	code int
-	err  error
-}
-
-func (e *codedError) Error() string { return e.err.Error() }
-func (e *codedError) Unwrap() error { return e.err }
-
-func usageErr(err error) error { return &codedError{exitInvalid, err} }
-
-func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
-	fmt.Fprintln(os.Stderr, "smd:", err)
-	var ce *codedError
-	if errors.As(err, &ce) {
-		return ce.code
-	}
-	return exitError
 }

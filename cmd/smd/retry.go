@@ -136,12 +136,15 @@ func (p retryPolicy) retry(ctx context.Context, stderr io.Writer, requestID stri
 			pause = told + rand.N(told/10+time.Millisecond)
 		}
 		if time.Since(firstFailure)+pause > p.window {
+			// The exit code of the last answer (a rate limit is
+			// THROTTLED, exit 4, like an outage), with what to do next.
+			last := apiErr(err)
 			if throttled || requestID == "" {
-				return nil, fmt.Errorf("%v; gave up after retrying for %s", apiErr(err), p.window)
+				return nil, &codedError{exitOf(last), fmt.Errorf("%v; gave up after retrying for %s", last, p.window)}
 			}
-			return nil, &codedError{exitUnavailable, fmt.Errorf(
+			return nil, &codedError{exitOf(last), fmt.Errorf(
 				"%v; gave up after retrying for %s. The change may have been made: run the same command with --request-id %s to get its task instead of making another",
-				apiErr(err), p.window, requestID)}
+				last, p.window, requestID)}
 		}
 		if requestID != "" {
 			fmt.Fprintf(stderr, "smd: %v; retrying in %s with request id %s\n", apiErr(err), pause.Round(time.Millisecond), requestID)

@@ -36,6 +36,7 @@ func TestFailNext(t *testing.T) {
 		{"three 500s exhaust the retries", "secretsmanager.GetSecretValue", 3, "InternalServiceError", true, "InternalServiceError", 500, 3, nil},
 		{"another action is untouched", "secretsmanager.DescribeSecret", 1, "ThrottlingException", false, "", 200, 1, nil},
 		{"any action", "", 1, "AccessDeniedException", false, "AccessDeniedException", 400, 1, nil},
+		{"not implemented is a 501", "secretsmanager.GetSecretValue", 1, "NotImplemented", false, "NotImplemented", 501, 1, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +63,29 @@ func TestFailNext(t *testing.T) {
 				t.Errorf("Calls(GetSecretValue) = %d, want %d", n, tt.wantCalls)
 			}
 		})
+	}
+}
+
+// TestInjectFault: a fault with its own status and message reaches the
+// SDK as given, and FailNext faults queue behind it.
+func TestInjectFault(t *testing.T) {
+	t.Parallel()
+	s, url := mustStart(t, awsemu.Options{})
+	s.PutSecretDirect("f", "v", nil)
+	sm := smClient(t, url, defaultCreds, noRetry)
+	s.InjectFault("secretsmanager.GetSecretValue", 1, awsemu.Fault{Code: "InternalFailure", Status: http.StatusNotImplemented, Message: "API action not yet implemented"})
+	s.FailNext("secretsmanager.GetSecretValue", 1, "UnknownOperationException")
+	_, err := sm.GetSecretValue(t.Context(), &secretsmanager.GetSecretValueInput{SecretId: aws.String("f")})
+	var api interface{ ErrorMessage() string }
+	if errorCode(err) != "InternalFailure" || httpStatus(err) != http.StatusNotImplemented || !errors.As(err, &api) || api.ErrorMessage() != "API action not yet implemented" {
+		t.Errorf("GetSecretValue error = %v (status %d), want InternalFailure 501 with the given message", err, httpStatus(err))
+	}
+	_, err = sm.GetSecretValue(t.Context(), &secretsmanager.GetSecretValueInput{SecretId: aws.String("f")})
+	if errorCode(err) != "UnknownOperationException" || httpStatus(err) != http.StatusBadRequest {
+		t.Errorf("second GetSecretValue error = %v (status %d), want UnknownOperationException 400", err, httpStatus(err))
+	}
+	if _, err := sm.GetSecretValue(t.Context(), &secretsmanager.GetSecretValueInput{SecretId: aws.String("f")}); err != nil {
+		t.Errorf("third GetSecretValue: %v, want the faults used up", err)
 	}
 }
 

@@ -12,7 +12,7 @@
 //
 // Tests drive it through the real SDK with BaseEndpoint pointed at the URL
 // Start returns, inspect state with Secret, count calls with Calls and
-// Requests, and inject faults with FailNext and SetLatency.
+// Requests, and inject faults with FailNext, InjectFault and SetLatency.
 //
 // The emulator never logs, and never puts a secret value, secret key, session
 // token, web identity token or signature into an error message or into the
@@ -114,7 +114,7 @@ type Server struct {
 	secrets  map[string]*secret // by name
 	calls    map[string]int     // by "service.Action"
 	requests []Request
-	faults   map[string][]string // pending error codes by "service.Action" ("" = any action)
+	faults   map[string][]Fault // pending faults by "service.Action" ("" = any action)
 	latency  map[string]time.Duration
 }
 
@@ -130,7 +130,7 @@ func New(opts Options) *Server {
 		creds:     map[string]*credential{},
 		secrets:   map[string]*secret{},
 		calls:     map[string]int{},
-		faults:    map[string][]string{},
+		faults:    map[string][]Fault{},
 		latency:   map[string]time.Duration{},
 	}
 	if s.region == "" {
@@ -297,8 +297,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.principal = p
 	}
-	if code, ok := s.takeFault(c.qualifiedAction()); ok {
-		s.writeError(w, c, faultError(c.service, code))
+	if f, ok := s.takeFault(c.qualifiedAction()); ok {
+		s.writeError(w, c, faultError(c.service, f))
 		return
 	}
 	switch c.service {

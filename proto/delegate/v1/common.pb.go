@@ -42,6 +42,13 @@ const (
 	Code_NO_ELIGIBLE_DELEGATE   Code = 11
 	Code_DELEGATE_LOST          Code = 12
 	Code_CANCELLED              Code = 13
+	// UNSUPPORTED: whoever had to do the work does not implement it: the AWS
+	// endpoint answered InvalidAction, UnknownOperationException,
+	// NotImplemented or HTTP 501 (as third-party emulators and some VPC
+	// endpoints do; the message names the AWS operation and the code), or
+	// the delegate does not run that kind of task. Not retryable: the same
+	// endpoint or delegate will answer the same.
+	Code_UNSUPPORTED Code = 14
 )
 
 // Enum value maps for Code.
@@ -61,6 +68,7 @@ var (
 		11: "NO_ELIGIBLE_DELEGATE",
 		12: "DELEGATE_LOST",
 		13: "CANCELLED",
+		14: "UNSUPPORTED",
 	}
 	Code_value = map[string]int32{
 		"OK":                     0,
@@ -77,6 +85,7 @@ var (
 		"NO_ELIGIBLE_DELEGATE":   11,
 		"DELEGATE_LOST":          12,
 		"CANCELLED":              13,
+		"UNSUPPORTED":            14,
 	}
 )
 
@@ -583,7 +592,7 @@ const file_delegate_v1_common_proto_rawDesc = "" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x122\n" +
-	"\apayload\x18\x05 \x01(\v2\x18.delegate.v1.TaskPayloadR\apayload*\xfe\x01\n" +
+	"\apayload\x18\x05 \x01(\v2\x18.delegate.v1.TaskPayloadR\apayload*\x8f\x02\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -599,7 +608,8 @@ const file_delegate_v1_common_proto_rawDesc = "" +
 	"\x12\x18\n" +
 	"\x14NO_ELIGIBLE_DELEGATE\x10\v\x12\x11\n" +
 	"\rDELEGATE_LOST\x10\f\x12\r\n" +
-	"\tCANCELLED\x10\r*Z\n" +
+	"\tCANCELLED\x10\r\x12\x0f\n" +
+	"\vUNSUPPORTED\x10\x0e*Z\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
