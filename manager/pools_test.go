@@ -91,7 +91,7 @@ func TestPoolsMatchAScan(t *testing.T) {
 				}
 			}
 			sc := dgScopes[rng.IntN(len(dgScopes))]
-			out := outbox.New[*delegatev1.ManagerMessage]()
+			out := outbox.New[*delegatev1.ManagerMessage](0)
 			dg, err := d.connect(&delegatev1.Hello{Name: name, Tags: tags, Capacity: int32(1 + rng.IntN(3))}, nil, sc, out)
 			if errors.Is(err, ErrNameInUse) {
 				// Only a delegate of another scope keeps its name.

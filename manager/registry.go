@@ -32,15 +32,24 @@ type delegate struct {
 	// it serves. Never what the agent declares, and fixed per stream.
 	scope store.Scope
 	// kicked is closed when a newer stream with the same name replaces this one.
-	kicked   chan struct{}
+	kicked chan struct{}
+	// evicted is closed when the manager closes this stream because the
+	// delegate misbehaved (liveness.go); evictErr, set just before, is
+	// the status the stream ends with.
+	evicted  chan struct{}
+	evictErr error
 	capacity int
 	// credit is how many more tasks the agent said it can take.
-	credit    int
-	running   map[string]*task
-	draining  bool
-	since     time.Time
+	credit   int
+	running  map[string]*task
+	draining bool
+	since    time.Time
+	// lastHeard is when the delegate's Hello or last heartbeat arrived
+	// (what the silent-delegate sweep watches).
 	lastHeard time.Time
-	out       *outbox.Outbox[*delegatev1.ManagerMessage]
+	// out is bounded by OutboxLimit(capacity): a delegate that does not
+	// read its stream overflows it and is closed.
+	out *outbox.Outbox[*delegatev1.ManagerMessage]
 	// pools are the dispatcher's pools this delegate is a member of, with
 	// its index in each one's heap (-1: not eligible now); see pools.go.
 	pools map[*pool]int
@@ -115,6 +124,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, allowed []string, scope store.
 		implicit:  implicit,
 		scope:     scope,
 		kicked:    make(chan struct{}),
+		evicted:   make(chan struct{}),
 		capacity:  int(h.GetCapacity()),
 		running:   map[string]*task{},
 		since:     now,
@@ -177,14 +187,23 @@ func (d *Dispatcher) disconnect(dg *delegate) {
 		d.leavePoolsLocked(dg)
 	}
 	d.metrics.delegates.Set(float64(d.connectedLocked()))
+	d.notePeakLocked(dg)
 	d.mu.Unlock()
 }
+
+// liveLocked reports whether dg is still the registered stream of its name:
+// messages still arriving on a stream that was replaced or closed change
+// nothing (they must not renew leases nor take tasks).
+func (d *Dispatcher) liveLocked(dg *delegate) bool { return d.delegates[dg.name] == dg }
 
 // credit adds n task slots to dg and spends them on queued tasks.
 func (d *Dispatcher) credit(dg *delegate, n int) {
 	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
 	dg.credit = min(dg.credit+n, dg.capacity)
-	dg.lastHeard = d.now()
 	d.touchLocked(dg)
 	sends := d.dispatchForLocked(dg)
 	d.mu.Unlock()
@@ -197,6 +216,10 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 	now := d.now()
 	var cancels []*delegatev1.ManagerMessage
 	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
 	dg.lastHeard = now
 	for _, r := range running {
 		t := d.tasks[r.GetTaskId()]
@@ -213,13 +236,19 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 	d.touchLocked(dg)
 	d.mu.Unlock()
 	for _, m := range cancels {
-		dg.out.Push(m)
+		if dg.out.Push(m) != nil {
+			return // closed or overflowed: the stream ends
+		}
 	}
 }
 
 // drain marks dg as draining: it gets no new tasks.
 func (d *Dispatcher) drain(dg *delegate) {
 	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
 	dg.draining = true
 	d.touchLocked(dg)
 	d.mu.Unlock()
