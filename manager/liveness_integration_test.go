@@ -244,7 +244,7 @@ func TestItem11SilentDelegateClosedAndTasksRequeued(t *testing.T) {
 		c.Dispatch.TaskDeadline = config.Duration(time.Hour)
 		c.Dispatch.QueueTimeout = config.Duration(time.Hour)
 		c.Dispatch.HeartbeatInterval = config.Duration(beat)
-		c.Dispatch.MissedHeartbeats = 3
+		c.Dispatch.MissedHeartbeats = 5
 	})
 	c, ctx := operator(t, srv.Addr())
 
@@ -270,10 +270,11 @@ func TestItem11SilentDelegateClosedAndTasksRequeued(t *testing.T) {
 	}
 
 	// The healthy delegate joins while mute holds both tasks, and takes
-	// its time with each (5 heartbeat intervals), heartbeating meanwhile.
+	// its time with each (8 heartbeat intervals, longer than the silence
+	// that closes a stream), heartbeating meanwhile.
 	startAgent(t, srv.Addr(), "healthy", []string{"pool"}, 2, func(ctx context.Context, _ *delegatev1.Task) {
 		select {
-		case <-time.After(5 * beat):
+		case <-time.After(8 * beat):
 		case <-ctx.Done():
 		}
 	})
