@@ -32,24 +32,15 @@ type delegate struct {
 	// it serves. Never what the agent declares, and fixed per stream.
 	scope store.Scope
 	// kicked is closed when a newer stream with the same name replaces this one.
-	kicked chan struct{}
-	// evicted is closed when the manager closes this stream because the
-	// delegate misbehaved (liveness.go); evictErr, set just before, is
-	// the status the stream ends with.
-	evicted  chan struct{}
-	evictErr error
+	kicked   chan struct{}
 	capacity int
 	// credit is how many more tasks the agent said it can take.
-	credit   int
-	running  map[string]*task
-	draining bool
-	since    time.Time
-	// lastHeard is when the delegate's Hello or last heartbeat arrived
-	// (what the silent-delegate sweep watches).
+	credit    int
+	running   map[string]*task
+	draining  bool
+	since     time.Time
 	lastHeard time.Time
-	// out is bounded by OutboxLimit(capacity): a delegate that does not
-	// read its stream overflows it and is closed.
-	out *outbox.Outbox[*delegatev1.ManagerMessage]
+	out       *outbox.Outbox[*delegatev1.ManagerMessage]
 	// pools are the dispatcher's pools this delegate is a member of, with
 	// its index in each one's heap (-1: not eligible now); see pools.go.
 	pools map[*pool]int
@@ -57,6 +48,16 @@ type delegate struct {
 	internal bool
 	// opTags are the operator-assigned tags (smd delegate tag).
 	opTags []string
+	// lastHeard (above) is when its Hello or last heartbeat arrived:
+	// what the silent-delegate sweep watches. out (above) holds at most
+	// OutboxLimit(capacity) messages; a delegate that does not read its
+	// stream overflows it and is closed (liveness.go).
+	//
+	// evicted is closed when the manager closes this stream because the
+	// delegate misbehaved (liveness.go); evictErr, set just before, is
+	// the status the stream ends with.
+	evicted  chan struct{}
+	evictErr error
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
