@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,7 +20,25 @@ import (
 // session is one stream to the manager.
 type session struct {
 	out *outbox.Outbox[*delegatev1.AgentMessage]
+	// beatQueued is set while a heartbeat waits in out: the next one is
+	// skipped rather than queued behind it, so a manager that does not
+	// read does not pile up heartbeats (each lists every running task).
+	beatQueued atomic.Bool
 }
+
+// outboxLimit is how many messages may wait to be sent on a stream that
+// starts with pending unacknowledged results, for an agent of this
+// capacity. A stream carries its Hello, the pending results, Draining,
+// then per task a result and a credit, at most one heartbeat at a time
+// and the final close: the limit covers all of them with room to spare.
+// Reaching it means the manager stopped reading: the stream is ended and
+// the agent reconnects. Nothing is lost by that: results stay pending
+// until the manager acknowledges them and every new stream resends them,
+// and the Hello of the next stream sets the credit again.
+func outboxLimit(capacity, pending int) int { return 1 + pending + 4*capacity + 64 }
+
+// errOutboxFull ends a session whose manager stopped reading.
+var errOutboxFull = errors.New("the manager is not reading the stream")
 
 // closeSend is pushed to end the stream from our side once drained.
 var closeSend = &delegatev1.AgentMessage{}
@@ -34,12 +54,11 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 	if err != nil {
 		return false, err
 	}
-	s := &session{out: outbox.New[*delegatev1.AgentMessage]()}
-
 	// Hello, the unacked results and the drain notice go first, and the
 	// session becomes current in the same critical section, so every
 	// later result and credit lands on this stream after them.
 	a.mu.Lock()
+	s := &session{out: outbox.New[*delegatev1.AgentMessage](outboxLimit(a.cfg.Concurrency, len(a.pending)))}
 	hello := &delegatev1.Hello{
 		Name: a.cfg.Name, Tags: a.cfg.Tags, Version: a.version, Hostname: a.hostname,
 		Capacity: int32(a.cfg.Concurrency), Group: a.cfg.Group, Running: a.runningLocked(),
@@ -80,6 +99,9 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 					_ = stream.CloseSend()
 					return
 				}
+				if m.GetHeartbeat() != nil {
+					s.beatQueued.Store(false)
+				}
 				if err := stream.Send(m); err != nil {
 					cancel()
 					return
@@ -88,9 +110,28 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 		}
 	}()
 
+	var full atomic.Bool
+	wg.Add(1)
+	go func() { // end the stream when the manager stops reading it
+		defer wg.Done()
+		select {
+		case <-sctx.Done():
+		case <-s.out.Overflow():
+			full.Store(true)
+			a.log.Warn().Int("limit", s.out.Limit()).Msg("the manager did not read the stream; ending it to reconnect (unacknowledged results are sent again)")
+			cancel()
+		}
+	}()
+	recvErr := func(err error) error {
+		if full.Load() {
+			return fmt.Errorf("%w: %d messages were waiting", errOutboxFull, s.out.Limit())
+		}
+		return err
+	}
+
 	first, err := stream.Recv()
 	if err != nil {
-		return false, err
+		return false, recvErr(err)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -109,7 +150,7 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 			if errors.Is(err, io.EOF) {
 				return true, nil
 			}
-			return true, err
+			return true, recvErr(err)
 		}
 		switch msg := m.Msg.(type) {
 		case *delegatev1.ManagerMessage_Task:
@@ -134,6 +175,9 @@ func (a *Agent) heartbeats(ctx context.Context, s *session, every time.Duration)
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if s.beatQueued.Swap(true) {
+				continue // the last one is not sent yet
+			}
 			a.mu.Lock()
 			hb := &delegatev1.Heartbeat{Running: a.runningLocked()}
 			a.mu.Unlock()

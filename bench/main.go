@@ -1,6 +1,6 @@
 // Command bench is smdelegate's benchmark harness: it starts a manager, N
 // agents (the real smd binary, built first) and internal/awsemu, all on
-// 127.0.0.1, and measures six things:
+// 127.0.0.1, and measures seven things:
 //
 //  1. dispatch overhead: ping tasks' submit-to-result latency at offered
 //     rates of 100/s, 1,000/s and 10,000/s, and the highest sustained rate;
@@ -11,7 +11,8 @@
 //  4. agent footprint: RSS idle and under load, binary size, start to ready;
 //  5. manager scale: 1,000 and 10,000 simulated delegate streams;
 //  6. STS calls and new TCP connections per 10,000 tasks on one
-//     assume-role connector.
+//     assume-role connector;
+//  7. what a delegate that never reads its stream costs the manager.
 //
 // Usage, from the module root:
 //
@@ -109,7 +110,7 @@ func main() {
 	}
 }
 
-// results are the six sections.
+// results are the seven sections.
 type results struct {
 	started   time.Time
 	took      time.Duration
@@ -119,6 +120,7 @@ type results struct {
 	footprint footprintResult
 	scale     scaleResult
 	sts       stsResult
+	deaf      deafResult
 }
 
 func run(ctx context.Context, o options) error {
@@ -215,6 +217,12 @@ func run(ctx context.Context, o options) error {
 	if o.runs(5) {
 		o.logf("5. manager scale (simulated delegate streams, one TCP connection each)")
 		if res.scale, err = benchScale(ctx, bin, dir+"/scale", o); err != nil {
+			return err
+		}
+	}
+	if o.runs(7) {
+		o.logf("7. a delegate that never reads its stream (heartbeats of unknown tasks)")
+		if res.deaf, err = benchDeaf(ctx, bin, dir+"/deaf", 3*time.Second, o); err != nil {
 			return err
 		}
 	}

@@ -110,6 +110,12 @@ func printReport(w io.Writer, r results, o options) {
 			float64(t.AssumeRole)*10000/float64(t.Tasks), float64(t.NewConnections)*10000/float64(t.Tasks))
 	}
 
+	if dr := r.deaf; dr.Capacity > 0 {
+		fmt.Fprintf(w, "\n7. A delegate that never reads (capacity %d, heartbeats of %d unknown tasks)\n", dr.Capacity, dr.Capacity)
+		fmt.Fprintf(w, "   %d heartbeats; stream closed by the manager: %v (after %s); manager RSS %s before, peak %s, %s after the close\n",
+			dr.Heartbeats, dr.Closed, dr.ClosedIn.Round(time.Millisecond), mib(dr.RSSBefore), mib(dr.Peak), mib(dr.RSSHeld))
+	}
+
 	fmt.Fprintf(w, "\nTargets\n")
 	for _, tg := range targets(r) {
 		verdict := "met"
@@ -151,6 +157,14 @@ func markdown(r results, o options) string {
 		row("AssumeRole calls / new AWS connections per 10,000 tasks",
 			fmt.Sprintf("%.0f / %.0f", float64(r.sts.AssumeRole)*10000/float64(r.sts.Tasks), float64(r.sts.NewConnections)*10000/float64(r.sts.Tasks)),
 			"–")
+	}
+	if dr := r.deaf; dr.Capacity > 0 {
+		closed := "not closed"
+		if dr.Closed {
+			closed = "closed after " + dr.ClosedIn.Round(time.Millisecond).String()
+		}
+		row("manager RSS before / peak, one delegate that never reads (heartbeats of 10,000 unknown tasks)",
+			mib(dr.RSSBefore)+" / "+mib(dr.Peak)+"; "+closed, "–")
 	}
 	_ = o
 	return b.String()

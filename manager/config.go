@@ -128,6 +128,11 @@ type DispatchConfig struct {
 	TaskDeadline config.Duration `yaml:"task_deadline"`
 	// MaxAttempts is how many dispatches a task gets before DELEGATE_LOST.
 	MaxAttempts int `yaml:"max_attempts"`
+	// MissedHeartbeats is how many heartbeat intervals a connected
+	// delegate may stay silent: after that the manager closes its stream
+	// and returns its tasks to the queue at once, without waiting for
+	// their leases to expire.
+	MissedHeartbeats int `yaml:"missed_heartbeats"`
 }
 
 // OIDCConfig configures the manager's OIDC issuer (for oidc connectors).
@@ -185,6 +190,7 @@ func DefaultConfig() Config {
 			QueueTimeout:      config.Duration(30 * time.Second),
 			TaskDeadline:      config.Duration(60 * time.Second),
 			MaxAttempts:       3,
+			MissedHeartbeats:  3,
 		},
 		Log:             LogConfig{Level: "info"},
 		ShutdownTimeout: config.Duration(10 * time.Second),
@@ -319,6 +325,11 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxAttempts < 1 || d.MaxAttempts > 100 {
 		add(config.Errf("dispatch.max_attempts", "must be between 1 and 100"))
+	}
+	if d.MissedHeartbeats < 2 || d.MissedHeartbeats > 100 {
+		// One missed beat is ordinary jitter: a delegate heartbeats once
+		// per interval, so 1 would close healthy streams.
+		add(config.Errf("dispatch.missed_heartbeats", "must be between 2 and 100"))
 	}
 	if len(c.MasterKey) != seal.KeySize {
 		add(config.Errf("master_key_file", "a %d-byte master key is required (master_key_file or SMD_MASTER_KEY; smd master-key generate makes one)", seal.KeySize))

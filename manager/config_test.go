@@ -40,6 +40,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no delegate tokens", func(c *manager.Config) { c.Auth.DelegateTokens = nil }, "auth.delegate_tokens: at least one"},
 		{"heartbeat not below lease", func(c *manager.Config) { c.Dispatch.HeartbeatInterval = c.Dispatch.LeaseDuration }, "dispatch.heartbeat_interval: must be positive and shorter"},
 		{"zero attempts", func(c *manager.Config) { c.Dispatch.MaxAttempts = 0 }, "dispatch.max_attempts: must be between 1 and 100"},
+		{"one missed heartbeat", func(c *manager.Config) { c.Dispatch.MissedHeartbeats = 1 }, "dispatch.missed_heartbeats: must be between 2 and 100"},
 		{"zero queue timeout", func(c *manager.Config) { c.Dispatch.QueueTimeout = 0 }, "dispatch.queue_timeout: must be positive"},
 		{"tiny lease", func(c *manager.Config) { c.Dispatch.LeaseDuration = config.Duration(time.Millisecond) }, "dispatch.lease_duration: must be at least 100ms"},
 		{"no master key", func(c *manager.Config) { c.MasterKey = nil }, "master_key_file: a 32-byte master key is required"},

@@ -94,6 +94,9 @@ type Dispatcher struct {
 	closed    bool
 	// stopping is closed by close: streams end so agents reconnect.
 	stopping chan struct{}
+	// outboxPeak is the most messages any delegate stream's outbox held
+	// (smd_delegate_outbox_peak_messages).
+	outboxPeak int
 }
 
 // Errors of the dispatcher.
@@ -358,7 +361,9 @@ func (d *Dispatcher) leaseLocked(t *task, dg *delegate) send {
 func (d *Dispatcher) deliver(sends []send) {
 	for _, s := range sends {
 		if !s.t.async {
-			s.to.out.Push(s.msg)
+			if s.to.out.Push(s.msg) != nil {
+				d.undelivered(s)
+			}
 			continue
 		}
 		go d.claimAndSend(s)
@@ -403,9 +408,11 @@ func (d *Dispatcher) claimAndSend(s send) {
 		return
 	}
 	d.mu.Unlock()
-	// A closed outbox means the delegate left in the meantime; the lease
-	// expires and the task is dispatched again.
-	s.to.out.Push(s.msg)
+	// A closed outbox means the delegate left in the meantime: the task
+	// goes back to the queue at once.
+	if s.to.out.Push(s.msg) != nil {
+		d.undelivered(s)
+	}
 }
 
 // unlease gives back a lease the delegate never saw: its credit returns

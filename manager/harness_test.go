@@ -59,6 +59,9 @@ func mustManager(t testing.TB, tweak func(*manager.Config)) *manager.Server {
 	cfg.Dispatch.HeartbeatInterval = config.Duration(200 * time.Millisecond)
 	cfg.Dispatch.QueueTimeout = config.Duration(5 * time.Second)
 	cfg.Dispatch.TaskDeadline = config.Duration(20 * time.Second)
+	// A silent agent is closed no sooner than its leases expire (2 s),
+	// as with the defaults: a loaded test machine must not close agents.
+	cfg.Dispatch.MissedHeartbeats = 10
 	if tweak != nil {
 		tweak(&cfg)
 	}

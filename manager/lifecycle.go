@@ -151,17 +151,23 @@ func (d *Dispatcher) sweep(ctx context.Context, every time.Duration) {
 	}
 }
 
+// action is what becomes of a task taken out of play under the lock (it
+// is marked busy): decided under Dispatcher.mu, run after it (run).
+type action struct {
+	t       *task
+	kind    delegatev1.Code // NO_ELIGIBLE_DELEGATE, TIMEOUT, DELEGATE_LOST, or OK for requeue
+	msg     string          // the failure message, or for a requeue why (logged)
+	leaseID string
+	holder  *delegate // told to cancel the task, if set
+}
+
 func (d *Dispatcher) sweepOnce() {
 	now := d.now()
-	type action struct {
-		t       *task
-		kind    delegatev1.Code // NO_ELIGIBLE_DELEGATE, TIMEOUT, DELEGATE_LOST, or OK for requeue
-		msg     string
-		leaseID string
-		holder  *delegate
-	}
 	var acts []action
 	d.mu.Lock()
+	// Silent delegates first: their tasks return to the queue as
+	// "delegate closed" rather than as expired leases.
+	evicted := d.sweepSilentLocked(now, &acts)
 	for _, t := range d.tasks {
 		if t.busy {
 			continue
@@ -177,12 +183,8 @@ func (d *Dispatcher) sweepOnce() {
 		case t.state == store.StateQueued && now.After(t.queueDL):
 			acts = append(acts, action{t: t, kind: delegatev1.Code_NO_ELIGIBLE_DELEGATE, msg: d.noEligibleLocked(t)})
 		case t.state == store.StateLeased && now.After(t.leaseExpiry):
-			if t.attempt < t.maxAttempts {
-				acts = append(acts, action{t: t, kind: delegatev1.Code_OK, leaseID: t.leaseID})
-			} else {
-				acts = append(acts, action{t: t, kind: delegatev1.Code_DELEGATE_LOST, msg: fmt.Sprintf(
-					"delegate %s stopped renewing the lease and the task used all %d attempts", t.holder, t.maxAttempts)})
-			}
+			acts = append(acts, d.lostLocked(t, "lease expired", "stopped renewing the lease"))
+			continue // lostLocked took it
 		default:
 			continue
 		}
@@ -191,11 +193,30 @@ func (d *Dispatcher) sweepOnce() {
 	}
 	d.prunePoolsLocked(now)
 	d.mu.Unlock()
+	d.afterEvict(evicted)
+	d.run(acts)
+}
 
+// lostLocked takes leased task t from a delegate that is gone (its lease
+// expired, or the manager closed its stream): back to the queue if
+// attempts remain, else DELEGATE_LOST. why is logged with a requeue;
+// what ("stopped renewing the lease") ends the DELEGATE_LOST message.
+func (d *Dispatcher) lostLocked(t *task, why, what string) action {
+	t.busy = true
+	d.dequeueLocked(t)
+	if t.attempt < t.maxAttempts {
+		return action{t: t, kind: delegatev1.Code_OK, leaseID: t.leaseID, msg: why}
+	}
+	return action{t: t, kind: delegatev1.Code_DELEGATE_LOST, msg: fmt.Sprintf(
+		"delegate %s %s and the task used all %d attempts", t.holder, what, t.maxAttempts)}
+}
+
+// run carries out actions decided under the lock.
+func (d *Dispatcher) run(acts []action) {
 	for _, a := range acts {
 		switch a.kind {
 		case delegatev1.Code_OK:
-			go d.requeue(a.t, a.leaseID)
+			go d.requeue(a.t, a.leaseID, a.msg)
 		default:
 			if a.holder != nil {
 				a.holder.out.Push(cancelMsg(a.t.id, a.leaseID, a.kind.String()))
@@ -227,11 +248,12 @@ func (d *Dispatcher) noEligibleLocked(t *task) string {
 		d.cfg.QueueTimeout, sel, d.connectedTagsLocked(t.scope))
 }
 
-// requeue returns a task whose lease expired to the queue.
-func (d *Dispatcher) requeue(t *task, leaseID string) {
+// requeue returns a task whose delegate is gone to the queue; why
+// ("lease expired") says how it went.
+func (d *Dispatcher) requeue(t *task, leaseID, why string) {
 	if t.async {
 		if err := d.store.Requeue(context.Background(), t.id, leaseID); err != nil {
-			d.log.Error().Err(err).Str("task_id", t.id).Msg("requeue after lease expiry failed")
+			d.log.Error().Err(err).Str("task_id", t.id).Str("why", why).Msg("requeue failed")
 			d.mu.Lock()
 			t.busy = false
 			d.mu.Unlock()
@@ -244,7 +266,7 @@ func (d *Dispatcher) requeue(t *task, leaseID string) {
 		delete(dg.running, t.id)
 		d.touchLocked(dg)
 	}
-	d.log.Info().Str("task_id", t.id).Str("delegate", t.holder).Int("attempt", t.attempt).Msg("lease expired; task returns to the queue")
+	d.log.Info().Str("task_id", t.id).Str("delegate", t.holder).Int("attempt", t.attempt).Msg(why + "; task returns to the queue")
 	t.busy = false
 	t.leaseID, t.holder = "", ""
 	t.updatedAt = d.now()

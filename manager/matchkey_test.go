@@ -96,7 +96,7 @@ func TestItem8NoSharedQueue(t *testing.T) {
 		} else {
 			nul, pair = submit([]string{"zq\x00zr"}), submit([]string{"zq", "zr"})
 		}
-		out := outbox.New[*delegatev1.ManagerMessage]()
+		out := outbox.New[*delegatev1.ManagerMessage](0)
 		if _, err := d.connect(&delegatev1.Hello{Name: "dg", Tags: []string{"zq", "zr"}, Capacity: 4, InstanceId: "p"},
 			identity{kind: kindDelegate, name: "tok"}, out); err != nil {
 			t.Fatal(err)

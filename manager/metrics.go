@@ -19,6 +19,12 @@ type metrics struct {
 	redispatched    prometheus.Counter
 	deduplicated    *prometheus.CounterVec
 	limitRefusals   *prometheus.CounterVec
+	// streamsClosed counts the delegate streams the manager ended because
+	// the delegate misbehaved, by reason (liveness.go).
+	streamsClosed *prometheus.CounterVec
+	// outboxPeak is the most messages queued at once to one delegate
+	// stream since the start (liveness.go).
+	outboxPeak prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -45,7 +51,7 @@ func newMetrics() *metrics {
 			Name: "smd_stale_results_total", Help: "Results discarded because their lease was no longer current.",
 		}),
 		redispatched: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "smd_tasks_requeued_total", Help: "Tasks returned to the queue after their lease expired.",
+			Name: "smd_tasks_requeued_total", Help: "Tasks returned to the queue after their lease expired or the manager closed their delegate's stream.",
 		}),
 		deduplicated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smd_tasks_deduplicated_total",
@@ -55,8 +61,21 @@ func newMetrics() *metrics {
 			Name: "smd_limit_refusals_total",
 			Help: "Submissions refused by a limit (submit_rate, scope_unfinished_tasks, scope_payload_bytes), by limit and operator token name.",
 		}, []string{"limit", "token"}),
+		streamsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smd_delegate_streams_closed_total",
+			Help: "Delegate streams the manager closed, by reason: outbox_full (the delegate did not read its stream), " +
+				"missed_heartbeats (it went silent), invalid_message (it broke the protocol).",
+		}, []string{"reason"}),
+		outboxPeak: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "smd_delegate_outbox_peak_messages",
+			Help: "The most messages waiting at once to be sent on one delegate stream since the manager started; a stream is closed when it reaches 4 × capacity + 64.",
+		}),
+	}
+	for _, r := range []string{closeOutboxFull, closeMissedHeartbeats, closeInvalidMessage} {
+		m.streamsClosed.WithLabelValues(r) // exported at 0 from the start
 	}
 	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched, m.deduplicated, m.limitRefusals,
+		m.streamsClosed, m.outboxPeak,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -38,11 +38,12 @@ type TaskRunner interface {
 // platform tasks get the same queueing, leases, deadlines and persistence
 // as any other. It runs until ctx is done.
 func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity int) {
-	out := outbox.New[*delegatev1.ManagerMessage]()
+	// Unbounded: its consumer below never blocks (it starts each task).
+	out := outbox.New[*delegatev1.ManagerMessage](0)
 	now := d.now()
 	dg := &delegate{
 		id: ids.Random(), name: PlatformTag, hostname: "manager", version: "manager",
-		tags: newTagSet([]string{PlatformTag}), capacity: capacity, credit: capacity, kicked: make(chan struct{}),
+		tags: newTagSet([]string{PlatformTag}), capacity: capacity, credit: capacity, kicked: make(chan struct{}), evicted: make(chan struct{}),
 		running: map[string]*task{}, since: now, lastHeard: now, out: out, internal: true,
 	}
 	d.mu.Lock()

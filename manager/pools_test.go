@@ -91,7 +91,7 @@ func TestPoolsMatchAScan(t *testing.T) {
 				}
 			}
 			sc := dgScopes[rng.IntN(len(dgScopes))]
-			out := outbox.New[*delegatev1.ManagerMessage]()
+			out := outbox.New[*delegatev1.ManagerMessage](0)
 			// One token and one agent process per scope and name: the
 			// same pair reconnects, another scope claims a held name.
 			id := identity{kind: kindDelegate, name: "token-" + sc.String(), scope: sc}

@@ -56,6 +56,16 @@ type delegate struct {
 	// carries; unconfirmed are those it does not, because they were
 	// confirmed for another delegate token (tagging.go).
 	opTags, unconfirmed []string
+	// lastHeard (above) is when its Hello or last heartbeat arrived:
+	// what the silent-delegate sweep watches. out (above) holds at most
+	// OutboxLimit(capacity) messages; a delegate that does not read its
+	// stream overflows it and is closed (liveness.go).
+	//
+	// evicted is closed when the manager closes this stream because the
+	// delegate misbehaved (liveness.go); evictErr, set just before, is
+	// the status the stream ends with.
+	evicted  chan struct{}
+	evictErr error
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
@@ -125,6 +135,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 		token:     id.name,
 		instance:  h.GetInstanceId(),
 		kicked:    make(chan struct{}),
+		evicted:   make(chan struct{}),
 		capacity:  int(h.GetCapacity()),
 		running:   map[string]*task{},
 		since:     now,
@@ -233,14 +244,23 @@ func (d *Dispatcher) disconnect(dg *delegate) {
 		d.leavePoolsLocked(dg)
 	}
 	d.metrics.delegates.Set(float64(d.connectedLocked()))
+	d.notePeakLocked(dg)
 	d.mu.Unlock()
 }
+
+// liveLocked reports whether dg is still the registered stream of its name:
+// messages still arriving on a stream that was replaced or closed change
+// nothing (they must not renew leases nor take tasks).
+func (d *Dispatcher) liveLocked(dg *delegate) bool { return d.delegates[dg.name] == dg }
 
 // credit adds n task slots to dg and spends them on queued tasks.
 func (d *Dispatcher) credit(dg *delegate, n int) {
 	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
 	dg.credit = min(dg.credit+n, dg.capacity)
-	dg.lastHeard = d.now()
 	d.touchLocked(dg)
 	sends := d.dispatchForLocked(dg)
 	d.mu.Unlock()
@@ -253,6 +273,10 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 	now := d.now()
 	var cancels []*delegatev1.ManagerMessage
 	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
 	dg.lastHeard = now
 	for _, r := range running {
 		t := d.tasks[r.GetTaskId()]
@@ -269,13 +293,19 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 	d.touchLocked(dg)
 	d.mu.Unlock()
 	for _, m := range cancels {
-		dg.out.Push(m)
+		if dg.out.Push(m) != nil {
+			return // closed or overflowed: the stream ends
+		}
 	}
 }
 
 // drain marks dg as draining: it gets no new tasks.
 func (d *Dispatcher) drain(dg *delegate) {
 	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
 	dg.draining = true
 	d.touchLocked(dg)
 	d.mu.Unlock()

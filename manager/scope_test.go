@@ -84,7 +84,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 		return o.Take(done, nil)
 	}
 
-	outA := outbox.New[*delegatev1.ManagerMessage]()
+	outA := outbox.New[*delegatev1.ManagerMessage](0)
 	dgA, err := d.connect(&delegatev1.Hello{Name: "x", Capacity: 1}, identity{kind: kindDelegate, name: "token-a", scope: a}, outA)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 	d.disconnect(dgA)
 
 	for _, how := range []string{"hello", "heartbeat"} {
-		outB := outbox.New[*delegatev1.ManagerMessage]()
+		outB := outbox.New[*delegatev1.ManagerMessage](0)
 		hello := &delegatev1.Hello{Name: "x", Capacity: 1}
 		if how == "hello" {
 			hello.Running = running

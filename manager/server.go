@@ -49,6 +49,7 @@ type Server struct {
 	issuer *oidc.Issuer
 	api    *managerService
 	limits *limiter
+	dsvc   *delegateService
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -230,7 +231,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	delegatev1.RegisterDelegateServiceServer(s.grpc, &delegateService{d: s.disp})
+	s.dsvc = &delegateService{d: s.disp}
+	delegatev1.RegisterDelegateServiceServer(s.grpc, s.dsvc)
 	delegatev1.RegisterManagerServiceServer(s.grpc, s.api)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -281,10 +283,13 @@ func (s *Server) serveHTTP(l net.Listener, h http.Handler, stopped string) *http
 	return srv
 }
 
-// sweepEvery is the timer resolution: a tenth of the shortest timer,
-// between 5 ms and 250 ms.
+// sweepEvery is the timer resolution: a tenth of the shortest timer
+// (the silence that closes a delegate's stream among them), between 5 ms
+// and 250 ms.
 func (s *Server) sweepEvery() time.Duration {
-	d := min(s.cfg.Dispatch.LeaseDuration.D(), s.cfg.Dispatch.QueueTimeout.D(), s.cfg.Dispatch.TaskDeadline.D()) / 10
+	dc := s.cfg.Dispatch
+	silence := time.Duration(dc.MissedHeartbeats) * dc.HeartbeatInterval.D()
+	d := min(dc.LeaseDuration.D(), dc.QueueTimeout.D(), dc.TaskDeadline.D(), silence) / 10
 	return max(5*time.Millisecond, min(d, 250*time.Millisecond))
 }
 
@@ -408,6 +413,8 @@ func (s *Server) Close(ctx context.Context) error {
 			<-done
 		}
 		timer.Stop()
+		// Every stream has ended: their senders and receivers return.
+		s.dsvc.wg.Wait()
 	}
 	for _, h := range []*http.Server{s.http, s.oidcHTTP} {
 		if h != nil {

@@ -21,6 +21,12 @@ const maxCapacity = 10000
 type delegateService struct {
 	delegatev1.UnimplementedDelegateServiceServer
 	d *Dispatcher
+	// wg joins the senders and receivers of the streams. They outlive
+	// Connect: a sender blocked in Send (the agent does not read) or a
+	// receiver in Recv is released only by the end of the stream, which
+	// comes when Connect returns. Server.Close waits for them after the
+	// gRPC server stopped.
+	wg sync.WaitGroup
 }
 
 // Connect serves one agent stream: Hello first, then credits, heartbeats,
@@ -39,9 +45,12 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		return status.Error(codes.InvalidArgument, "hello.name: must not be empty")
 	case h.GetCapacity() < 1 || h.GetCapacity() > maxCapacity:
 		return status.Errorf(codes.InvalidArgument, "hello.capacity: must be between 1 and %d", maxCapacity)
+	case len(h.GetRunning()) > int(h.GetCapacity()):
+		return status.Errorf(codes.InvalidArgument, "hello.running: lists %d tasks, more than hello.capacity (%d); a delegate runs at most its capacity",
+			len(h.GetRunning()), h.GetCapacity())
 	}
 	id := identityFrom(ctx)
-	out := outbox.New[*delegatev1.ManagerMessage]()
+	out := outbox.New[*delegatev1.ManagerMessage](OutboxLimit(int(h.GetCapacity())))
 	dg, err := s.d.connect(h, id, out)
 	if err != nil {
 		var fe *config.FieldError
@@ -58,17 +67,16 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	}
 	log := s.d.log.With().Str("delegate", dg.name).Logger()
 	log.Info().Strs("tags", dg.tags.sorted()).Str("scope", scopeText(dg.scope)).Int("capacity", dg.capacity).Int("resumed", len(h.GetRunning())).Msg("delegate connected")
+	sendCtx, stopSend := context.WithCancel(ctx)
 	defer func() {
-		s.d.disconnect(dg)
+		stopSend()
+		s.d.disconnect(dg) // closes out
 		log.Info().Msg("delegate disconnected")
 	}()
 
-	sendCtx, stopSend := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	s.wg.Add(2)
 	go func() {
-		defer wg.Done()
-		defer stopSend()
+		defer s.wg.Done()
 		var buf []*delegatev1.ManagerMessage
 		for {
 			buf = out.Take(sendCtx, buf)
@@ -77,18 +85,27 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 			}
 			for _, m := range buf {
 				if err := stream.Send(m); err != nil {
-					return // the stream is broken; Recv fails too
+					return // the stream is broken or ended; Recv fails too
 				}
 			}
 		}
 	}()
-	defer func() { out.Close(); stopSend(); wg.Wait() }()
-
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.recvLoop(stream, dg) }()
+	go func() { defer s.wg.Done(); recvErr <- s.recvLoop(stream, dg) }()
+
 	select {
 	case err := <-recvErr:
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			return s.d.evict(dg, closeInvalidMessage, status.Error(codes.InvalidArgument, pe.Error()))
+		}
 		return err
+	case <-out.Overflow():
+		return s.d.evict(dg, closeOutboxFull, status.Errorf(codes.ResourceExhausted,
+			"the delegate did not read its stream: %d messages were waiting, the limit for capacity %d; "+
+				"the manager closed the stream and returned its tasks to the queue", out.Limit(), dg.capacity))
+	case <-dg.evicted:
+		return dg.evictErr // set before evicted was closed
 	case <-dg.kicked:
 		log.Warn().Msg("the delegate reconnected on a newer stream; closing this one")
 		return status.Errorf(codes.AlreadyExists, "delegate %q reconnected on a newer stream; this one is closed", dg.name)
@@ -99,7 +116,8 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	}
 }
 
-// recvLoop handles the agent's messages until the stream ends.
+// recvLoop handles the agent's messages until the stream ends. A message
+// that breaks the protocol ends it with a *protocolError.
 func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServer, dg *delegate) error {
 	for {
 		m, err := stream.Recv()
@@ -111,15 +129,24 @@ func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServ
 		}
 		switch msg := m.Msg.(type) {
 		case *delegatev1.AgentMessage_Credit:
+			// An agent grants one credit per finished task.
+			if n := msg.Credit.GetCredits(); n < 1 || int(n) > dg.capacity {
+				return protocolErrorf("credit.credits: must be between 1 and the capacity of %d the delegate announced in hello, not %d", dg.capacity, n)
+			}
 			s.d.credit(dg, int(msg.Credit.GetCredits()))
 		case *delegatev1.AgentMessage_Heartbeat:
+			// Each listed task unknown to the manager costs a Cancel: the
+			// list is bounded like the delegate's work.
+			if n := len(msg.Heartbeat.GetRunning()); n > dg.capacity {
+				return protocolErrorf("heartbeat.running: lists %d tasks, more than the capacity of %d the delegate announced in hello", n, dg.capacity)
+			}
 			s.d.heartbeat(dg, msg.Heartbeat.GetRunning())
 		case *delegatev1.AgentMessage_Result:
 			s.d.result(dg, msg.Result)
 		case *delegatev1.AgentMessage_Draining:
 			s.d.drain(dg)
 		case *delegatev1.AgentMessage_Hello:
-			return status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
+			return protocolErrorf("hello: sent twice on one stream")
 		}
 	}
 }
