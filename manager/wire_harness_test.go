@@ -3,6 +3,7 @@ package manager_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ type wire struct {
 	msgs   chan *delegatev1.ManagerMessage // what the manager sent, in order
 	ended  chan struct{}                   // closed when the stream ended
 	err    error                           // how it ended; read after ended
+	sendMu sync.Mutex                      // one Send at a time: the test's and the heartbeats'
 }
 
 // dialWire opens a stream with token and sends hello first. It returns
@@ -62,6 +64,32 @@ func dialWire(t testing.TB, addr, token string, hello *delegatev1.Hello) (*wire,
 			w.msgs <- m
 		}
 	}()
+	// Heartbeats, empty, at the interval Welcome names, as a live agent
+	// sends them: without them the manager closes a silent stream
+	// (dispatch.missed_heartbeats). They renew no lease.
+	go func() {
+		every := first.GetWelcome().GetHeartbeatInterval().AsDuration()
+		if every <= 0 {
+			return
+		}
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.ended:
+				return
+			case <-tick.C:
+				w.sendMu.Lock()
+				err := stream.Send(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Heartbeat{Heartbeat: &delegatev1.Heartbeat{}}})
+				w.sendMu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
 	return w, first.GetWelcome(), nil
 }
 
@@ -78,7 +106,10 @@ func mustWire(t testing.TB, addr, token string, hello *delegatev1.Hello) *wire {
 
 func (w *wire) send(m *delegatev1.AgentMessage) {
 	w.t.Helper()
-	if err := w.stream.Send(m); err != nil {
+	w.sendMu.Lock()
+	err := w.stream.Send(m)
+	w.sendMu.Unlock()
+	if err != nil {
 		w.t.Fatalf("send %T: %v", m.GetMsg(), err)
 	}
 }
