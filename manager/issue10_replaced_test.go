@@ -112,3 +112,36 @@ func TestIssue10UnleaseSkipsReplacedStream(t *testing.T) {
 		t.Errorf("after the live stream's credit: state %v, holder %q, on the live stream %v; want leased to it", state, holder, onLive)
 	}
 }
+
+// TestIssue10CreditOnReplacedStreamTakesNothing: a Credit still arriving
+// on a stream its agent replaced by reconnecting takes no task (fixed by
+// liveLocked before this test; it keeps it so): the waiting task stays
+// queued with its attempt, for the live stream.
+func TestIssue10CreditOnReplacedStreamTakesNothing(t *testing.T) {
+	t.Parallel()
+	d := newTestDispatcher(t)
+	ctx := t.Context()
+	old := mustConnect(t, d, "a", "inst-1", 1)
+	live := mustConnect(t, d, "a", "inst-1", 1)
+	if _, err := d.Submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()}); err != nil {
+		t.Fatalf("Submit(ping 1) error: %v", err)
+	}
+	waiting, err := d.Submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()})
+	if err != nil {
+		t.Fatalf("Submit(ping 2) error: %v", err)
+	}
+	d.credit(old, 1)
+	d.mu.Lock()
+	state, attempt, holder := waiting.state, waiting.attempt, waiting.holder
+	d.mu.Unlock()
+	if state != store.StateQueued || attempt != 0 {
+		t.Fatalf("after a credit on the replaced stream: state %v, attempt %d, holder %q; want queued with attempt 0", state, attempt, holder)
+	}
+	d.credit(live, 1)
+	d.mu.Lock()
+	_, onLive := live.running[waiting.id]
+	d.mu.Unlock()
+	if !onLive {
+		t.Errorf("after the live stream's credit the task is not on it")
+	}
+}
