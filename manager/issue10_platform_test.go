@@ -2,8 +2,8 @@ package manager
 
 import (
 	"context"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -47,20 +47,31 @@ func TestIssue10PlatformTaskSurvivesShutdown(t *testing.T) {
 	})
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	d.startPlatform(runCtx, run, 1)
+	var wg sync.WaitGroup
+	d.startPlatform(runCtx, run, 1, &wg)
 	tk, err := d.Submit(t.Context(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag}, Payload: pingPayload()})
 	if err != nil {
 		t.Fatalf("Submit(platform task) error: %v", err)
 	}
 	<-started
 
-	// What Server.Close does: the dispatcher closes, then its run context ends.
+	// What Server.Close does: the dispatcher closes, its run context
+	// ends, its goroutines are joined, then the store closes.
 	d.close()
 	stop()
+	wg.Wait()
 	select {
 	case st := <-completed:
 		t.Fatalf("the platform task cut short by the shutdown was stored %v, want it left unfinished", st)
-	case <-time.After(5 * time.Second):
+	default:
+	}
+	// No result was taken either (taking one marks the task busy while
+	// its outcome is stored).
+	d.mu.Lock()
+	busy, state := tk.busy, tk.state
+	d.mu.Unlock()
+	if busy || state != store.StateLeased {
+		t.Fatalf("after the shutdown the platform task is %v (busy %v), want leased: no result taken", state, busy)
 	}
 
 	next := newDispatcher(d.cfg, db, zerolog.Nop(), newMetrics())
