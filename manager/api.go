@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"errors"
+	"fmt"
 	"github.com/rs/zerolog"
 	"time"
 
@@ -158,6 +159,11 @@ func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delega
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-s.d.Stopping():
+			// An unfinished task outlives the manager (async tasks are
+			// recovered): end the watch rather than hold the shutdown
+			// until shutdown_timeout.
+			return s.toStatus(fmt.Errorf("%w; watch the task again once it is back", ErrShuttingDown))
 		case <-changed:
 		}
 	}

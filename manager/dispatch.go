@@ -416,14 +416,18 @@ func (d *Dispatcher) claimAndSend(s send) {
 }
 
 // unlease gives back a lease the delegate never saw: its credit returns
-// and it may take other work. t stays busy for the caller to finish.
+// and it may take other work. t stays busy for the caller to finish. A
+// stream replaced or closed meanwhile gets nothing: a task leased to it
+// would never be sent and would lose an attempt.
 func (d *Dispatcher) unlease(s send) {
 	d.mu.Lock()
-	if dg := d.delegates[s.to.name]; dg == s.to {
-		delete(dg.running, s.t.id)
-		dg.credit++
-		d.touchLocked(dg)
+	delete(s.to.running, s.t.id)
+	if !d.liveLocked(s.to) {
+		d.mu.Unlock()
+		return
 	}
+	s.to.credit++
+	d.touchLocked(s.to)
 	sends := d.dispatchForLocked(s.to)
 	d.mu.Unlock()
 	d.deliver(sends)

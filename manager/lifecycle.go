@@ -337,6 +337,10 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 	return len(ts), nil
 }
 
+// Stopping returns a channel closed when the dispatcher begins to close:
+// streams and watches that would wait for a change end then.
+func (d *Dispatcher) Stopping() <-chan struct{} { return d.stopping }
+
 // close stops taking tasks and fails the sync tasks still waiting, so their
 // callers get an answer.
 func (d *Dispatcher) close() {

@@ -36,8 +36,14 @@ type TaskRunner interface {
 
 // startPlatform connects an in-process delegate tagged PlatformTag, so
 // platform tasks get the same queueing, leases, deadlines and persistence
-// as any other. It runs until ctx is done.
-func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity int) {
+// as any other. It runs until ctx is done; its goroutines are counted in
+// wg, for the caller to join before it closes the store.
+//
+// ctx ending is the manager stopping: a task it cuts short reports no
+// result (a task's own deadline or a Cancel ends only its own context).
+// It stays unfinished in the store, like an agent's task, and the next
+// start recovers it: the manager's shutdown is not the task's failure.
+func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity int, wg *sync.WaitGroup) {
 	// Unbounded: its consumer below never blocks (it starts each task).
 	out := outbox.New[*delegatev1.ManagerMessage](0)
 	now := d.now()
@@ -53,7 +59,9 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 
 	var mu sync.Mutex // guards cancels
 	cancels := map[string]context.CancelFunc{}
+	wg.Add(2)
 	go func() {
+		defer wg.Done()
 		// In-process tasks cannot lose their delegate: keep leases fresh.
 		renew := time.NewTicker(d.cfg.HeartbeatInterval.D())
 		defer renew.Stop()
@@ -73,6 +81,7 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 		}
 	}()
 	go func() {
+		defer wg.Done()
 		defer out.Close()
 		var buf []*delegatev1.ManagerMessage
 		for {
@@ -87,12 +96,17 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 					mu.Lock()
 					cancels[t.GetId()] = cancel
 					mu.Unlock()
+					wg.Add(1)
 					go func() {
+						defer wg.Done()
 						o := r.Run(tctx, t)
 						cancel()
 						mu.Lock()
 						delete(cancels, t.GetId())
 						mu.Unlock()
+						if ctx.Err() != nil {
+							return // cut short by the shutdown: recovered at the next start
+						}
 						d.result(dg, &delegatev1.TaskResult{TaskId: t.GetId(), LeaseId: t.GetLeaseId(), Outcome: o})
 						d.credit(dg, 1)
 					}()

@@ -16,7 +16,12 @@ import (
 )
 
 // delegate is one connected agent stream. Fields are guarded by
-// Dispatcher.mu, except out, which has its own lock.
+// Dispatcher.mu, except out, which has its own lock, and those set by
+// connect and never changed (id, name, hostname, version, group,
+// declared, implicit, scope, token, instance, kicked, evicted, capacity,
+// since, internal), which the stream handler reads without it. tags,
+// opTags and unconfirmed change with operator tags (TagDelegate): read
+// them only under Dispatcher.mu.
 type delegate struct {
 	id       string
 	name     string
@@ -163,11 +168,12 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 	}
 	d.delegates[dg.name] = dg
 	bind := d.applyOpTagsLocked(dg)
+	tags := dg.tags.sorted() // read under the lock: TagDelegate changes them
 	welcome := &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Welcome{Welcome: &delegatev1.Welcome{
 		DelegateId:        dg.id,
 		HeartbeatInterval: durationpb.New(d.cfg.HeartbeatInterval.D()),
 		LeaseDuration:     durationpb.New(d.cfg.LeaseDuration.D()),
-		Tags:              dg.tags.sorted(),
+		Tags:              tags,
 	}}}
 	out.Push(welcome)
 	for _, r := range h.GetRunning() {
@@ -187,6 +193,8 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 	sends := d.dispatchForLocked(dg)
 	withheld := dg.unconfirmed
 	d.mu.Unlock()
+	d.log.Info().Str("delegate", dg.name).Strs("tags", tags).Str("scope", scopeText(dg.scope)).Int("capacity", dg.capacity).
+		Int("resumed", len(h.GetRunning())).Msg("delegate connected")
 	d.deliver(sends)
 	if len(withheld) > 0 {
 		d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Strs("operator_tags", withheld).

@@ -247,7 +247,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	go func() { defer s.wg.Done(); s.disp.sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
 	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager", Policy: policy})
-	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.base, Pool: pool})}, s.cfg.Platform.Concurrency)
+	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.base, Pool: pool})}, s.cfg.Platform.Concurrency, &s.wg)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

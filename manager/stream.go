@@ -65,8 +65,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		}
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
-	log := s.d.log.With().Str("delegate", dg.name).Logger()
-	log.Info().Strs("tags", dg.tags.sorted()).Str("scope", scopeText(dg.scope)).Int("capacity", dg.capacity).Int("resumed", len(h.GetRunning())).Msg("delegate connected")
+	log := s.d.log.With().Str("delegate", dg.name).Logger() // connect logged "delegate connected"
 	sendCtx, stopSend := context.WithCancel(ctx)
 	defer func() {
 		stopSend()
