@@ -124,14 +124,11 @@ func DefaultConfig() Config {
 // SMD_* environment variables (SMD_MANAGER, SMD_TOKEN, SMD_TAGS, ...). The
 // caller applies flags and calls Validate.
 func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
-	if err := config.LoadFile(path, &c); err != nil {
+	c, err := config.Load(path, DefaultConfig())
+	if err != nil {
 		return c, err
 	}
 	c.ConfigFile = path
-	if err := config.ApplyEnv("SMD", &c, os.LookupEnv); err != nil {
-		return c, err
-	}
 	return c, nil
 }
 

@@ -14,8 +14,8 @@ type SecretRunner interface {
 	Run(ctx context.Context, t *delegatev1.Task, st *delegatev1.SecretTask) *delegatev1.Outcome
 }
 
-// Tasks is the agent's Handler: pings here, secret tasks to Secrets.
-type Tasks struct {
+// TaskHandler is the agent's Handler: pings here, secret tasks to Secrets.
+type TaskHandler struct {
 	Name    string
 	Version string
 	// Secrets runs secret tasks; nil refuses them.
@@ -23,7 +23,7 @@ type Tasks struct {
 }
 
 // Run dispatches on the payload type.
-func (h *Tasks) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome {
+func (h *TaskHandler) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome {
 	switch p := t.GetPayload().GetOp().(type) {
 	case *delegatev1.TaskPayload_Ping:
 		return h.ping(ctx, p.Ping)
@@ -37,7 +37,7 @@ func (h *Tasks) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome
 	return &delegatev1.Outcome{Code: delegatev1.Code_UNSUPPORTED, Message: "this delegate does not know the task type; is it older than the manager?"}
 }
 
-func (h *Tasks) ping(ctx context.Context, p *delegatev1.PingTask) *delegatev1.Outcome {
+func (h *TaskHandler) ping(ctx context.Context, p *delegatev1.PingTask) *delegatev1.Outcome {
 	if d := p.GetSleep().AsDuration(); d > 0 {
 		timer := time.NewTimer(d)
 		defer timer.Stop()

@@ -11,7 +11,7 @@ import (
 // not INTERNAL or INVALID_ARGUMENT: nothing is wrong with the task.
 func TestIssue10DelegateUnsupportedTask(t *testing.T) {
 	t.Parallel()
-	h := &Tasks{Name: "d"}
+	h := &TaskHandler{Name: "d"}
 	for name, task := range map[string]*delegatev1.Task{
 		"secret without a runner": {Id: "t1", Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Secret{Secret: &delegatev1.SecretTask{}}}},
 		"unknown payload":         {Id: "t2", Payload: &delegatev1.TaskPayload{}},

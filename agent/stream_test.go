@@ -107,7 +107,7 @@ func TestItem5AgentEndsStreamTheManagerDoesNotRead(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	a := agent.New(cfg, zerolog.Nop(), &agent.Tasks{Name: "a"}, "test")
+	a := agent.New(cfg, zerolog.Nop(), &agent.TaskHandler{Name: "a"}, "test")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

@@ -2,97 +2,19 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"gopkg.in/yaml.v3"
 
+	"github.com/smdelegate/smdelegate/internal/harness"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
-
-// proc is a child process (a manager or an agent) with its log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits up to 10 s, then kills.
-func (p *proc) stop() {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// logTail returns the last lines of the process's log, for error messages.
-func (p *proc) logTail() string {
-	b, _ := os.ReadFile(p.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// startProc runs bin with args, output to dir/name.log, in the bench's
-// environment minus SMD_* plus env.
-func startProc(dir, name, bin string, env []string, args ...string) (*proc, error) {
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close() // the child has its own descriptor
-	cmd := exec.Command(bin, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SMD_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	return p, nil
-}
 
 // memInfo is a process's resident memory from /proc/PID/status, in
 // bytes: VmRSS, VmHWM (peak RSS) and RssAnon (private memory; the rest of
@@ -129,55 +51,18 @@ func readMem(pid int) (memInfo, error) {
 	return m, nil
 }
 
-// buildSmd builds ./cmd/smd of this module into dir.
+// buildSmd builds ./cmd/smd of this module into dir, as a release is
+// built.
 func buildSmd(dir string) (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	bin := filepath.Join(dir, "smd")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/smd")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return bin, nil
+	return harness.BuildSmd(dir, []string{"CGO_ENABLED=0"}, "-trimpath", "-ldflags", "-s -w")
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func randomToken(prefix string) string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return prefix + base64.RawURLEncoding.EncodeToString(b)
-}
-
-func sha256Hex(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
-
-func writeYAML(path string, v any) error {
-	b, err := yaml.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o600)
-}
+// stopWait is how long stop waits for a process after SIGTERM.
+const stopWait = 10 * time.Second
 
 // manager is a manager process and an API client pool to it.
 type manager struct {
-	proc          *proc
+	proc          *harness.Proc
 	dir           string
 	Addr          string
 	HTTPAddr      string
@@ -198,69 +83,47 @@ func startManager(bin, dir, name string, clients int) (*manager, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		return nil, err
 	}
-	m := &manager{dir: dir, DelegateToken: randomToken("smdd_"), OperatorToken: randomToken("smdo_")}
+	m := &manager{dir: dir, DelegateToken: harness.RandomToken("smdd_"), OperatorToken: harness.RandomToken("smdo_")}
 	keyPath := filepath.Join(dir, "master.key")
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	if err := os.WriteFile(keyPath, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+	if err := harness.WriteMasterKey(keyPath); err != nil {
 		return nil, err
 	}
 	var err error
-	if m.Addr, err = freeAddr(); err != nil {
+	if m.Addr, err = harness.FreeAddr(); err != nil {
 		return nil, err
 	}
-	if m.HTTPAddr, err = freeAddr(); err != nil {
+	if m.HTTPAddr, err = harness.FreeAddr(); err != nil {
 		return nil, err
+	}
+	cfg := harness.Manager{
+		Addr: m.Addr, HTTPAddr: m.HTTPAddr, DataDir: filepath.Join(dir, "data"), MasterKeyFile: keyPath,
+		DelegateTokens: []harness.Token{{Name: "bench", Token: m.DelegateToken}},
+		OperatorTokens: []harness.Token{{Name: "bench", Token: m.OperatorToken}},
+		LogLevel:       "warn",
+	}.YAML()
+	// The bench drives one operator token at up to ~13k pings/s and keeps
+	// 10,000 tasks of one scope unfinished at once: far above the
+	// defaults (100/s, 1000 tasks). Set well above that, so that the
+	// limiter runs on the measured path but never refuses.
+	cfg["limits"] = map[string]any{
+		"submit_rate":            1000000,
+		"submit_burst":           1000000,
+		"scope_unfinished_tasks": 1000000,
+		"scope_payload_bytes":    16 << 30,
 	}
 	cfgPath := filepath.Join(dir, "manager.yaml")
-	if err := writeYAML(cfgPath, map[string]any{
-		"listen":          m.Addr,
-		"http_listen":     m.HTTPAddr,
-		"data_dir":        filepath.Join(dir, "data"),
-		"master_key_file": keyPath,
-		"tls":             map[string]any{"insecure": true},
-		"auth": map[string]any{
-			"delegate_tokens": []map[string]any{{"name": "bench", "sha256": sha256Hex(m.DelegateToken)}},
-			"operator_tokens": []map[string]any{{"name": "bench", "sha256": sha256Hex(m.OperatorToken)}},
-		},
-		"log": map[string]any{"level": "warn", "format": "json"},
-		// The bench drives one operator token at up to ~13k pings/s and
-		// keeps 10,000 tasks of one scope unfinished at once: far above
-		// the defaults (100/s, 1000 tasks). Set well above that, so that
-		// the limiter runs on the measured path but never refuses.
-		"limits": map[string]any{
-			"submit_rate":            1000000,
-			"submit_burst":           1000000,
-			"scope_unfinished_tasks": 1000000,
-			"scope_payload_bytes":    16 << 30,
-		},
-	}); err != nil {
+	if err := harness.WriteYAML(cfgPath, cfg); err != nil {
 		return nil, err
 	}
-	if m.proc, err = startProc(dir, name, bin, nil, "manager", "-c", cfgPath); err != nil {
+	if m.proc, err = harness.Start(dir, name, bin, nil, "manager", "-c", cfgPath); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m.proc.exited() {
-			return nil, fmt.Errorf("manager exited:\n%s", m.proc.logTail())
-		}
-		if resp, err := http.Get("http://" + m.HTTPAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			m.proc.stop()
-			return nil, errors.New("manager not ready within 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := harness.WaitReady(m.proc, m.HTTPAddr, 30*time.Second); err != nil {
+		m.proc.Stop(stopWait)
+		return nil, err
 	}
 	for range clients {
-		conn, err := grpc.NewClient(m.Addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(bearer(m.OperatorToken)))
+		conn, err := harness.Dial(m.Addr, m.OperatorToken)
 		if err != nil {
 			m.close()
 			return nil, err
@@ -280,16 +143,8 @@ func (m *manager) close() {
 	for _, c := range m.conns {
 		c.Close()
 	}
-	m.proc.stop()
+	m.proc.Stop(stopWait)
 }
-
-// bearer sends the operator token on every call (plaintext loopback).
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-func (bearer) RequireTransportSecurity() bool { return false }
 
 // connectedDelegates returns how many delegates the manager lists as
 // connected, and whether name is one of them.
@@ -310,26 +165,20 @@ func (m *manager) connectedDelegates(ctx context.Context, name string) (int, boo
 
 // startAgent starts `smd agent` named name and waits until the manager
 // lists it, returning the process and the time from start to connected.
-func (m *manager) startAgent(bin, name string, tags []string, concurrency int, env []string) (*proc, time.Duration, error) {
+func (m *manager) startAgent(bin, name string, tags []string, concurrency int, env []string) (*harness.Proc, time.Duration, error) {
 	dir := filepath.Join(m.dir, "agent-"+name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, 0, err
 	}
 	cfg := filepath.Join(dir, "agent.yaml")
-	if err := writeYAML(cfg, map[string]any{
-		"manager":     m.Addr,
-		"token":       m.DelegateToken,
-		"name":        name,
-		"tags":        tags,
-		"concurrency": concurrency,
-		"tls":         map[string]any{"insecure": true},
-		"log":         map[string]any{"level": "warn", "format": "json"},
-		"endpoints":   map[string]any{"allow": m.AgentEndpoints},
-	}); err != nil {
+	if err := harness.WriteYAML(cfg, harness.Agent{
+		Manager: m.Addr, Name: name, Token: m.DelegateToken, Tags: tags, Concurrency: concurrency,
+		Endpoints: m.AgentEndpoints, LogLevel: "warn",
+	}.YAML()); err != nil {
 		return nil, 0, err
 	}
 	start := time.Now()
-	p, err := startProc(dir, "agent", bin, env, "agent", "-c", cfg)
+	p, err := harness.Start(dir, "agent", bin, env, "agent", "-c", cfg)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -339,11 +188,11 @@ func (m *manager) startAgent(bin, name string, tags []string, concurrency int, e
 		if _, ok, err := m.connectedDelegates(ctx, name); err == nil && ok {
 			return p, time.Since(start), nil
 		}
-		if p.exited() {
-			return nil, 0, fmt.Errorf("agent %s exited:\n%s", name, p.logTail())
+		if p.Exited() {
+			return nil, 0, fmt.Errorf("agent %s exited:\n%s", name, harness.Tail(p.Log(), 15))
 		}
 		if ctx.Err() != nil {
-			p.stop()
+			p.Stop(stopWait)
 			return nil, 0, fmt.Errorf("agent %s not connected within 30s", name)
 		}
 		time.Sleep(2 * time.Millisecond)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/smdelegate/smdelegate/internal/harness"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -44,7 +45,7 @@ func benchDeaf(ctx context.Context, bin, dir string, d time.Duration, o options)
 	defer m.close()
 	// A plain client, as an attacker would write it: default windows.
 	conn, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearer(m.DelegateToken)))
+		grpc.WithPerRPCCredentials(harness.Bearer(m.DelegateToken)))
 	if err != nil {
 		return r, err
 	}
@@ -64,7 +65,7 @@ func benchDeaf(ctx context.Context, bin, dir string, d time.Duration, o options)
 		return r, fmt.Errorf("no welcome for the deaf delegate: %v", err)
 	}
 	time.Sleep(time.Second) // settle
-	mem, err := readMem(m.proc.pid())
+	mem, err := readMem(m.proc.Pid())
 	if err != nil {
 		return r, err
 	}
@@ -96,7 +97,7 @@ func benchDeaf(ctx context.Context, bin, dir string, d time.Duration, o options)
 	}
 	r.Heartbeats = int(sent.Load())
 	time.Sleep(500 * time.Millisecond)
-	if mem, err = readMem(m.proc.pid()); err != nil {
+	if mem, err = readMem(m.proc.Pid()); err != nil {
 		return r, err
 	}
 	r.Peak, r.RSSHeld = mem.Peak, mem.RSS

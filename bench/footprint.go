@@ -45,14 +45,14 @@ func measureStarts(m *manager, bin string, n int, idle time.Duration, o options)
 		f.StartToReady = append(f.StartToReady, took)
 		if i == n-1 {
 			time.Sleep(idle)
-			mem, err := readMem(p.pid())
+			mem, err := readMem(p.Pid())
 			if err != nil {
-				p.stop()
+				p.Stop(stopWait)
 				return f, err
 			}
 			f.IdleRSS, f.IdleAnon = mem.RSS, mem.Anon
 		}
-		p.stop()
+		p.Stop(stopWait)
 	}
 	o.logf("  binary %s (%s); start to ready, median of %d: %s; idle RSS after %s: %s (private %s)",
 		mib(f.BinaryBytes), filepath.Base(bin), n, ms(f.medianStart()), idle, mib(f.IdleRSS), mib(f.IdleAnon))

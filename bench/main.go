@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/smdelegate/smdelegate/internal/awsemu"
+	"github.com/smdelegate/smdelegate/internal/harness"
 )
 
 // options are the sizes of a run.
@@ -157,13 +158,13 @@ func run(ctx context.Context, o options) error {
 		"AWS_ACCESS_KEY_ID=" + awsemu.DefaultAccessKeyID, "AWS_SECRET_ACCESS_KEY=" + awsemu.DefaultSecretAccessKey,
 		"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true",
 	}
-	var agents []*proc
+	var agents []*harness.Proc
 	for i := range o.agents {
 		p, _, err := m.startAgent(bin, fmt.Sprintf("bench-%d", i+1), []string{"bench"}, o.agentConcurrency, agentEnv)
 		if err != nil {
 			return err
 		}
-		defer p.stop()
+		defer p.Stop(stopWait)
 		agents = append(agents, p)
 	}
 	if err := setupConnectors(ctx, m, awsURL); err != nil {
@@ -200,14 +201,14 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.runs(4) {
 		for _, p := range agents {
-			if mem, err := readMem(p.pid()); err == nil {
+			if mem, err := readMem(p.Pid()); err == nil {
 				res.footprint.LoadRSS = max(res.footprint.LoadRSS, mem.Peak)
 			}
 		}
 		o.logf("  agent peak RSS after the load sections: %s", mib(res.footprint.LoadRSS))
 	}
 	for _, p := range agents {
-		p.stop()
+		p.Stop(stopWait)
 	}
 	m.close()
 	if ctx.Err() != nil {

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/smdelegate/smdelegate/internal/harness"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -23,9 +23,7 @@ type simAgent struct {
 
 // connectSim opens a simulated delegate's stream and waits for Welcome.
 func connectSim(ctx context.Context, m *manager, name string) (*simAgent, error) {
-	conn, err := grpc.NewClient(m.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearer(m.DelegateToken)))
+	conn, err := harness.Dial(m.Addr, m.DelegateToken)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +160,7 @@ func benchScale(ctx context.Context, bin, dir string, o options) (scaleResult, e
 			return r, fmt.Errorf("%d streams: the manager lists %d connected (%v)", n, got, err)
 		}
 		time.Sleep(2 * time.Second) // let the manager settle (GC, buffers)
-		mem, err := readMem(m.proc.pid())
+		mem, err := readMem(m.proc.Pid())
 		if err != nil {
 			return r, err
 		}
@@ -172,7 +170,7 @@ func benchScale(ctx context.Context, bin, dir string, o options) (scaleResult, e
 		if step.Ping.errors > 0 {
 			return r, fmt.Errorf("%d streams: %d pings failed, first: %v", n, step.Ping.errors, step.Ping.firstErr)
 		}
-		mem, _ = readMem(m.proc.pid())
+		mem, _ = readMem(m.proc.Pid())
 		step.ManagerHWM = mem.Peak
 		o.logf("  %5d streams (connected in %s): manager RSS %s, peak %s; pings at %.0f/s: %s",
 			n, step.Connect.Round(time.Millisecond), mib(step.ManagerRSS), mib(step.ManagerHWM), o.scalePingRate, step.Ping)

@@ -208,14 +208,7 @@ func DefaultConfig() Config {
 // LoadConfig reads defaults, then the file at path (if not empty), then
 // SMD_* environment variables. The caller applies flags and calls Validate.
 func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
-	if err := config.LoadFile(path, &c); err != nil {
-		return c, err
-	}
-	if err := config.ApplyEnv("SMD", &c, os.LookupEnv); err != nil {
-		return c, err
-	}
-	return c, nil
+	return config.Load(path, DefaultConfig())
 }
 
 // LoadMasterKey sets MasterKey from SMD_MASTER_KEY or MasterKeyFile,

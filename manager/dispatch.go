@@ -81,7 +81,7 @@ type Dispatcher struct {
 	// limits counts the unfinished tasks of each scope (nil: no limits).
 	limits *limiter
 
-	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (tagging.go)
+	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (optags.go)
 
 	mu        sync.Mutex // guards everything below
 	tasks     map[string]*task

@@ -141,7 +141,7 @@ func startSecretAgent(t testing.TB, addr, name string, tags []string, log zerolo
 // secretTasks runs pings and, through the real tasks runner and AWS
 // client pool, secret tasks, on a host that allows the emulators'
 // endpoints (testEndpoints) and no env: or file: reference.
-func secretTasks(name string, log zerolog.Logger) *agent.Tasks {
+func secretTasks(name string, log zerolog.Logger) *agent.TaskHandler {
 	return secretTasksWith(name, log, awsauth.PolicyConfig{AllowEndpoints: testEndpoints})
 }
 
@@ -149,14 +149,14 @@ func secretTasks(name string, log zerolog.Logger) *agent.Tasks {
 var testEndpoints = []string{"http://127.0.0.1:*"}
 
 // secretTasksWith is secretTasks on a host with policy pc.
-func secretTasksWith(name string, log zerolog.Logger, pc awsauth.PolicyConfig) *agent.Tasks {
+func secretTasksWith(name string, log zerolog.Logger, pc awsauth.PolicyConfig) *agent.TaskHandler {
 	policy, err := awsauth.NewPolicy(pc)
 	if err != nil {
 		panic(err) // a test's own constant policy
 	}
 	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: name, MaxAttempts: 1, Policy: policy})
 	runner := tasks.NewRunner(tasks.RunnerOptions{Logger: log, Pool: pool})
-	return &agent.Tasks{Name: name, Version: "test", Secrets: secretRunner{runner}}
+	return &agent.TaskHandler{Name: name, Version: "test", Secrets: secretRunner{runner}}
 }
 
 // emuClock is awsemu's clock, which a test can move forward.

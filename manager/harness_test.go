@@ -123,12 +123,12 @@ func startAgent(t testing.TB, addr, name string, tags []string, concurrency int,
 	cfg.Name = name
 	cfg.Tags = tags
 	cfg.Concurrency = concurrency
-	return runTestAgent(t, cfg, testLogger(t), &agent.Tasks{Name: name, Version: "test"}, onRun)
+	return runTestAgent(t, cfg, testLogger(t), &agent.TaskHandler{Name: name, Version: "test"}, onRun)
 }
 
 // runTestAgent runs an agent with cfg (fast reconnects) and inner behind a
 // recorder until the test ends.
-func runTestAgent(t testing.TB, cfg agent.Config, log zerolog.Logger, inner *agent.Tasks, onRun func(context.Context, *delegatev1.Task)) *recorder {
+func runTestAgent(t testing.TB, cfg agent.Config, log zerolog.Logger, inner *agent.TaskHandler, onRun func(context.Context, *delegatev1.Task)) *recorder {
 	t.Helper()
 	name := cfg.Name
 	cfg.Reconnect.Initial = config.Duration(20 * time.Millisecond)

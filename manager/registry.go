@@ -59,7 +59,7 @@ type delegate struct {
 	internal bool
 	// opTags are the operator-assigned tags (smd delegate tag) it
 	// carries; unconfirmed are those it does not, because they were
-	// confirmed for another delegate token (tagging.go).
+	// confirmed for another delegate token (optags.go).
 	opTags, unconfirmed []string
 	// lastHeard (above) is when its Hello or last heartbeat arrived:
 	// what the silent-delegate sweep watches. out (above) holds at most

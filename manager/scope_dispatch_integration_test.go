@@ -178,7 +178,7 @@ func TestScopeNameClash(t *testing.T) {
 		cfg.Reconnect.Initial, cfg.Reconnect.Max = config.Duration(20*time.Millisecond), config.Duration(100*time.Millisecond)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- agent.New(cfg, log, &agent.Tasks{Name: "shared-name"}, "test").Run(ctx) }()
+		go func() { done <- agent.New(cfg, log, &agent.TaskHandler{Name: "shared-name"}, "test").Run(ctx) }()
 		waitFor(t, 5*time.Second, func() bool {
 			return strings.Count(string(buf.Bytes()), "manager refused the name") >= 3
 		}, "the agent of %s to be refused three times", connector.ScopeKey(tc.tok.scope))

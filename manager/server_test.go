@@ -127,7 +127,7 @@ func TestTLS(t *testing.T) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		h := &agent.Tasks{Name: cfg.Name}
+		h := &agent.TaskHandler{Name: cfg.Name}
 		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 		defer cancel()
 		done := make(chan struct{})

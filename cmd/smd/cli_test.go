@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smdelegate/smdelegate/internal/harness"
 )
 
 // The smd dev that every test talks to, set up by TestMain.
@@ -73,10 +75,8 @@ func TestMain(m *testing.M) {
 // stop ends it with SIGTERM (SIGKILL after 10 s) and reports a crash or a
 // panic in its log.
 func startDev(dir string) (stop func() error, err error) {
-	smdBin = filepath.Join(dir, "smd")
-	build := exec.Command("go", "build", "-o", smdBin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build: %w\n%s", err, out)
+	if smdBin, err = harness.BuildSmd(dir, nil); err != nil {
+		return nil, err
 	}
 	data, envFile := filepath.Join(dir, "data"), filepath.Join(dir, "dev.env")
 	if err := os.Mkdir(data, 0o700); err != nil {
@@ -144,23 +144,9 @@ func startDev(dir string) (stop func() error, err error) {
 
 // cleanEnv is the test's environment without SMD_* variables, so that an
 // operator's shell cannot change what the tests run.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SMD_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+func cleanEnv() []string { return harness.CleanEnv() }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string, n int) string { return harness.Tail(s, n) }
 
 // needDev skips the test when smd dev is not running (-short).
 func needDev(t testing.TB) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -97,29 +98,20 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			var out *delegatev1.Connector
-			if update {
-				out, err = cl.UpdateConnector(ctx, &delegatev1.UpdateConnectorRequest{Connector: c})
-			} else {
-				out, err = cl.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: c})
-			}
-			if err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			verb := "created"
-			if update {
-				verb = "updated"
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "connector %s %s in scope %s\n", out.GetIdentifier(), verb, connector.ScopeKey(out.GetScope()))
-			return nil
+			_, err = call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.Connector, error) {
+				if update {
+					return cl.UpdateConnector(ctx, &delegatev1.UpdateConnectorRequest{Connector: c})
+				}
+				return cl.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: c})
+			}, func(w io.Writer, out *delegatev1.Connector) error {
+				verb := "created"
+				if update {
+					verb = "updated"
+				}
+				fmt.Fprintf(w, "connector %s %s in scope %s\n", out.GetIdentifier(), verb, connector.ScopeKey(out.GetScope()))
+				return nil
+			})
+			return err
 		}
 	}
 	create := &cobra.Command{Use: "create -f FILE", Short: "Register a connector from a YAML file", Args: cobra.NoArgs, RunE: write(false)}
@@ -128,6 +120,14 @@ func newConnectorCmd() *cobra.Command {
 	update.Flags().StringVarP(&file, "file", "f", "", "connector YAML file")
 
 	var scope string
+	// ref is the connector ID names in --scope; the ID is checked after
+	// the client flags, as the manager would check it.
+	ref := func(sc *delegatev1.Scope, id string) (*delegatev1.ConnectorRef, error) {
+		if err := connector.ValidateIdentifier("ID", id, true); err != nil {
+			return nil, usageErr(err)
+		}
+		return &delegatev1.ConnectorRef{Scope: sc, Identifier: id}, nil
+	}
 	get := &cobra.Command{
 		Use: "get ID", Short: "Show a connector", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -135,25 +135,19 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := connector.ValidateIdentifier("ID", args[0], true); err != nil {
-				return usageErr(err)
-			}
-			c, err := cl.GetConnector(ctx, &delegatev1.GetConnectorRequest{Ref: &delegatev1.ConnectorRef{Scope: sc, Identifier: args[0]}})
-			if err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), c)
-			}
-			if err := printConnectors(cmd, c); err != nil {
-				return err
-			}
-			return printBindings(cmd, c)
+			_, err = call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.Connector, error) {
+				r, err := ref(sc, args[0])
+				if err != nil {
+					return nil, err
+				}
+				return cl.GetConnector(ctx, &delegatev1.GetConnectorRequest{Ref: r})
+			}, func(w io.Writer, c *delegatev1.Connector) error {
+				if err := printConnectors(w, c); err != nil {
+					return err
+				}
+				return printBindings(w, c)
+			})
+			return err
 		},
 	}
 	scopeFlag(get, &scope)
@@ -164,19 +158,12 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.ListConnectors(ctx, &delegatev1.ListConnectorsRequest{Scope: sc})
-			if err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			return printConnectors(cmd, resp.GetConnectors()...)
+			_, err = call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.ListConnectorsResponse, error) {
+				return cl.ListConnectors(ctx, &delegatev1.ListConnectorsRequest{Scope: sc})
+			}, func(w io.Writer, resp *delegatev1.ListConnectorsResponse) error {
+				return printConnectors(w, resp.GetConnectors()...)
+			})
+			return err
 		},
 	}
 	scopeFlag(list, &scope)
@@ -187,23 +174,17 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := connector.ValidateIdentifier("ID", args[0], true); err != nil {
-				return usageErr(err)
-			}
-			if _, err := cl.DeleteConnector(ctx, &delegatev1.DeleteConnectorRequest{Ref: &delegatev1.ConnectorRef{Scope: sc, Identifier: args[0]}}); err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				fmt.Fprintln(cmd.OutOrStdout(), "{}")
+			_, err = call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.DeleteConnectorResponse, error) {
+				r, err := ref(sc, args[0])
+				if err != nil {
+					return nil, err
+				}
+				return cl.DeleteConnector(ctx, &delegatev1.DeleteConnectorRequest{Ref: r})
+			}, func(w io.Writer, _ *delegatev1.DeleteConnectorResponse) error {
+				fmt.Fprintf(w, "connector %s deleted\n", args[0])
 				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "connector %s deleted\n", args[0])
-			return nil
+			})
+			return err
 		},
 	}
 	scopeFlag(del, &scope)
@@ -214,44 +195,36 @@ func newConnectorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ref := &delegatev1.ConnectorRef{Scope: sc}
-			if len(args) == 1 {
-				if err := connector.ValidateIdentifier("ID", args[0], true); err != nil {
-					return usageErr(err)
+			info, err := call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.TaskInfo, error) {
+				r := &delegatev1.ConnectorRef{Scope: sc}
+				if len(args) == 1 {
+					var err error
+					if r, err = ref(sc, args[0]); err != nil {
+						return nil, err
+					}
 				}
-				ref.Identifier = args[0]
-			}
-			info, err := defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
-				return cl.TestConnector(ctx, &delegatev1.TestConnectorRequest{Ref: ref})
+				return defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+					return cl.TestConnector(ctx, &delegatev1.TestConnectorRequest{Ref: r})
+				})
+			}, func(w io.Writer, info *delegatev1.TaskInfo) error {
+				rows := [][]string{}
+				for _, c := range info.GetOutcome().GetSecret().GetChecks() {
+					res := "ok"
+					if !c.GetOk() {
+						res = "FAILED"
+					}
+					rows = append(rows, []string{c.GetAction(), res, c.GetMessage()})
+				}
+				if len(rows) > 0 {
+					table(w, []string{"ACTION", "RESULT", "DETAIL"}, rows)
+				}
+				if info.GetOutcome().GetCode() == delegatev1.Code_OK {
+					fmt.Fprintf(w, "connection test passed on delegate %s\n", info.GetDelegate())
+				}
+				return nil
 			})
 			if err != nil {
-				return apiErr(err)
-			}
-			w := cmd.OutOrStdout()
-			if cf.output == "json" {
-				if err := printJSON(w, info); err != nil {
-					return err
-				}
-				return taskErr(info)
-			}
-			rows := [][]string{}
-			for _, c := range info.GetOutcome().GetSecret().GetChecks() {
-				res := "ok"
-				if !c.GetOk() {
-					res = "FAILED"
-				}
-				rows = append(rows, []string{c.GetAction(), res, c.GetMessage()})
-			}
-			if len(rows) > 0 {
-				table(w, []string{"ACTION", "RESULT", "DETAIL"}, rows)
-			}
-			if info.GetOutcome().GetCode() == delegatev1.Code_OK {
-				fmt.Fprintf(w, "connection test passed on delegate %s\n", info.GetDelegate())
+				return err
 			}
 			return taskErr(info)
 		},
@@ -261,7 +234,7 @@ func newConnectorCmd() *cobra.Command {
 	return cmd
 }
 
-func printConnectors(cmd *cobra.Command, cs ...*delegatev1.Connector) error {
+func printConnectors(w io.Writer, cs ...*delegatev1.Connector) error {
 	rows := [][]string{}
 	for _, c := range cs {
 		def := ""
@@ -272,12 +245,12 @@ func printConnectors(cmd *cobra.Command, cs ...*delegatev1.Connector) error {
 			strings.ToLower(c.GetCredentialType().String()), orDash(c.GetRegion()), orDash(c.GetSecretNamePrefix()),
 			orDash(strings.Join(c.GetDelegateSelectors(), ",")), orDash(def)})
 	}
-	return table(cmd.OutOrStdout(), []string{"IDENTIFIER", "SCOPE", "NAME", "CREDENTIALS", "REGION", "PREFIX", "SELECTORS", "DEFAULT"}, rows)
+	return table(w, []string{"IDENTIFIER", "SCOPE", "NAME", "CREDENTIALS", "REGION", "PREFIX", "SELECTORS", "DEFAULT"}, rows)
 }
 
 // printBindings shows where each builtin:NAME reference of c points: the
 // credential of that name in the scope the manager bound it to.
-func printBindings(cmd *cobra.Command, c *delegatev1.Connector) error {
+func printBindings(w io.Writer, c *delegatev1.Connector) error {
 	if len(c.GetCredentialBindings()) == 0 {
 		return nil
 	}
@@ -285,6 +258,6 @@ func printBindings(cmd *cobra.Command, c *delegatev1.Connector) error {
 	for _, b := range c.GetCredentialBindings() {
 		rows = append(rows, []string{b.GetField(), "builtin:" + b.GetName(), connector.ScopeKey(b.GetScope())})
 	}
-	fmt.Fprintln(cmd.OutOrStdout())
-	return table(cmd.OutOrStdout(), []string{"FIELD", "REFERENCE", "BOUND TO SCOPE"}, rows)
+	fmt.Fprintln(w)
+	return table(w, []string{"FIELD", "REFERENCE", "BOUND TO SCOPE"}, rows)
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -29,20 +31,13 @@ func newCredentialCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			c, err := cl.PutCredential(ctx, &delegatev1.PutCredentialRequest{Scope: sc, Name: args[0], Value: []byte(v.GetStringValue())})
-			if err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), c)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "credential %s stored in scope %s; reference it as builtin:%s\n", c.GetName(), connector.ScopeKey(c.GetScope()), c.GetName())
-			return nil
+			_, err = call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.Credential, error) {
+				return cl.PutCredential(ctx, &delegatev1.PutCredentialRequest{Scope: sc, Name: args[0], Value: []byte(v.GetStringValue())})
+			}, func(w io.Writer, c *delegatev1.Credential) error {
+				fmt.Fprintf(w, "credential %s stored in scope %s; reference it as builtin:%s\n", c.GetName(), connector.ScopeKey(c.GetScope()), c.GetName())
+				return nil
+			})
+			return err
 		},
 	}
 	put.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file (- for stdin)")
@@ -54,23 +49,16 @@ func newCredentialCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.ListCredentials(ctx, &delegatev1.ListCredentialsRequest{Scope: sc})
-			if err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			rows := [][]string{}
-			for _, c := range resp.GetCredentials() {
-				rows = append(rows, []string{c.GetName(), connector.ScopeKey(c.GetScope()), ago(c.GetUpdatedAt())})
-			}
-			return table(cmd.OutOrStdout(), []string{"NAME", "SCOPE", "UPDATED"}, rows)
+			_, err = call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.ListCredentialsResponse, error) {
+				return cl.ListCredentials(ctx, &delegatev1.ListCredentialsRequest{Scope: sc})
+			}, func(w io.Writer, resp *delegatev1.ListCredentialsResponse) error {
+				rows := [][]string{}
+				for _, c := range resp.GetCredentials() {
+					rows = append(rows, []string{c.GetName(), connector.ScopeKey(c.GetScope()), ago(c.GetUpdatedAt())})
+				}
+				return table(w, []string{"NAME", "SCOPE", "UPDATED"}, rows)
+			})
+			return err
 		},
 	}
 	scopeFlag(list, &scope)
@@ -84,13 +72,11 @@ func newCredentialCmd() *cobra.Command {
 			if err := connector.ValidateCredentialName("NAME", args[0]); err != nil {
 				return usageErr(err)
 			}
-			cl, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
+			// Printed as text whatever -o says (the response is empty).
+			if _, err := dialCall(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.DeleteCredentialResponse, error) {
+				return cl.DeleteCredential(ctx, &delegatev1.DeleteCredentialRequest{Scope: sc, Name: args[0]})
+			}); err != nil {
 				return err
-			}
-			defer done()
-			if _, err := cl.DeleteCredential(ctx, &delegatev1.DeleteCredentialRequest{Scope: sc, Name: args[0]}); err != nil {
-				return apiErr(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "credential %s deleted\n", args[0])
 			return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -24,34 +25,10 @@ func newDelegateCmd() *cobra.Command {
 		Short: "List connected delegates",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListDelegates(ctx, &delegatev1.ListDelegatesRequest{})
-			if err != nil {
-				return apiErr(err)
-			}
-			w := cmd.OutOrStdout()
-			if cf.output == "json" {
-				return printJSON(w, resp)
-			}
-			rows := [][]string{}
-			for _, d := range resp.GetDelegates() {
-				state := "connected"
-				if d.GetDraining() {
-					state = "draining"
-				}
-				scope := "*" // an unscoped token: every scope
-				if d.GetScope() != nil {
-					scope = connector.ScopeKey(d.GetScope())
-				}
-				rows = append(rows, []string{d.GetName(), state, scope, strings.Join(d.GetTags(), ","),
-					fmt.Sprintf("%d/%d", len(d.GetRunningTasks()), d.GetCapacity()), orDash(d.GetVersion()),
-					ago(d.GetConnectedSince()), ago(d.GetLastHeartbeat())})
-			}
-			return table(w, []string{"NAME", "STATE", "SCOPE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}, rows)
+			_, err := call(cmd, &cf, func(ctx context.Context, c delegatev1.ManagerServiceClient) (*delegatev1.ListDelegatesResponse, error) {
+				return c.ListDelegates(ctx, &delegatev1.ListDelegatesRequest{})
+			}, printDelegates)
+			return err
 		},
 	}
 
@@ -71,42 +48,35 @@ func newDelegateCmd() *cobra.Command {
 			if requestID != "" && !async {
 				return usageErr(fmt.Errorf("--request-id: only with --async (a sync ping is not stored, and safe to repeat)"))
 			}
-			c, ctx, done, err := cf.managerClient(cmd)
+			var start time.Time
+			info, err := call(cmd, &cf, func(ctx context.Context, c delegatev1.ManagerServiceClient) (*delegatev1.TaskInfo, error) {
+				start = time.Now()
+				req := &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async, Scope: sc}
+				if async {
+					// Stored: retried under a request id, queued once.
+					req.RequestId = requestID
+					if req.RequestId == "" {
+						req.RequestId = newRequestID()
+					}
+					return defaultRetry.submit(ctx, cmd.ErrOrStderr(), req.RequestId, false, func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+						return c.Ping(ctx, req)
+					})
+				}
+				return defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+					return c.Ping(ctx, req)
+				})
+			}, func(w io.Writer, info *delegatev1.TaskInfo) error {
+				if async {
+					fmt.Fprintln(w, info.GetId())
+				} else if info.GetOutcome().GetCode() == delegatev1.Code_OK {
+					p := info.GetOutcome().GetPing()
+					fmt.Fprintf(w, "pong from %s (version %s, host %s) in %s\n", p.GetDelegateName(), p.GetVersion(),
+						p.GetHostname(), time.Since(start).Round(time.Microsecond))
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			defer done()
-			start := time.Now()
-			req := &delegatev1.PingRequest{Selectors: selectors, Sleep: durationpb.New(sleep), Async: async, Scope: sc}
-			var info *delegatev1.TaskInfo
-			if async {
-				// Stored: retried under a request id, queued once.
-				req.RequestId = requestID
-				if req.RequestId == "" {
-					req.RequestId = newRequestID()
-				}
-				info, err = defaultRetry.submit(ctx, cmd.ErrOrStderr(), req.RequestId, false, func(ctx context.Context) (*delegatev1.TaskInfo, error) {
-					return c.Ping(ctx, req)
-				})
-			} else {
-				info, err = defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
-					return c.Ping(ctx, req)
-				})
-			}
-			if err != nil {
-				return apiErr(err)
-			}
-			w := cmd.OutOrStdout()
-			if cf.output == "json" {
-				if err := printJSON(w, info); err != nil {
-					return err
-				}
-			} else if async {
-				fmt.Fprintln(w, info.GetId())
-			} else if info.GetOutcome().GetCode() == delegatev1.Code_OK {
-				p := info.GetOutcome().GetPing()
-				fmt.Fprintf(w, "pong from %s (version %s, host %s) in %s\n", p.GetDelegateName(), p.GetVersion(),
-					p.GetHostname(), time.Since(start).Round(time.Microsecond))
 			}
 			return taskErr(info)
 		},
@@ -136,24 +106,17 @@ func newDelegateCmd() *cobra.Command {
 					return usageErr(fmt.Errorf("--scope: %w", err))
 				}
 			}
-			c, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.TagDelegate(ctx, &delegatev1.TagDelegateRequest{Name: args[0], Add: add, Remove: remove, Confirm: confirm, Scope: sc})
-			if err != nil {
-				return apiErr(err)
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			confirmed := ""
-			if t := resp.GetTokenName(); t != "" {
-				confirmed = " (confirmed for delegate token " + t + ")"
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "delegate %s operator tags: %s%s\n", args[0], orDash(strings.Join(resp.GetOperatorTags(), ",")), confirmed)
-			return nil
+			_, err := call(cmd, &cf, func(ctx context.Context, c delegatev1.ManagerServiceClient) (*delegatev1.TagDelegateResponse, error) {
+				return c.TagDelegate(ctx, &delegatev1.TagDelegateRequest{Name: args[0], Add: add, Remove: remove, Confirm: confirm, Scope: sc})
+			}, func(w io.Writer, resp *delegatev1.TagDelegateResponse) error {
+				confirmed := ""
+				if t := resp.GetTokenName(); t != "" {
+					confirmed = " (confirmed for delegate token " + t + ")"
+				}
+				fmt.Fprintf(w, "delegate %s operator tags: %s%s\n", args[0], orDash(strings.Join(resp.GetOperatorTags(), ",")), confirmed)
+				return nil
+			})
+			return err
 		},
 	}
 	tf := tag.Flags()
@@ -164,6 +127,25 @@ func newDelegateCmd() *cobra.Command {
 
 	cmd.AddCommand(list, ping, tag)
 	return cmd
+}
+
+// printDelegates is the table of smd delegate list.
+func printDelegates(w io.Writer, resp *delegatev1.ListDelegatesResponse) error {
+	rows := [][]string{}
+	for _, d := range resp.GetDelegates() {
+		state := "connected"
+		if d.GetDraining() {
+			state = "draining"
+		}
+		scope := "*" // an unscoped token: every scope
+		if d.GetScope() != nil {
+			scope = connector.ScopeKey(d.GetScope())
+		}
+		rows = append(rows, []string{d.GetName(), state, scope, strings.Join(d.GetTags(), ","),
+			fmt.Sprintf("%d/%d", len(d.GetRunningTasks()), d.GetCapacity()), orDash(d.GetVersion()),
+			ago(d.GetConnectedSince()), ago(d.GetLastHeartbeat())})
+	}
+	return table(w, []string{"NAME", "STATE", "SCOPE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}, rows)
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

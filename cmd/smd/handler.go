@@ -29,7 +29,7 @@ func newTaskHandler(cfg agent.Config, log zerolog.Logger) (agent.Handler, error)
 		Policy:      policy,
 	})
 	r := tasks.NewRunner(tasks.RunnerOptions{Logger: log, Pool: pool})
-	return &agent.Tasks{Name: cfg.Name, Version: Version, Secrets: secretRunner{r}}, nil
+	return &agent.TaskHandler{Name: cfg.Name, Version: Version, Secrets: secretRunner{r}}, nil
 }
 
 // agentPolicy is what the agent's config lets connectors reach on this

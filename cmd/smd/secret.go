@@ -44,7 +44,7 @@ func newSecretCmd() *cobra.Command {
 	cf.register(cmd)
 
 	// run sends req; wait forces waiting for a change (--show).
-	run := func(cmd *cobra.Command, sf *secretFlags, req *delegatev1.SecretRequest, wait bool, show func(io.Writer, *delegatev1.SecretResult)) error {
+	run := func(cmd *cobra.Command, sf *secretFlags, req *delegatev1.SecretRequest, wait bool, printResult func(io.Writer, *delegatev1.SecretResult)) error {
 		sc, err := parseScope(cmd, sf.scope)
 		if err != nil {
 			return err
@@ -58,44 +58,35 @@ func newSecretCmd() *cobra.Command {
 		req.Connector = &delegatev1.ConnectorRef{Scope: sc, Identifier: sf.connector}
 		mutation := req.GetGet() == nil && req.GetList() == nil && req.GetDescribe() == nil && req.GetVersions() == nil
 		req.Async = mutation && !sf.wait && !wait
-		cl, ctx, done, err := cf.managerClient(cmd)
+		info, err := call(cmd, &cf, func(ctx context.Context, cl delegatev1.ManagerServiceClient) (*delegatev1.TaskInfo, error) {
+			if mutation {
+				// A change carries a request id and is retried under it
+				// when its fate is unknown: it is made once, whatever
+				// happens to the connection or the manager.
+				req.RequestId = sf.requestID
+				if req.RequestId == "" {
+					req.RequestId = newRequestID()
+				}
+				return defaultRetry.submit(ctx, cmd.ErrOrStderr(), req.RequestId, !req.Async, func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+					return cl.Secret(ctx, req)
+				})
+			}
+			return defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
+				return cl.Secret(ctx, req)
+			})
+		}, func(w io.Writer, info *delegatev1.TaskInfo) error {
+			if req.Async {
+				fmt.Fprintf(w, "task %s queued (smd task watch %s)\n", info.GetId(), info.GetId())
+			} else if info.GetOutcome().GetCode() == delegatev1.Code_OK {
+				printResult(w, info.GetOutcome().GetSecret())
+			}
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		defer done()
-		var info *delegatev1.TaskInfo
-		if mutation {
-			// A change carries a request id and is retried under it when
-			// its fate is unknown: it is made once, whatever happens to
-			// the connection or the manager.
-			req.RequestId = sf.requestID
-			if req.RequestId == "" {
-				req.RequestId = newRequestID()
-			}
-			info, err = defaultRetry.submit(ctx, cmd.ErrOrStderr(), req.RequestId, !req.Async, func(ctx context.Context) (*delegatev1.TaskInfo, error) {
-				return cl.Secret(ctx, req)
-			})
-		} else {
-			info, err = defaultRetry.send(ctx, cmd.ErrOrStderr(), func(ctx context.Context) (*delegatev1.TaskInfo, error) {
-				return cl.Secret(ctx, req)
-			})
-		}
-		if err != nil {
-			return apiErr(err)
-		}
-		w := cmd.OutOrStdout()
-		if cf.output == "json" {
-			if err := printJSON(w, info); err != nil {
-				return err
-			}
-			return taskErr(info)
-		}
-		if req.Async {
-			fmt.Fprintf(w, "task %s queued (smd task watch %s)\n", info.GetId(), info.GetId())
-			return nil
-		}
-		if info.GetOutcome().GetCode() == delegatev1.Code_OK {
-			show(w, info.GetOutcome().GetSecret())
+		if req.Async && cf.output != "json" {
+			return nil // queued: the text says so, whatever the task later does
 		}
 		return taskErr(info)
 	}

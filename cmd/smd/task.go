@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -20,16 +21,12 @@ func newTaskCmd() *cobra.Command {
 		Short: "Show a task",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			info, err := c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: args[0]})
-			if err != nil {
-				return apiErr(err)
-			}
-			return printTasks(cmd.OutOrStdout(), cf.output, info)
+			_, err := call(cmd, &cf, func(ctx context.Context, c delegatev1.ManagerServiceClient) (*delegatev1.TaskInfo, error) {
+				return c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: args[0]})
+			}, func(w io.Writer, info *delegatev1.TaskInfo) error {
+				return printTasks(w, info)
+			})
+			return err
 		},
 	}
 
@@ -54,38 +51,34 @@ func newTaskCmd() *cobra.Command {
 				}
 				req.State = delegatev1.TaskState(v)
 			}
-			c, ctx, done, err := cf.managerClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			out := &delegatev1.ListTasksResponse{}
-			for {
-				req.Limit = maxListPage
-				if limit > 0 {
-					req.Limit = min(limit-int32(len(out.Tasks)), maxListPage)
+			_, err := call(cmd, &cf, func(ctx context.Context, c delegatev1.ManagerServiceClient) (*delegatev1.ListTasksResponse, error) {
+				out := &delegatev1.ListTasksResponse{}
+				for {
+					req.Limit = maxListPage
+					if limit > 0 {
+						req.Limit = min(limit-int32(len(out.Tasks)), maxListPage)
+					}
+					resp, err := c.ListTasks(ctx, req)
+					if err != nil {
+						return nil, err
+					}
+					out.Tasks = append(out.Tasks, resp.GetTasks()...)
+					out.NextPageToken = resp.GetNextPageToken()
+					if out.NextPageToken == "" || limit > 0 && int32(len(out.Tasks)) >= limit {
+						return out, nil
+					}
+					req.PageToken = out.NextPageToken
 				}
-				resp, err := c.ListTasks(ctx, req)
-				if err != nil {
-					return apiErr(err)
+			}, func(w io.Writer, out *delegatev1.ListTasksResponse) error {
+				if err := printTasks(w, out.GetTasks()...); err != nil {
+					return err
 				}
-				out.Tasks = append(out.Tasks, resp.GetTasks()...)
-				out.NextPageToken = resp.GetNextPageToken()
-				if out.NextPageToken == "" || limit > 0 && int32(len(out.Tasks)) >= limit {
-					break
+				if out.NextPageToken != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "smd: more tasks: smd task list --page-token %s\n", out.NextPageToken)
 				}
-				req.PageToken = out.NextPageToken
-			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			if err := printTasks(cmd.OutOrStdout(), cf.output, out.GetTasks()...); err != nil {
-				return err
-			}
-			if out.NextPageToken != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "smd: more tasks: smd task list --page-token %s\n", out.NextPageToken)
-			}
-			return nil
+				return nil
+			})
+			return err
 		},
 	}
 	list.Flags().StringVar(&state, "state", "", "only tasks in this state: queued, leased, succeeded, failed")
@@ -137,10 +130,8 @@ const maxListPage = 1000
 
 func stateName(s delegatev1.TaskState) string { return strings.ToLower(s.String()) }
 
-func printTasks(w io.Writer, format string, ts ...*delegatev1.TaskInfo) error {
-	if format == "json" && len(ts) == 1 {
-		return printJSON(w, ts[0])
-	}
+// printTasks is the table of smd task get and list.
+func printTasks(w io.Writer, ts ...*delegatev1.TaskInfo) error {
 	rows := [][]string{}
 	for _, t := range ts {
 		code, msg := "-", ""

@@ -39,6 +39,22 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
+// Load returns defaults overlaid by the YAML file at path (none when
+// path is empty), then by SMD_* environment variables (ApplyEnv with
+// os.LookupEnv): the loading shared by the agent's and the manager's
+// LoadConfig. T is a config struct. The caller applies flags and calls
+// Validate.
+func Load[T any](path string, defaults T) (T, error) {
+	c := defaults
+	if err := LoadFile(path, &c); err != nil {
+		return c, err
+	}
+	if err := ApplyEnv("SMD", &c, os.LookupEnv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
 // LoadFile decodes the YAML file at path into dst, refusing unknown keys.
 // An empty path does nothing; a path that was given but is missing is an
 // error.

@@ -72,3 +72,28 @@ func TestLoadFileErrors(t *testing.T) {
 		t.Errorf("ApplyEnv(SMD_COUNT=x) = %v, want an error naming SMD_COUNT", err)
 	}
 }
+
+// TestLoadDefaultsFileEnv: Load keeps a default no layer sets, the file
+// overrides a default, and the environment overrides the file.
+func TestLoadDefaultsFileEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("name: file\ncount: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SMD_COUNT", "7")
+	got, err := config.Load(path, sample{Name: "default", Count: 1, Wait: config.Duration(time.Second)})
+	if err != nil {
+		t.Fatalf("Load(%q) = %v", path, err)
+	}
+	want := sample{Name: "file", Count: 7, Wait: config.Duration(time.Second)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Load(%q) mismatch (-want +got):\n%s", path, diff)
+	}
+	if _, err := config.Load(filepath.Join(t.TempDir(), "missing.yaml"), sample{}); err == nil {
+		t.Errorf("Load(missing file) = nil error, want one")
+	}
+	t.Setenv("SMD_COUNT", "many")
+	if _, err := config.Load("", sample{}); err == nil || !strings.Contains(err.Error(), "SMD_COUNT") {
+		t.Errorf("Load with SMD_COUNT=many = %v, want an error naming SMD_COUNT", err)
+	}
+}

@@ -117,7 +117,7 @@ func TestStaleResultsFenced(t *testing.T) {
 		return nil
 	})
 	frozen.signal(t, syscall.SIGSTOP)
-	t.Cleanup(func() { _ = frozen.cmd.Process.Signal(syscall.SIGCONT) })
+	t.Cleanup(func() { _ = frozen.Signal(syscall.SIGCONT) })
 
 	// The leases expire; the tasks go to the other agent.
 	startAgent(t, m, "thawed-out", agentOpts{Tags: []string{"pool"}, Concurrency: 4})

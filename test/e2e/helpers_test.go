@@ -4,13 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,11 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"gopkg.in/yaml.v3"
 
+	"github.com/smdelegate/smdelegate/internal/harness"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -37,13 +30,10 @@ const (
 	defaultHeartbeat = 500 * time.Millisecond
 )
 
-// proc is a child process with its own log file.
+// proc is a child process with its own log file (harness.Proc), with
+// helpers that fail the test.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{} // closed when the process has exited
-	state   *os.ProcessState
+	*harness.Proc
 }
 
 // startProc starts the smd binary with args, its stdout and stderr in
@@ -53,29 +43,15 @@ type proc struct {
 // printed.
 func startProc(t testing.TB, dir, name string, env []string, args ...string) *proc {
 	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	hp, err := harness.Start(dir, name, smdBin, env, args...)
 	if err != nil {
-		t.Fatalf("create log for %s: %v", name, err)
+		t.Fatal(err)
 	}
-	cmd := exec.Command(smdBin, args...)
-	cmd.Env = append(cleanEnv(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	f.Close() // the child holds its own descriptor
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		p.state = cmd.ProcessState
-		close(p.done)
-	}()
+	p := &proc{hp}
 	t.Cleanup(func() {
 		if !p.exited() {
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			<-p.done
+			_ = p.Signal(syscall.SIGKILL)
+			<-p.Done()
 		}
 		log := p.log()
 		for _, bad := range []string{"WARNING: DATA RACE", "\npanic: ", "fatal error: "} {
@@ -84,7 +60,7 @@ func startProc(t testing.TB, dir, name string, env []string, args ...string) *pr
 			}
 		}
 		if t.Failed() {
-			t.Logf("---- tail of %s (%s) ----\n%s", name, logPath, tail(log, 40))
+			t.Logf("---- tail of %s (%s) ----\n%s", name, p.LogPath, tail(log, 40))
 		}
 	})
 	return p
@@ -92,46 +68,22 @@ func startProc(t testing.TB, dir, name string, env []string, args ...string) *pr
 
 // cleanEnv is the test's environment without SMD_* variables, so that an
 // operator's shell cannot change what the tests run.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SMD_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+func cleanEnv() []string { return harness.CleanEnv() }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string, n int) string { return harness.Tail(s, n) }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.Exited() }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.Pid() }
 
 // log returns everything the process wrote so far.
-func (p *proc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
+func (p *proc) log() string { return p.Log() }
 
 // signal sends sig to the process.
 func (p *proc) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %s to %s: %v", sig, p.name, err)
+	if err := p.Signal(sig); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -139,7 +91,7 @@ func (p *proc) signal(t testing.TB, sig syscall.Signal) {
 func (p *proc) kill(t testing.TB) {
 	t.Helper()
 	p.signal(t, syscall.SIGKILL)
-	<-p.done
+	<-p.Done()
 }
 
 // wait waits for the process to exit and returns its exit code (-1 when a
@@ -147,10 +99,10 @@ func (p *proc) kill(t testing.TB) {
 func (p *proc) wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
 	select {
-	case <-p.done:
-		return p.state.ExitCode()
+	case <-p.Done():
+		return p.ExitCode()
 	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s", p.name, timeout)
+		t.Fatalf("%s did not exit within %s", p.Name, timeout)
 		return 0
 	}
 }
@@ -176,35 +128,23 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error
 // startManager retries when another process took it meanwhile.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func randomToken(t testing.TB, prefix string) string {
 	t.Helper()
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + base64.RawURLEncoding.EncodeToString(b)
+	return harness.RandomToken(prefix)
 }
 
-func sha256Hex(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
+func sha256Hex(s string) string { return harness.SHA256Hex(s) }
 
 func writeYAML(t testing.TB, path string, v any) {
 	t.Helper()
-	b, err := yaml.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	if err := harness.WriteYAML(path, v); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -279,17 +219,13 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 	}
 	// The master key seals stored credentials and payloads.
 	keyPath := filepath.Join(dir, "master.key")
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	if err := harness.WriteMasterKey(keyPath); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyPath, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	delegateTokens := []map[string]any{{"name": "e2e-delegate", "sha256": sha256Hex(m.DelegateToken)}}
-	operatorTokens := []map[string]any{{"name": "e2e-operator", "sha256": sha256Hex(m.OperatorToken)}}
+	delegateTokens := []harness.Token{{Name: "e2e-delegate", Token: m.DelegateToken}}
+	operatorTokens := []harness.Token{{Name: "e2e-operator", Token: m.OperatorToken}}
 	for i, tk := range opts.Tokens {
-		entry := map[string]any{"name": fmt.Sprintf("e2e-%s-%d", tk.Kind, i), "sha256": sha256Hex(tk.Token), "scope": tk.Scope}
+		entry := harness.Token{Name: fmt.Sprintf("e2e-%s-%d", tk.Kind, i), Token: tk.Token, Scope: tk.Scope}
 		if tk.Kind == "delegate" {
 			delegateTokens = append(delegateTokens, entry)
 		} else {
@@ -303,37 +239,30 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 	}
 	for try := 0; ; try++ {
 		m.Addr, m.HTTPAddr = freeAddr(t), freeAddr(t)
-		writeYAML(t, m.configPath, map[string]any{
-			"store":            storeCfg,
-			"listen":           m.Addr,
-			"http_listen":      m.HTTPAddr,
-			"data_dir":         filepath.Join(dir, "data"),
-			"shutdown_timeout": "2s",
-			"master_key_file":  keyPath,
-			"tls":              map[string]any{"insecure": true},
-			"auth": map[string]any{
-				"delegate_tokens": delegateTokens,
-				"operator_tokens": operatorTokens,
-			},
-			"dispatch": map[string]any{
-				"lease_duration":     opts.Lease.String(),
-				"heartbeat_interval": opts.Heartbeat.String(),
-				"queue_timeout":      opts.QueueTimeout.String(),
-				"task_deadline":      opts.TaskDeadline.String(),
-				"max_attempts":       opts.MaxAttempts,
-			},
-			"log": map[string]any{"level": "info", "format": "json"},
-			// Well above what any test here submits, so no limit
-			// refuses the chaos workload or a burst of pings; the
-			// limits' own tests are in package manager.
-			"limits": map[string]any{
-				"submit_rate":            100000,
-				"submit_burst":           100000,
-				"scope_unfinished_tasks": 100000,
-				"scope_payload_bytes":    1 << 30,
-				"ping_max_sleep":         (opts.TaskDeadline / 2).String(),
-			},
-		})
+		cfg := harness.Manager{
+			Addr: m.Addr, HTTPAddr: m.HTTPAddr, DataDir: filepath.Join(dir, "data"), MasterKeyFile: keyPath,
+			DelegateTokens: delegateTokens, OperatorTokens: operatorTokens, LogLevel: "info",
+		}.YAML()
+		cfg["store"] = storeCfg
+		cfg["shutdown_timeout"] = "2s"
+		cfg["dispatch"] = map[string]any{
+			"lease_duration":     opts.Lease.String(),
+			"heartbeat_interval": opts.Heartbeat.String(),
+			"queue_timeout":      opts.QueueTimeout.String(),
+			"task_deadline":      opts.TaskDeadline.String(),
+			"max_attempts":       opts.MaxAttempts,
+		}
+		// Well above what any test here submits, so no limit refuses the
+		// chaos workload or a burst of pings; the limits' own tests are
+		// in package manager.
+		cfg["limits"] = map[string]any{
+			"submit_rate":            100000,
+			"submit_burst":           100000,
+			"scope_unfinished_tasks": 100000,
+			"scope_payload_bytes":    1 << 30,
+			"ping_max_sleep":         (opts.TaskDeadline / 2).String(),
+		}
+		writeYAML(t, m.configPath, cfg)
 		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -358,24 +287,11 @@ func (m *manager) start() error {
 		name = fmt.Sprintf("manager-%d", m.starts)
 	}
 	m.proc = startProc(m.t, m.dir, name, m.env, "manager", "-c", m.configPath)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if m.proc.exited() {
-			log := m.proc.log()
-			if strings.Contains(log, "address already in use") {
-				return errAddrInUse
-			}
-			return fmt.Errorf("manager exited with code %d:\n%s", m.proc.state.ExitCode(), tail(log, 20))
-		}
-		if resp, err := http.Get("http://" + m.HTTPAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(25 * time.Millisecond)
+	err := harness.WaitReady(m.proc.Proc, m.HTTPAddr, 20*time.Second)
+	if errors.Is(err, harness.ErrExited) && strings.Contains(m.proc.log(), "address already in use") {
+		return errAddrInUse
 	}
-	return fmt.Errorf("manager not ready on %s within 20s", m.HTTPAddr)
+	return err
 }
 
 // restart starts the manager again on the same config: same ports, same
@@ -398,22 +314,14 @@ func (m *manager) restart(t testing.TB) {
 	}
 }
 
-// bearer is an operator token sent with every call. The tests talk
-// plaintext to 127.0.0.1, so it does not require transport security.
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-func (bearer) RequireTransportSecurity() bool { return false }
+// bearer is an operator token sent with every call (plaintext loopback).
+type bearer = harness.Bearer
 
 // API returns a client of the manager's operator API, as platform code
 // would use it. It survives manager restarts (gRPC reconnects).
 func (m *manager) API() delegatev1.ManagerServiceClient {
 	m.apiOnce.Do(func() {
-		conn, err := grpc.NewClient(m.Addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(bearer(m.OperatorToken)))
+		conn, err := harness.Dial(m.Addr, m.OperatorToken)
 		if err != nil {
 			m.t.Fatalf("grpc client: %v", err)
 		}
@@ -636,23 +544,19 @@ func startAgent(t testing.TB, m *manager, name string, opts agentOpts) *proc {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "agent.yaml")
-	c := map[string]any{
-		"manager":       opts.Manager,
-		"name":          name,
-		"tags":          opts.Tags,
-		"concurrency":   opts.Concurrency,
-		"drain_timeout": "30s",
-		"tls":           map[string]any{"insecure": true},
-		"reconnect":     map[string]any{"initial": "100ms", "max": "1s"},
-		"log":           map[string]any{"level": "info", "format": "json"},
-		"endpoints":     map[string]any{"allow": opts.Endpoints},
+	ac := harness.Agent{
+		Manager: opts.Manager, Name: name, Tags: opts.Tags, Concurrency: opts.Concurrency,
+		Endpoints: opts.Endpoints, LogLevel: "info",
 	}
 	var env []string
 	if opts.TokenEnv {
 		env = append(env, "SMD_TOKEN="+opts.Token)
 	} else {
-		c["token"] = opts.Token
+		ac.Token = opts.Token
 	}
+	c := ac.YAML()
+	c["drain_timeout"] = "30s"
+	c["reconnect"] = map[string]any{"initial": "100ms", "max": "1s"}
 	writeYAML(t, cfg, c)
 	p := startProc(t, dir, "agent-"+name, env, "agent", "-c", cfg)
 	if !opts.NoWait {

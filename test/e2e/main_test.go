@@ -4,10 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/smdelegate/smdelegate/internal/harness"
 )
 
 // smdBin is the smd binary built by TestMain.
@@ -34,25 +33,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildSmd builds ./cmd/smd of the module this test lives in into dir.
+// buildSmd builds ./cmd/smd of the module this test lives in into dir
+// (with the race detector when SMD_E2E_RACE=1).
 func buildSmd(dir string) (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside a Go module")
-	}
-	bin := filepath.Join(dir, "smd")
-	args := []string{"build", "-o", bin}
+	var flags []string
 	if os.Getenv("SMD_E2E_RACE") == "1" {
-		args = append(args, "-race")
+		flags = append(flags, "-race")
 	}
-	cmd := exec.Command("go", append(args, "./cmd/smd")...)
-	cmd.Dir = filepath.Dir(gomod)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, b)
-	}
-	return bin, nil
+	return harness.BuildSmd(dir, nil, flags...)
 }

@@ -131,7 +131,7 @@ func testKillManagerRestart(t *testing.T, opts managerOpts, maxRequeued float64)
 	}
 	for i, a := range agents {
 		if a.exited() {
-			t.Errorf("agent-%d exited (code %d), want it to reconnect by itself", i+1, a.state.ExitCode())
+			t.Errorf("agent-%d exited (code %d), want it to reconnect by itself", i+1, a.ExitCode())
 		}
 	}
 	// The restarted manager counts only the completions it recorded: no

@@ -57,7 +57,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -129,20 +128,14 @@ type DB struct {
 	path   string
 	log    zerolog.Logger
 
-	// mu guards closed. Every method holds a read lock for its whole call,
-	// so Close (which takes the write lock) waits for calls in flight and
-	// no call ever reaches a closed bbolt.DB.
-	mu     sync.RWMutex
-	closed bool
+	// life gates every call (so Close waits for calls in flight and no
+	// call ever reaches a closed bbolt.DB) and runs the prune loop.
+	life store.Lifetime
 
 	// pruneChunk is how many tasks one prune transaction examines.
 	pruneChunk int
 	// scrubChunk is how many tasks one ScrubFinished transaction rewrites.
 	scrubChunk int
-
-	// cancel stops the prune loop; done is closed when it has returned.
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 // Open opens or creates the database file at path (creating its directory
@@ -198,22 +191,15 @@ func Open(path string, opts Options) (*DB, error) {
 		commit: &committer{db: bdb, maxBatch: maxBatch},
 		path:   path,
 		log:    opts.Logger.With().Str("component", "store.bolt").Logger(),
-		done:   make(chan struct{}),
 
 		pruneChunk: defaultPruneChunk,
 		scrubChunk: defaultScrubChunk,
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	db.cancel = cancel
-	if opts.KeepFinished > 0 {
-		interval := opts.PruneInterval
-		if interval <= 0 {
-			interval = DefaultPruneInterval
-		}
-		go db.pruneLoop(ctx, opts.KeepFinished, interval)
-	} else {
-		close(db.done)
+	interval := opts.PruneInterval
+	if interval <= 0 {
+		interval = DefaultPruneInterval
 	}
+	db.life.StartPrune(db.log, opts.KeepFinished, interval, db.Prune)
 	return db, nil
 }
 
@@ -224,22 +210,12 @@ func (db *DB) Path() string { return db.path }
 // file, releasing its lock. Calls after Close, Close included, return
 // store.ErrClosed.
 func (db *DB) Close() error {
-	// Stop the prune loop first, so that Close does not wait for a long
-	// prune to finish.
-	db.cancel()
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
-		return store.ErrClosed
-	}
-	db.closed = true
-	db.mu.Unlock()
-
-	<-db.done
-	if err := db.bdb.Close(); err != nil {
-		return fmt.Errorf("bolt: close %s: %w", db.path, err)
-	}
-	return nil
+	return db.life.Close(func() error {
+		if err := db.bdb.Close(); err != nil {
+			return fmt.Errorf("bolt: close %s: %w", db.path, err)
+		}
+		return nil
+	})
 }
 
 // enter starts a call: it returns ErrClosed after Close, or ctx's error if it
@@ -248,15 +224,10 @@ func (db *DB) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
-		return store.ErrClosed
-	}
-	return nil
+	return db.life.Enter()
 }
 
-func (db *DB) exit() { db.mu.RUnlock() }
+func (db *DB) exit() { db.life.Exit() }
 
 // creationKey returns the "created"/"unfinished" key of a task: CreatedAt in
 // an order-preserving 12-byte form, then the id.

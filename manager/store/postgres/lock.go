@@ -210,10 +210,7 @@ func (db *DB) LockInstance(ctx context.Context, owner string) (store.InstanceLoc
 // for opts.Wait, then returns a *LockedError naming the holder. While the
 // returned lock is lost (see Run), the DB's calls fail with ErrLockLost.
 func (db *DB) Lock(ctx context.Context, opts LockOptions) (*Lock, error) {
-	db.mu.RLock()
-	closed := db.closed
-	db.mu.RUnlock()
-	if closed {
+	if db.life.Closed() {
 		return nil, store.ErrClosed
 	}
 	if opts.Wait == 0 {

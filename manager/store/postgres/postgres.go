@@ -54,7 +54,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,11 +115,9 @@ type DB struct {
 	log         zerolog.Logger
 	callTimeout time.Duration
 
-	// mu guards closed. Every method holds a read lock for its whole call,
-	// so Close (which takes the write lock) waits for calls in flight and
-	// no call ever reaches a closed pool.
-	mu     sync.RWMutex
-	closed bool
+	// life gates every call (so Close waits for calls in flight and no
+	// call ever reaches a closed pool) and runs the prune loop.
+	life store.Lifetime
 
 	// connCfg is what a session of the pool connects with, for the
 	// manager lock's session of its own (lock.go).
@@ -134,10 +131,6 @@ type DB struct {
 	pruneChunk int
 	// scrubChunk is how many tasks one ScrubFinished round rewrites.
 	scrubChunk int
-
-	// cancel stops the prune loop; done is closed when it has returned.
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 // durableCommit turns synchronous_commit back on for a session where the
@@ -190,22 +183,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		callTimeout: opts.CallTimeout,
 		pruneChunk:  defaultPruneChunk,
 		scrubChunk:  defaultScrubChunk,
-		done:        make(chan struct{}),
 	}
 	if db.callTimeout == 0 {
 		db.callTimeout = DefaultCallTimeout
 	}
-	loopCtx, cancel := context.WithCancel(context.Background())
-	db.cancel = cancel
-	if opts.KeepFinished > 0 {
-		interval := opts.PruneInterval
-		if interval <= 0 {
-			interval = DefaultPruneInterval
-		}
-		go db.pruneLoop(loopCtx, opts.KeepFinished, interval)
-	} else {
-		close(db.done)
+	interval := opts.PruneInterval
+	if interval <= 0 {
+		interval = DefaultPruneInterval
 	}
+	db.life.StartPrune(db.log, opts.KeepFinished, interval, db.Prune)
 	return db, nil
 }
 
@@ -245,20 +231,10 @@ func describeConn(c *pgx.ConnConfig) string {
 // Close stops the prune loop, waits for calls in flight, and closes the
 // pool. Calls after Close, Close included, return store.ErrClosed.
 func (db *DB) Close() error {
-	// Stop the prune loop first, so that Close does not wait for a long
-	// prune to finish.
-	db.cancel()
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
-		return store.ErrClosed
-	}
-	db.closed = true
-	db.mu.Unlock()
-
-	<-db.done
-	db.pool.Close()
-	return nil
+	return db.life.Close(func() error {
+		db.pool.Close()
+		return nil
+	})
 }
 
 // enter starts a call: it returns ErrClosed after Close, ctx's error if
@@ -270,20 +246,18 @@ func (db *DB) enter(ctx context.Context) (context.Context, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
-		return nil, nil, store.ErrClosed
+	if err := db.life.Enter(); err != nil {
+		return nil, nil, err
 	}
 	if fence := db.fence.Load(); fence != nil {
-		db.mu.RUnlock()
+		db.life.Exit()
 		return nil, nil, *fence
 	}
 	cancel := context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok && db.callTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, db.callTimeout)
 	}
-	return ctx, func() { cancel(); db.mu.RUnlock() }, nil
+	return ctx, func() { cancel(); db.life.Exit() }, nil
 }
 
 // isStoreErr reports whether err is one of the store sentinels, already

@@ -58,25 +58,3 @@ func (db *DB) pruneChunkOnce(ctx context.Context, cutoff time.Time) (int, error)
 	}
 	return int(tag.RowsAffected()), nil
 }
-
-// pruneLoop applies Options.KeepFinished at Open and then every interval,
-// until ctx is cancelled (by Close). It closes db.done when it returns.
-func (db *DB) pruneLoop(ctx context.Context, keep, interval time.Duration) {
-	defer close(db.done)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		n, err := db.Prune(ctx, time.Now().Add(-keep))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			db.log.Error().Err(err).Msg("prune finished tasks")
-		case n > 0:
-			db.log.Info().Int("deleted", n).Dur("keep_finished", keep).Msg("pruned finished tasks")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
