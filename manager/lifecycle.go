@@ -97,9 +97,7 @@ func (d *Dispatcher) finish(t *task, o *delegatev1.Outcome) {
 	t.outcome = o
 	t.busy = false
 	t.updatedAt = d.now()
-	d.forgetLocked(t)
-	d.notifyLocked(t)
-	close(t.done)
+	d.forgetLocked(t) // wakes its waiters
 	d.mu.Unlock()
 	d.metrics.outcomes.WithLabelValues(o.GetCode().String()).Inc()
 }
@@ -216,13 +214,13 @@ func (d *Dispatcher) run(acts []action) {
 	for _, a := range acts {
 		switch a.kind {
 		case delegatev1.Code_OK:
-			go d.requeue(a.t, a.leaseID, a.msg)
+			d.spawn(func() { d.requeue(a.t, a.leaseID, a.msg) })
 		default:
 			if a.holder != nil {
 				a.holder.out.Push(cancelMsg(a.t.id, a.leaseID, a.kind.String()))
 			}
 			if a.t.async {
-				go d.fail(a.t, a.kind, a.msg)
+				d.spawn(func() { d.fail(a.t, a.kind, a.msg) })
 			} else {
 				d.fail(a.t, a.kind, a.msg)
 			}
