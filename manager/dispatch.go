@@ -48,7 +48,11 @@ type task struct {
 	seq  uint64 // FIFO order across queues
 	// busy is set while a store write for this task is in flight; the
 	// sweeper and result handling leave a busy task alone.
-	busy    bool
+	busy bool
+	// storing is set while a result under leaseID is being stored
+	// (persistFinal, retried through a store outage): a copy the agent
+	// sends again is not answered; the store write acknowledges it.
+	storing bool
 	outcome *delegatev1.Outcome
 	// changed is closed and replaced at every state change (WatchTask).
 	changed chan struct{}
