@@ -210,31 +210,47 @@ func TestIssue10CompleteFailureKeepsResult(t *testing.T) {
 }
 
 // TestIssue10CatalogOutageDoesNotFailTask: a transient failure reading
-// the connector while preparing a dispatch retries it; the task is not
-// failed INTERNAL.
+// the connector, or the builtin credential it binds, while preparing a
+// dispatch retries it; the task is not failed INTERNAL or CREDENTIALS.
 func TestIssue10CatalogOutageDoesNotFailTask(t *testing.T) {
 	t.Parallel()
-	fs := mustFaultStore(t)
-	srv := mustManagerWith(t, nil, testLogger(t), fs)
-	c, ctx := operator(t, srv.Addr())
-	if _, err := c.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: &delegatev1.Connector{
-		Identifier: "c", Name: "c", CredentialType: delegatev1.CredentialType_ACCESS_KEY,
-		AccessKeyId: "env:AWS_ACCESS_KEY_ID", SecretAccessKey: "env:AWS_SECRET_ACCESS_KEY", Region: "eu-west-1",
-		DelegateSelectors: []string{"catalog-reader"},
-	}}); err != nil {
-		t.Fatalf("CreateConnector: %v", err)
+	tests := []struct {
+		name   string
+		secret string // the connector's secret_access_key
+		break_ func(f *faults)
+	}{
+		{"connector read", "env:AWS_SECRET_ACCESS_KEY", func(f *faults) { f.GetConnector = failFirst(3, errOutage) }},
+		{"builtin credential read", "builtin:k", func(f *faults) { f.GetCredential = failFirst(3, errOutage) }},
 	}
-	info, err := c.Secret(ctx, &delegatev1.SecretRequest{Connector: &delegatev1.ConnectorRef{Identifier: "c"}, Async: true,
-		Op: &delegatev1.SecretRequest_Create{Create: &delegatev1.CreateSecretOp{Name: "s1",
-			Value: &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: "v"}}}}})
-	if err != nil {
-		t.Fatalf("Secret(create, async) = %v", err)
-	}
-	fs.set(func(f *faults) { f.GetConnector = failFirst(3, errOutage) })
-	w := mustWire(t, srv.Addr(), delegateToken, hello("catalog-reader", "p1"))
-	if task := w.nextTask(10 * time.Second); task == nil || task.GetId() != info.GetId() {
-		got, _ := c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: info.GetId()})
-		t.Fatalf("delegate got task %v, want %s (the task is now %v)", task, info.GetId(), got)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fs := mustFaultStore(t)
+			srv := mustManagerWith(t, nil, testLogger(t), fs)
+			c, ctx := operator(t, srv.Addr())
+			if _, err := c.PutCredential(ctx, &delegatev1.PutCredentialRequest{Name: "k", Value: []byte("planted-key")}); err != nil {
+				t.Fatalf("PutCredential: %v", err)
+			}
+			if _, err := c.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: &delegatev1.Connector{
+				Identifier: "c", Name: "c", CredentialType: delegatev1.CredentialType_ACCESS_KEY,
+				AccessKeyId: "AKIAEXAMPLE", SecretAccessKey: tc.secret, Region: "eu-west-1",
+				DelegateSelectors: []string{"catalog-reader"},
+			}}); err != nil {
+				t.Fatalf("CreateConnector: %v", err)
+			}
+			info, err := c.Secret(ctx, &delegatev1.SecretRequest{Connector: &delegatev1.ConnectorRef{Identifier: "c"}, Async: true,
+				Op: &delegatev1.SecretRequest_Create{Create: &delegatev1.CreateSecretOp{Name: "s1",
+					Value: &delegatev1.SecretValue{Value: &delegatev1.SecretValue_StringValue{StringValue: "v"}}}}})
+			if err != nil {
+				t.Fatalf("Secret(create, async) = %v", err)
+			}
+			fs.set(tc.break_)
+			w := mustWire(t, srv.Addr(), delegateToken, hello("catalog-reader", "p1"))
+			if task := w.nextTask(10 * time.Second); task == nil || task.GetId() != info.GetId() {
+				got, _ := c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: info.GetId()})
+				t.Fatalf("delegate got task %v, want %s (the task is now %v)", task, info.GetId(), got)
+			}
+		})
 	}
 }
 
