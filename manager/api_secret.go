@@ -223,6 +223,9 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 	settings, err := connector.Settings(c, func(field, name string) (string, error) {
 		return s.boundCredential(ctx, c, field, name)
 	}, token)
+	if store.IsUnavailable(err) {
+		return nil, err // transient: the dispatch is tried again
+	}
 	if err != nil {
 		return nil, &TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}
 	}
