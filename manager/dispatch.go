@@ -243,7 +243,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		if errors.As(err, &dup) {
 			return d.existing(ctx, dup.Task, req.Request)
 		}
-		if err != nil {
+		if err != nil && !d.storedAnyway(ctx, t.id, err) {
 			return nil, fmt.Errorf("persist task: %w", err)
 		}
 	}

@@ -187,3 +187,18 @@ func (d *Dispatcher) readBack(op string, t *task, werr error, n *int) (st *store
 	}
 }
 
+// storedAnyway reports whether task id, whose CreateTask failed with err,
+// is stored all the same (the write took effect before the error): then
+// it is the caller's and runs. Otherwise the caller gets err (the API
+// answers Unavailable for a transient one, and a retry with the request
+// id finds the task if the write took effect after all).
+func (d *Dispatcher) storedAnyway(ctx context.Context, id string, err error) bool {
+	if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrExists) {
+		return false
+	}
+	if _, gerr := d.store.GetTask(ctx, id); gerr != nil {
+		return false
+	}
+	d.log.Warn().Err(err).Str("task_id", id).Msg("the store reported an error storing a task it stored: the task runs")
+	return true
+}
