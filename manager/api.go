@@ -188,9 +188,16 @@ func (d *Dispatcher) getTask(ctx context.Context, id string) (*delegatev1.TaskIn
 	}
 	info := storedInfo(st)
 	if !st.State.Final() {
-		// Between the store write and memory: look again shortly.
+		// Between the store write and memory (a task that changed just
+		// now): look again shortly. A task that has not changed for a
+		// while is run by another manager sharing the store: look again
+		// every second, not 20 times a second for as long as it runs.
+		wait := 50 * time.Millisecond
+		if d.now().Sub(st.UpdatedAt) > time.Second {
+			wait = time.Second
+		}
 		ch := make(chan struct{})
-		time.AfterFunc(50*time.Millisecond, func() { close(ch) })
+		time.AfterFunc(wait, func() { close(ch) })
 		return info, ch, nil
 	}
 	return info, nil, nil

@@ -223,6 +223,9 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 	settings, err := connector.Settings(c, func(field, name string) (string, error) {
 		return s.boundCredential(ctx, c, field, name)
 	}, token)
+	if store.IsUnavailable(err) {
+		return nil, err // transient: the dispatch is tried again
+	}
 	if err != nil {
 		return nil, &TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}
 	}
@@ -258,6 +261,15 @@ func (s *managerService) toStatus(err error) error {
 		return status.Error(codes.NotFound, "task not found")
 	case errors.Is(err, ErrShuttingDown):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+		// A store outage (PostgreSQL unreachable or restarting, its
+		// manager lock being taken again, a call timeout) or a store
+		// closing with the manager: the caller may retry, with the same
+		// request_id for an async request, which finds the task if this
+		// call stored it after all. The outage is logged where it is
+		// noticed, not once per call.
+		s.log.Debug().Err(err).Msg("store unavailable")
+		return status.Error(codes.Unavailable, "the manager's store is unavailable; retry (an async request with the same request_id)")
 	case errors.As(err, &reused):
 		st := status.New(codes.AlreadyExists, reused.Error())
 		if ds, err := st.WithDetails(&errdetails.ErrorInfo{
@@ -269,6 +281,8 @@ func (s *managerService) toStatus(err error) error {
 		return st.Err()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
+	case store.IsUnavailable(err):
+		return status.Error(codes.Unavailable, "the manager's store is unavailable; retry (an async request with the same request_id)")
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

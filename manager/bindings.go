@@ -150,6 +150,9 @@ func (s *managerService) boundCredential(ctx context.Context, c *delegatev1.Conn
 		return "", fmt.Errorf("is bound to the credential %s of scope %s, which no longer exists: put it there again (smd credential put %s --scope %s) or update the connector to bind it anew",
 			name, bs.String(), name, bs.String())
 	}
+	if store.IsUnavailable(err) {
+		return "", err // transient: the caller retries (resolvePayload)
+	}
 	if err != nil {
 		s.log.Error().Err(err).Str("connector", c.GetIdentifier()).Str("credential", name).Str("credential_scope", bs.String()).Msg("read builtin credential")
 		return "", errors.New("cannot be read from the store (see the manager log)")

@@ -48,11 +48,16 @@ type task struct {
 	seq  uint64 // FIFO order across queues
 	// busy is set while a store write for this task is in flight; the
 	// sweeper and result handling leave a busy task alone.
-	busy    bool
+	busy bool
+	// storing is set while a result under leaseID is being stored
+	// (persistFinal, retried through a store outage): a copy the agent
+	// sends again is not answered; the store write acknowledges it.
+	storing bool
 	outcome *delegatev1.Outcome
 	// changed is closed and replaced at every state change (WatchTask).
 	changed chan struct{}
-	// done is closed when the task is final.
+	// done is closed when the task is final, or when it leaves memory
+	// unfinished (forgetLocked).
 	done chan struct{}
 	elem *list.Element // position in its queue while queued
 }
@@ -82,6 +87,15 @@ type Dispatcher struct {
 	limits *limiter
 
 	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (optags.go)
+
+	// outage bounds the log of store failures (storefail.go).
+	outage outageLog
+	// wg counts the goroutines spawn started (store writes and their
+	// retries); join waits for them. spawnMu guards joined and orders
+	// wg.Add before wg.Wait.
+	wg      sync.WaitGroup
+	spawnMu sync.Mutex
+	joined  bool
 
 	mu        sync.Mutex // guards everything below
 	tasks     map[string]*task
@@ -229,7 +243,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		if errors.As(err, &dup) {
 			return d.existing(ctx, dup.Task, req.Request)
 		}
-		if err != nil {
+		if err != nil && !d.storedAnyway(ctx, t.id, err) {
 			return nil, fmt.Errorf("persist task: %w", err)
 		}
 	}
@@ -366,47 +380,83 @@ func (d *Dispatcher) deliver(sends []send) {
 			}
 			continue
 		}
-		go d.claimAndSend(s)
+		d.spawn(func() { d.claimAndSend(s) })
 	}
 }
 
+// claimAndSend resolves s's payload and persists its lease, then sends it.
+// A failed step is retried with backoff (storefail.go); after a failed
+// Claim the stored row decides: the claim took effect (send), it did not
+// (try again), or the task was finished or claimed elsewhere meanwhile
+// (the lease is given back and the task leaves memory, waking its
+// waiters). When the dispatcher closes first the task stays as stored
+// for the next start.
 func (d *Dispatcher) claimAndSend(s send) {
-	if d.needsResolve(s.t.payload) {
-		// Credentials and OIDC tokens are resolved at each dispatch, so
-		// stored tasks never hold them and retries get fresh ones.
-		p, err := d.resolve(context.Background(), s.t.id, s.t.payload)
-		if err != nil {
-			d.unlease(s)
-			d.failErr(s.t, err)
+	ctx := context.Background()
+	resolved := !d.needsResolve(s.t.payload)
+	for n := 0; ; {
+		if !resolved {
+			// Credentials and OIDC tokens are resolved at each dispatch,
+			// so stored tasks never hold them and retries get fresh ones.
+			p, err := d.resolve(ctx, s.t.id, s.t.payload)
+			switch {
+			case err == nil:
+				s.msg.GetTask().Payload, resolved = p, true
+			case store.IsUnavailable(err):
+				d.storeFailed("read connector", s.t.id, err)
+				n++
+				if !d.pause(n) {
+					return
+				}
+				continue
+			default:
+				d.unlease(s)
+				d.failErr(s.t, err)
+				return
+			}
+		}
+		err := d.store.Claim(ctx, s.t.id, s.lease)
+		if err == nil {
+			if n > 0 {
+				d.storeRecovered()
+			}
+			break
+		}
+		if errors.Is(err, store.ErrClosed) {
 			return
 		}
-		s.msg.GetTask().Payload = p
+		st, ok := d.readBack("claim", s.t, err, &n)
+		switch {
+		case !ok:
+			return
+		case st == nil:
+			d.unlease(s)
+			d.release(s.t, "it is no longer in the store")
+			return
+		case st.State.Final():
+			d.unlease(s)
+			d.finishStored(s.t, st)
+			return
+		case st.State == store.StateLeased && st.LeaseID == s.lease.ID:
+			// The claim took effect although it reported an error.
+		case st.State == store.StateLeased:
+			d.unlease(s)
+			d.release(s.t, "another manager claimed it")
+			return
+		default: // still queued: the claim did not take effect
+			d.storeFailed("claim", s.t.id, err)
+			n++
+			if !d.pause(n) {
+				return
+			}
+			continue
+		}
+		break
 	}
-	err := d.store.Claim(context.Background(), s.t.id, s.lease)
 	d.mu.Lock()
 	s.t.busy = false
-	if err != nil {
-		d.log.Error().Err(err).Str("task_id", s.t.id).Msg("persist lease failed; task returns to the queue")
-		// Undo the lease: the agent never saw it.
-		if dg := d.delegates[s.to.name]; dg == s.to {
-			delete(dg.running, s.t.id)
-			dg.credit++
-			d.touchLocked(dg)
-		}
-		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			// Another manager owns this task now; forget it here.
-			d.forgetLocked(s.t)
-			d.mu.Unlock()
-			return
-		}
-		s.t.attempt--
-		s.t.leaseID, s.t.holder = "", ""
-		d.enqueueLocked(s.t, d.now())
-		sends := d.dispatchTaskLocked(s.t)
-		d.mu.Unlock()
-		d.deliver(sends)
-		return
-	}
+	// The lease runs from the send, however long the claim took.
+	s.t.leaseExpiry = d.now().Add(d.cfg.LeaseDuration.D())
 	d.mu.Unlock()
 	// A closed outbox means the delegate left in the meantime: the task
 	// goes back to the queue at once.
@@ -490,14 +540,22 @@ func (d *Dispatcher) openPayload(id string, raw []byte) (*delegatev1.TaskPayload
 	return p, proto.Unmarshal(raw, p)
 }
 
-// forgetLocked removes t from memory and gives back what it counted
-// against its scope's limits.
+// forgetLocked removes t from memory, gives back what it counted
+// against its scope's limits, and wakes its waiters: WatchTask callers
+// (changed) read it from the store from then on; callers waiting for it
+// to end (done) are released, whether or not it is final (a task that
+// leaves memory unfinished runs elsewhere).
 func (d *Dispatcher) forgetLocked(t *task) {
-	if d.tasks[t.id] != t {
-		return
+	if d.tasks[t.id] == t {
+		delete(d.tasks, t.id)
+		d.limits.release(t.scope, t.size)
 	}
-	delete(d.tasks, t.id)
-	d.limits.release(t.scope, t.size)
+	d.notifyLocked(t)
+	select {
+	case <-t.done:
+	default:
+		close(t.done)
+	}
 }
 
 // notifyLocked wakes watchers of t.

@@ -20,6 +20,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager"
+	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -47,6 +48,13 @@ func testLogger(t testing.TB) zerolog.Logger {
 // changes its config first.
 func mustManager(t testing.TB, tweak func(*manager.Config)) *manager.Server {
 	t.Helper()
+	return mustManagerWith(t, tweak, testLogger(t), nil)
+}
+
+// mustManagerWith is mustManager with this logger and store (nil: bolt
+// under the data directory).
+func mustManagerWith(t testing.TB, tweak func(*manager.Config), log zerolog.Logger, st store.Store) *manager.Server {
+	t.Helper()
 	cfg := manager.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.HTTPListen = ""
@@ -65,7 +73,7 @@ func mustManager(t testing.TB, tweak func(*manager.Config)) *manager.Server {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	srv, err := manager.New(cfg, testLogger(t), nil)
+	srv, err := manager.New(cfg, log, st)
 	if err != nil {
 		t.Fatalf("manager.New: %v", err)
 	}

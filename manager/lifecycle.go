@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,9 +16,18 @@ import (
 
 // result handles a TaskResult from dg. Only the current lease's result
 // completes the task (fencing); any other is acknowledged and discarded.
+// An async result is acknowledged once its outcome is stored, however
+// long a store outage makes that take; never accepted=false because the
+// store failed (the agent would drop a result it keeps until acked).
 func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 	d.mu.Lock()
 	t := d.tasks[r.GetTaskId()]
+	if t != nil && t.storing && t.leaseID == r.GetLeaseId() {
+		// A copy of the result being stored (sent again on a new
+		// stream): that write acknowledges it, on the current stream.
+		d.mu.Unlock()
+		return
+	}
 	if t == nil || t.state != store.StateLeased || t.leaseID != r.GetLeaseId() || t.busy {
 		d.mu.Unlock()
 		d.metrics.staleResults.Inc()
@@ -29,6 +39,7 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 	delete(dg.running, t.id)
 	d.touchLocked(dg)
 	async := t.async
+	t.storing = async
 	d.mu.Unlock()
 
 	if !async {
@@ -36,12 +47,21 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 		dg.out.Push(ackMsg(r, true))
 		return
 	}
-	// Persisting the completion can wait on an fsync: do not hold up the
-	// stream's receive loop.
-	go func() {
-		ok := d.persistFinal(t, r.GetLeaseId(), r.GetOutcome())
-		dg.out.Push(ackMsg(r, ok))
-	}()
+	// Persisting the completion can wait on an fsync or an outage: do
+	// not hold up the stream's receive loop.
+	d.spawn(func() {
+		accepted, answered := d.persistFinal(t, r.GetLeaseId(), r.GetOutcome())
+		if !answered {
+			return // the manager stops: the agent keeps the result for the next one
+		}
+		d.mu.Lock()
+		to := dg
+		if cur := d.delegates[dg.name]; cur != nil {
+			to = cur // the agent reconnected meanwhile
+		}
+		d.mu.Unlock()
+		to.out.Push(ackMsg(r, accepted))
+	})
 }
 
 func ackMsg(r *delegatev1.TaskResult, accepted bool) *delegatev1.ManagerMessage {
@@ -51,31 +71,79 @@ func ackMsg(r *delegatev1.TaskResult, accepted bool) *delegatev1.ManagerMessage 
 }
 
 // persistFinal writes t's final state (fenced by leaseID when not empty)
-// and then finishes it in memory. t must be busy. It reports whether this
-// call completed the task.
+// and then finishes it in memory. t must be busy. accepted reports
+// whether this call completed the task; answered is false when the
+// dispatcher closed before the store decided (t then stays busy, as
+// stored, for the next start).
+//
+// A failed Complete is reconciled with the stored row (storefail.go):
+// final with this outcome, it took effect; final otherwise, the task
+// ended another way and ends so in memory too; still open under this
+// lease (or unleased, for leaseID ""), the write is retried with backoff;
+// under another lease, or gone, the task is not this call's any more.
 //
 // No secret value outlives the task in the store: the outcome is stored
 // without one, and the payload, which held the value a change wrote, is
 // replaced in the same store transition by a copy without any
 // (keptPayload).
-func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome) bool {
+func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome) (accepted, answered bool) {
 	raw, _ := proto.Marshal(withoutSecretValue(o))
 	f := store.Final{State: finalState(o), Code: o.GetCode().String(), Outcome: raw}
 	var err error
 	if f.Payload, err = d.keptPayload(t.id, t.payload); err != nil {
 		d.log.Error().Err(err).Str("task_id", t.id).Msg("seal the payload of a finished task failed; it keeps none")
 	}
-	if err := d.store.Complete(context.Background(), t.id, leaseID, f); err != nil {
-		d.mu.Lock()
-		t.busy = false
-		d.mu.Unlock()
-		if !errors.Is(err, store.ErrConflict) {
-			d.log.Error().Err(err).Str("task_id", t.id).Msg("persist task outcome failed")
+	for n := 0; ; {
+		err := d.store.Complete(context.Background(), t.id, leaseID, f)
+		if err == nil {
+			if n > 0 {
+				d.storeRecovered()
+			}
+			d.finish(t, o)
+			return true, true
 		}
-		return false
+		if errors.Is(err, store.ErrClosed) {
+			return false, false
+		}
+		st, ok := d.readBack("complete", t, err, &n)
+		switch {
+		case !ok:
+			return false, false
+		case st == nil:
+			d.release(t, "it is no longer in the store")
+			return false, true
+		case st.State.Final() && st.Code == f.Code && bytes.Equal(st.Outcome, f.Outcome) && (leaseID == "" || st.LeaseID == leaseID):
+			// It took effect although it reported an error.
+			d.finish(t, o)
+			return true, true
+		case st.State.Final():
+			d.finishStored(t, st)
+			return false, true
+		case leaseID != "" && (st.State != store.StateLeased || st.LeaseID != leaseID):
+			// The lease is not the stored one: a stale result.
+			d.reconcileOpen(t, st)
+			return false, true
+		}
+		d.storeFailed("complete", t.id, err)
+		n++
+		if !d.pause(n) {
+			return false, false
+		}
 	}
-	d.finish(t, o)
-	return true
+}
+
+// reconcileOpen brings busy task t, whose stored row st is unfinished but
+// not as memory has it, in line with the store: queued there, it is
+// queued here; leased under another lease, another manager runs it.
+func (d *Dispatcher) reconcileOpen(t *task, st *store.Task) {
+	if st.State == store.StateLeased {
+		d.release(t, "another manager claimed it")
+		return
+	}
+	d.mu.Lock()
+	t.storing = false
+	d.mu.Unlock()
+	d.requeueLocal(t, "the store has it queued")
 }
 
 func finalState(o *delegatev1.Outcome) store.State {
@@ -97,9 +165,7 @@ func (d *Dispatcher) finish(t *task, o *delegatev1.Outcome) {
 	t.outcome = o
 	t.busy = false
 	t.updatedAt = d.now()
-	d.forgetLocked(t)
-	d.notifyLocked(t)
-	close(t.done)
+	d.forgetLocked(t) // wakes its waiters
 	d.mu.Unlock()
 	d.metrics.outcomes.WithLabelValues(o.GetCode().String()).Inc()
 }
@@ -216,13 +282,13 @@ func (d *Dispatcher) run(acts []action) {
 	for _, a := range acts {
 		switch a.kind {
 		case delegatev1.Code_OK:
-			go d.requeue(a.t, a.leaseID, a.msg)
+			d.spawn(func() { d.requeue(a.t, a.leaseID, a.msg) })
 		default:
 			if a.holder != nil {
 				a.holder.out.Push(cancelMsg(a.t.id, a.leaseID, a.kind.String()))
 			}
 			if a.t.async {
-				go d.fail(a.t, a.kind, a.msg)
+				d.spawn(func() { d.fail(a.t, a.kind, a.msg) })
 			} else {
 				d.fail(a.t, a.kind, a.msg)
 			}
@@ -249,17 +315,51 @@ func (d *Dispatcher) noEligibleLocked(t *task) string {
 }
 
 // requeue returns a task whose delegate is gone to the queue; why
-// ("lease expired") says how it went.
+// ("lease expired") says how it went. A failed Requeue is reconciled with
+// the stored row like a failed Complete (persistFinal).
 func (d *Dispatcher) requeue(t *task, leaseID, why string) {
-	if t.async {
-		if err := d.store.Requeue(context.Background(), t.id, leaseID); err != nil {
-			d.log.Error().Err(err).Str("task_id", t.id).Str("why", why).Msg("requeue failed")
-			d.mu.Lock()
-			t.busy = false
-			d.mu.Unlock()
+	for n := 0; t.async; {
+		err := d.store.Requeue(context.Background(), t.id, leaseID)
+		if err == nil {
+			if n > 0 {
+				d.storeRecovered()
+			}
+			break
+		}
+		if errors.Is(err, store.ErrClosed) {
 			return
 		}
+		st, ok := d.readBack("requeue", t, err, &n)
+		switch {
+		case !ok:
+			return
+		case st == nil:
+			d.release(t, "it is no longer in the store")
+			return
+		case st.State.Final():
+			d.finishStored(t, st)
+			return
+		case st.State == store.StateQueued:
+			// It took effect although it reported an error.
+		case st.LeaseID != leaseID:
+			d.release(t, "another manager claimed it")
+			return
+		default:
+			d.storeFailed("requeue", t.id, err)
+			n++
+			if !d.pause(n) {
+				return
+			}
+			continue
+		}
+		break
 	}
+	d.requeueLocal(t, why)
+}
+
+// requeueLocal returns busy task t to the queue in memory (the store has
+// it queued already).
+func (d *Dispatcher) requeueLocal(t *task, why string) {
 	d.metrics.redispatched.Inc()
 	d.mu.Lock()
 	if dg := d.delegates[t.holder]; dg != nil {

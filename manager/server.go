@@ -427,6 +427,9 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
+	// The dispatcher's store writes stop retrying on close; wait for
+	// them, so that none runs on a closed store.
+	s.disp.join()
 	err := s.store.Close()
 	return errors.Join(err, s.releaseLock(ctx))
 }

@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"time"
 )
 
@@ -34,7 +36,50 @@ var (
 	ErrClosed = errors.New("store: closed")
 	// ErrDefaultTaken: another connector is already the default of the scope.
 	ErrDefaultTaken = errors.New("store: the scope already has a default connector")
+	// ErrUnavailable: the store could not be reached or did not answer in
+	// time (a lost connection, a server restarting, a call timeout,
+	// PostgreSQL's manager lock being re-taken). It is transient: the
+	// same call may succeed later. Whether a write that failed so took
+	// effect is unknown; read the row again to find out. Implementations
+	// mark such errors with Unavailable; test with IsUnavailable.
+	ErrUnavailable = errors.New("store: unavailable")
 )
+
+// unavailableError is an error marked transient by Unavailable.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+
+// Unwrap returns the cause; Is matches ErrUnavailable as well.
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// Is reports target == ErrUnavailable.
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// Unavailable marks err as a transient failure of the store: the result
+// has err's message, wraps err, and matches ErrUnavailable. Unavailable(nil)
+// is nil.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &unavailableError{err: err}
+}
+
+// IsUnavailable reports whether err is a transient failure of the store:
+// one marked with ErrUnavailable, a call that ran out of time
+// (context.DeadlineExceeded: callers test their own context first), or a
+// network error on the way to the store. Every other error is permanent
+// for the call that returned it: ErrNotFound, ErrExists, ErrConflict,
+// ErrClosed, ErrDefaultTaken, invalid arguments, undecodable rows.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF)
+}
 
 // State is a task's state.
 type State string
@@ -187,7 +232,9 @@ func CursorOf(t *Task) Cursor { return Cursor{CreatedAt: t.CreatedAt, ID: t.ID} 
 // Store is the manager's durable store: tasks, and through the embedded
 // Catalog its configuration, so that one value (one bolt file, one
 // PostgreSQL database) serves both. Every method is safe for concurrent use.
-// Methods return ErrClosed after Close.
+// Methods return ErrClosed after Close, and an error matching
+// ErrUnavailable (IsUnavailable) when the store cannot be reached: a
+// write that fails so may or may not have taken effect.
 type Store interface {
 	Catalog
 

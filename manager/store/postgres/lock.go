@@ -76,7 +76,8 @@ var (
 	ErrLocked = errors.New("postgres: the database is in use by another manager")
 	// ErrLockLost is what every call of the DB returns while the lock
 	// taken from it is lost, until Run takes it again.
-	ErrLockLost = errors.New("postgres: this manager lost its lock on the database; it serves again once it has taken the lock again")
+	// It matches store.ErrUnavailable: a transient failure.
+	ErrLockLost = store.Unavailable(errors.New("postgres: this manager lost its lock on the database; it serves again once it has taken the lock again"))
 	// ErrLockStale: the lock was lost and another manager took it
 	// meanwhile, so this manager's memory may be stale. Run returns it
 	// and the DB's calls fail with it from then on.

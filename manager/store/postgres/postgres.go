@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -269,12 +270,44 @@ func isStoreErr(err error) bool {
 }
 
 // wrapErr gives err its context, "postgres: <what>: ...", unless it is a
-// store sentinel that already has it.
+// store sentinel that already has it, and marks a transient failure
+// (classify).
 func wrapErr(what string, err error) error {
 	if err == nil || isStoreErr(err) {
 		return err
 	}
-	return fmt.Errorf("postgres: %s: %w", what, err)
+	return classify(fmt.Errorf("postgres: %s: %w", what, err))
+}
+
+// classify marks err with store.ErrUnavailable when it is a failure of
+// the database's availability rather than of the call: the server
+// unreachable or restarting, the connection lost, the call timeout
+// reached, a serialization failure or deadlock (the transaction may run
+// again). Errors store.IsUnavailable already recognizes (network errors,
+// timeouts, ErrLockLost) need no mark; they get one all the same.
+func classify(err error) error {
+	if err == nil || isStoreErr(err) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // admin/crash shutdown, cannot connect now
+			pgErr.Code == "53300",                        // too many connections
+			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
+			return store.Unavailable(err)
+		}
+		return err
+	}
+	if store.IsUnavailable(err) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
+		return store.Unavailable(err)
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return store.Unavailable(err)
+	}
+	return err
 }
 
 // uniqueViolation returns the name of the unique constraint err violates,

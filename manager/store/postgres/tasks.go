@@ -85,7 +85,7 @@ func (db *DB) CreateTask(ctx context.Context, t *store.Task) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("postgres: create task %s: find the task of request %q: %w", t.ID, t.Request.ID, err)
+			return classify(fmt.Errorf("postgres: create task %s: find the task of request %q: %w", t.ID, t.Request.ID, err))
 		}
 		return &store.DuplicateRequestError{Task: existing}
 	}
@@ -111,7 +111,7 @@ func (db *DB) insertTask(ctx context.Context, t *store.Task, created, updated ti
 	case uniqueViolation(err) == "tasks_request_idx":
 		return err
 	case err != nil:
-		return fmt.Errorf("postgres: create task %s: %w", t.ID, err)
+		return classify(fmt.Errorf("postgres: create task %s: %w", t.ID, err))
 	case tag.RowsAffected() == 0:
 		return fmt.Errorf("postgres: create task %s: %w", t.ID, store.ErrExists)
 	}
@@ -131,7 +131,7 @@ func (db *DB) GetTask(ctx context.Context, id string) (*store.Task, error) {
 		return nil, fmt.Errorf("postgres: get task %s: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("postgres: get task %s: %w", id, err)
+		return nil, classify(fmt.Errorf("postgres: get task %s: %w", id, err))
 	}
 	return t, nil
 }
@@ -210,7 +210,7 @@ func (db *DB) transition(ctx context.Context, op, id, update string, args ...any
 		args...).Scan(&changed, &exists)
 	switch {
 	case err != nil:
-		return fmt.Errorf("postgres: %s %s: %w", op, id, err)
+		return classify(fmt.Errorf("postgres: %s %s: %w", op, id, err))
 	case changed:
 		return nil
 	case !exists:
@@ -280,11 +280,11 @@ func (db *DB) ListUnfinished(ctx context.Context) ([]*store.Task, error) {
 		WHERE state IN ('queued', 'leased')
 		ORDER BY created_at, id`)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list unfinished: %w", err)
+		return nil, classify(fmt.Errorf("postgres: list unfinished: %w", err))
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Task, error) { return scanTask(row) })
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list unfinished: %w", err)
+		return nil, classify(fmt.Errorf("postgres: list unfinished: %w", err))
 	}
 	return out, nil
 }
