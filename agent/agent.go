@@ -61,6 +61,10 @@ type Agent struct {
 	// changed is closed and replaced whenever running or pending shrink,
 	// or draining starts: what the drain wait and Run's backoff watch.
 	changed chan struct{}
+	// fenceAfter is the lease duration after which a task no heartbeat
+	// acknowledgement renewed is fenced (fence.go); 0: no fencing (before
+	// the first Welcome, or a manager that does not acknowledge heartbeats).
+	fenceAfter time.Duration
 
 	taskCtx    context.Context // parent of every task; cancelled by CancelRunning
 	cancelRuns context.CancelFunc
@@ -70,6 +74,10 @@ type Agent struct {
 type run struct {
 	leaseID string
 	cancel  context.CancelFunc
+	// renewed is when the lease was last known renewed at the manager
+	// (fence.go); fenced is set once the fence cancelled the task.
+	renewed time.Time
+	fenced  bool
 }
 
 // New builds an agent. cfg must have passed Validate.
@@ -151,6 +159,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	client := delegatev1.NewDelegateServiceClient(conn)
+
+	fctx, stopFence := context.WithCancel(context.Background())
+	fenced := make(chan struct{})
+	go func() { defer close(fenced); a.fence(fctx) }()
+	defer func() { stopFence(); <-fenced }()
 
 	var drainTimer <-chan time.Time
 	failures := 0

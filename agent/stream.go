@@ -24,6 +24,10 @@ type session struct {
 	// skipped rather than queued behind it, so a manager that does not
 	// read does not pile up heartbeats (each lists every running task).
 	beatQueued atomic.Bool
+	// seq numbers the heartbeats; beats are those not yet acknowledged
+	// (fence.go). Guarded by Agent.mu.
+	seq   uint64
+	beats []beat
 }
 
 // outboxLimit is how many messages may wait to be sent on a stream that
@@ -65,6 +69,7 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 		InstanceId: a.instance,
 	}
 	s.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Hello{Hello: hello}})
+	s.sentBeatLocked(0, hello.Running) // the Welcome acknowledges it
 	for _, r := range a.pending {
 		s.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Result{Result: r}})
 	}
@@ -137,6 +142,7 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 	if w == nil {
 		return false, status.Error(codes.Internal, "manager did not answer hello with welcome")
 	}
+	a.welcomed(s, w)
 	a.log.Info().Str("manager", a.cfg.Manager).Str("delegate_id", w.GetDelegateId()).Strs("tags", w.GetTags()).
 		Int("resumed", len(hello.Running)).Msg("connected to manager")
 
@@ -159,6 +165,8 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 			a.cancelTask(msg.Cancel)
 		case *delegatev1.ManagerMessage_ResultAck:
 			a.ack(msg.ResultAck)
+		case *delegatev1.ManagerMessage_HeartbeatAck:
+			a.acked(s, msg.HeartbeatAck.GetSeq())
 		}
 	}
 }
@@ -179,7 +187,9 @@ func (a *Agent) heartbeats(ctx context.Context, s *session, every time.Duration)
 				continue // the last one is not sent yet
 			}
 			a.mu.Lock()
-			hb := &delegatev1.Heartbeat{Running: a.runningLocked()}
+			s.seq++
+			hb := &delegatev1.Heartbeat{Running: a.runningLocked(), Seq: s.seq}
+			s.sentBeatLocked(hb.Seq, hb.Running)
 			a.mu.Unlock()
 			s.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Heartbeat{Heartbeat: hb}})
 		}

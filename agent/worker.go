@@ -18,6 +18,7 @@ func (a *Agent) start(t *delegatev1.Task) {
 		// keep running it and report under the newest lease. The manager
 		// spent a credit on this dispatch that no new run uses: give it back.
 		r.leaseID = t.GetLeaseId()
+		r.renewed = time.Now()
 		if a.cur != nil {
 			a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Credit{Credit: &delegatev1.Credit{Credits: 1}}})
 		}
@@ -28,7 +29,7 @@ func (a *Agent) start(t *delegatev1.Task) {
 	if dl := t.GetDeadline(); dl != nil {
 		ctx, cancel = context.WithDeadline(a.taskCtx, dl.AsTime())
 	}
-	r := &run{leaseID: t.GetLeaseId(), cancel: cancel}
+	r := &run{leaseID: t.GetLeaseId(), cancel: cancel, renewed: time.Now()}
 	a.running[t.GetId()] = r
 	a.mu.Unlock()
 
@@ -39,9 +40,15 @@ func (a *Agent) start(t *delegatev1.Task) {
 		a.mu.Lock()
 		res := &delegatev1.TaskResult{TaskId: t.GetId(), LeaseId: r.leaseID, Outcome: o}
 		delete(a.running, t.GetId())
-		a.pending[t.GetId()] = res
+		if !r.fenced {
+			a.pending[t.GetId()] = res
+		}
 		if a.cur != nil {
-			a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Result{Result: res}})
+			// A fenced run's result is dropped: its lease is lapsing at
+			// the manager, which runs the task again (fence.go).
+			if !r.fenced {
+				a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Result{Result: res}})
+			}
 			a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Credit{Credit: &delegatev1.Credit{Credits: 1}}})
 		}
 		a.notifyLocked()

@@ -163,6 +163,10 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 		Async:   mutation,
 		Request: r,
 	}
+	if mutation {
+		// Changes of one secret run one at a time, in this order.
+		req.Payload.OrderKey = orderKey(c, st)
+	}
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {
 		return nil, s.toStatus(err)

@@ -60,6 +60,11 @@ type task struct {
 	// unfinished (forgetLocked).
 	done chan struct{}
 	elem *list.Element // position in its queue while queued
+	// orderKey is the secret a mutation changes (order.go); "" for none.
+	orderKey string
+	// waiting is set while an ordered task waits behind an earlier task
+	// of its key: queued in the store, but in no queue and without timers.
+	waiting bool
 }
 
 // queue is the FIFO of queued tasks with one scope and selector set.
@@ -111,6 +116,9 @@ type Dispatcher struct {
 	// outboxPeak is the most messages any delegate stream's outbox held
 	// (smd_delegate_outbox_peak_messages).
 	outboxPeak int
+	// chains holds the unfinished ordered tasks by order key, oldest
+	// first (order.go).
+	chains map[string][]*task
 }
 
 // Errors of the dispatcher.
@@ -155,6 +163,7 @@ func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *me
 		tasks:     map[string]*task{},
 		queues:    map[string]*queue{},
 		pools:     map[string]*pool{},
+		chains:    map[string][]*task{},
 		delegates: map[string]*delegate{},
 		opTags:    map[tagKey]*opTagRecord{},
 		stopping:  make(chan struct{}),
@@ -202,6 +211,9 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 		done:        make(chan struct{}),
 	}
 	t.key = matchKey(t.scope, t.selectors)
+	if req.Async { // only stored tasks are ordered (order.go)
+		t.orderKey = req.Payload.GetOrderKey()
+	}
 	t.size = proto.Size(req.Payload)
 	if err := d.limits.reserve(ctx, t.scope, t.size); err != nil {
 		return nil, err
@@ -255,8 +267,11 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 	}
 	d.tasks[t.id] = t
 	held = false // given back when the task leaves memory (forgetLocked)
-	d.enqueueLocked(t, now)
-	sends := d.dispatchTaskLocked(t)
+	d.admitLocked(t, now)
+	var sends []send
+	if !t.waiting {
+		sends = d.dispatchTaskLocked(t)
+	}
 	d.mu.Unlock()
 	d.deliver(sends)
 	return t, nil
@@ -550,6 +565,8 @@ func (d *Dispatcher) forgetLocked(t *task) {
 		delete(d.tasks, t.id)
 		d.limits.release(t.scope, t.size)
 	}
+	// The next mutation of its secret may run (order.go).
+	d.unchainLocked(t)
 	d.notifyLocked(t)
 	select {
 	case <-t.done:

@@ -235,8 +235,8 @@ func (d *Dispatcher) sweepOnce() {
 	// "delegate closed" rather than as expired leases.
 	evicted := d.sweepSilentLocked(now, &acts)
 	for _, t := range d.tasks {
-		if t.busy {
-			continue
+		if t.busy || t.waiting {
+			continue // a waiting task's timers have not started (order.go)
 		}
 		switch {
 		case now.After(t.deadline):
@@ -248,7 +248,7 @@ func (d *Dispatcher) sweepOnce() {
 			acts = append(acts, a)
 		case t.state == store.StateQueued && now.After(t.queueDL):
 			acts = append(acts, action{t: t, kind: delegatev1.Code_NO_ELIGIBLE_DELEGATE, msg: d.noEligibleLocked(t)})
-		case t.state == store.StateLeased && now.After(t.leaseExpiry):
+		case t.state == store.StateLeased && now.After(d.redispatchAt(t)):
 			acts = append(acts, d.lostLocked(t, "lease expired", "stopped renewing the lease"))
 			continue // lostLocked took it
 		default:
@@ -261,6 +261,16 @@ func (d *Dispatcher) sweepOnce() {
 	d.mu.Unlock()
 	d.afterEvict(evicted)
 	d.run(acts)
+}
+
+// redispatchAt is when leased task t is taken from its delegate: when its
+// lease expires, and for an ordered task one fenceMargin later, by which
+// time the agent has stopped its AWS calls (order.go).
+func (d *Dispatcher) redispatchAt(t *task) time.Time {
+	if t.orderKey != "" {
+		return t.leaseExpiry.Add(d.fenceMargin())
+	}
+	return t.leaseExpiry
 }
 
 // lostLocked takes leased task t from a delegate that is gone (its lease
@@ -399,6 +409,10 @@ func (d *Dispatcher) cancel(t *task, why string) {
 // recover loads the unfinished tasks of a previous run. Queued tasks are
 // queued again; leased ones keep their lease for one lease duration, so
 // agents that reconnect with them in Hello carry on and their results count.
+// Ordered tasks rebuild their chains in creation order (the store lists
+// the oldest first): only each chain's head is queued, and every ordered
+// task's deadline starts again now (the store keeps the one of its
+// submission, which does not count the time it waited).
 func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 	ts, err := d.store.ListUnfinished(ctx)
 	if err != nil {
@@ -421,7 +435,11 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 			payload: p, async: true, state: st.State, attempt: st.Attempt, maxAttempts: st.MaxAttempts,
 			leaseID: st.LeaseID, holder: st.Delegate, deadline: st.Deadline,
 			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt, requestID: st.Request.ID,
-			changed: make(chan struct{}), done: make(chan struct{}),
+			orderKey: p.GetOrderKey(),
+			changed:  make(chan struct{}), done: make(chan struct{}),
+		}
+		if t.orderKey != "" {
+			t.deadline = now.Add(d.cfg.TaskDeadline.D())
 		}
 		d.tasks[t.id] = t
 		// Counted, never refused: the limits hold new tasks back until
@@ -430,9 +448,10 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 		d.limits.add(scope, t.size)
 		if st.State == store.StateLeased {
 			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
+			d.chainLocked(t)
 			continue
 		}
-		d.enqueueLocked(t, now)
+		d.admitLocked(t, now)
 	}
 	return len(ts), nil
 }

@@ -99,6 +99,12 @@ func (d *Dispatcher) evictLocked(dg *delegate, reason string, err error, acts *[
 			if t.busy || t.state != store.StateLeased || t.holder != dg.name {
 				continue
 			}
+			if t.orderKey != "" {
+				// The agent may still be running it: the task keeps its
+				// lease (a reconnect resumes it) until the lease and the
+				// fence margin have passed (sweepOnce, order.go).
+				continue
+			}
 			*acts = append(*acts, d.lostLocked(t, "delegate stream closed ("+reason+")", "was disconnected ("+reason+")"))
 			delete(dg.running, id)
 			ev.returned++

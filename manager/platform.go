@@ -77,7 +77,7 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 				running = append(running, &delegatev1.RunningTask{TaskId: id, LeaseId: t.leaseID})
 			}
 			d.mu.Unlock()
-			d.heartbeat(dg, running)
+			d.heartbeat(dg, 0, running)
 		}
 	}()
 	go func() {

@@ -174,6 +174,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 		HeartbeatInterval: durationpb.New(d.cfg.HeartbeatInterval.D()),
 		LeaseDuration:     durationpb.New(d.cfg.LeaseDuration.D()),
 		Tags:              tags,
+		HeartbeatAcks:     true,
 	}}}
 	out.Push(welcome)
 	for _, r := range h.GetRunning() {
@@ -276,8 +277,9 @@ func (d *Dispatcher) credit(dg *delegate, n int) {
 }
 
 // heartbeat renews the leases dg still holds; a task it runs under a lease
-// that is no longer valid is cancelled.
-func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) {
+// that is no longer valid is cancelled. A HeartbeatAck of seq follows the
+// cancels: the agent counts its fence from it (agent fencing, order.go).
+func (d *Dispatcher) heartbeat(dg *delegate, seq uint64, running []*delegatev1.RunningTask) {
 	now := d.now()
 	var cancels []*delegatev1.ManagerMessage
 	d.mu.Lock()
@@ -305,6 +307,8 @@ func (d *Dispatcher) heartbeat(dg *delegate, running []*delegatev1.RunningTask) 
 			return // closed or overflowed: the stream ends
 		}
 	}
+	dg.out.Push(&delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_HeartbeatAck{
+		HeartbeatAck: &delegatev1.HeartbeatAck{Seq: seq}}})
 }
 
 // drain marks dg as draining: it gets no new tasks.

@@ -117,7 +117,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 			t.Fatalf("connect x of scope b after x of scope a left: %v", err)
 		}
 		if how == "heartbeat" {
-			d.heartbeat(dgB, running)
+			d.heartbeat(dgB, 0, running)
 		}
 		cancelled := false
 		for _, m := range taken(outB) {

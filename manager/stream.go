@@ -139,7 +139,7 @@ func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServ
 			if n := len(msg.Heartbeat.GetRunning()); n > dg.capacity {
 				return protocolErrorf("heartbeat.running: lists %d tasks, more than the capacity of %d the delegate announced in hello", n, dg.capacity)
 			}
-			s.d.heartbeat(dg, msg.Heartbeat.GetRunning())
+			s.d.heartbeat(dg, msg.Heartbeat.GetSeq(), msg.Heartbeat.GetRunning())
 		case *delegatev1.AgentMessage_Result:
 			s.d.result(dg, msg.Result)
 		case *delegatev1.AgentMessage_Draining:

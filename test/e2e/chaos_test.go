@@ -41,7 +41,9 @@ import (
 // PutSecretValue, deletes with a recovery window, restores, forced deletes
 // and re-creates, sync gets checking the last value, and two failures by
 // design: ALREADY_EXISTS and SCHEDULED_FOR_DELETION). A chain submits its
-// next operation once the previous one is final; many chains run at once.
+// async operations back to back, and the manager must run them in that
+// order (per-secret order, issue 10): each secret's versions must have
+// been created in submission order. Many chains run at once.
 // AWS holds every reply for a moment after serving the request, so a kill
 // often lands after AWS made a change and before the manager heard of it.
 // A submission the chaos cuts off is sent again under its request id
@@ -343,7 +345,8 @@ func retryUnavailable[T any](t testing.TB, f func(ctx context.Context) (T, error
 // checkSecret compares a chain's secret at AWS with its model: it exists
 // or not, is scheduled for deletion or not, and holds exactly one version
 // per version-creating task that succeeded since it was (re)created, with
-// that task's value, the last one current. It returns the number of
+// that task's value, the last one current, created in the order the tasks
+// were submitted (per-secret order). It returns the number of
 // versions no task accounts for: duplicates. Workers call it too, before
 // a forced delete, so it reports through t.Errorf only.
 func checkSecret(t testing.TB, emu *awsemu.Server, c *chain) int {
@@ -375,6 +378,15 @@ func checkSecret(t testing.TB, emu *awsemu.Server, c *chain) int {
 		if !slices.ContainsFunc(st.Versions, func(v awsemu.VersionState) bool { return v.VersionID == id }) {
 			t.Errorf("secret %s: version %s of a task that succeeded is missing at AWS", c.name, id)
 		}
+	}
+	var created []string // the model's versions, in the order AWS created them
+	for _, v := range st.Versions {
+		if _, ok := c.model.values[v.VersionID]; ok {
+			created = append(created, v.VersionID)
+		}
+	}
+	if len(created) == len(c.model.order) && !slices.Equal(created, c.model.order) {
+		t.Errorf("secret %s: versions created in the order %v, want the submission order %v", c.name, created, c.model.order)
 	}
 	return dups
 }

@@ -27,9 +27,12 @@ import (
 )
 
 // The chaos workload: chains of secret operations, one chain per secret
-// name. A chain's operations run one after the other (the next is
-// submitted once the previous is final), so what each must do, and what
-// AWS must hold at the end, follows from the plan; many chains run at once.
+// name. A chain submits its async operations back to back, without
+// waiting for one to be final before the next: the manager runs the
+// mutations of one secret in submission order (per-secret order), so what
+// each must do, and what AWS must hold at the end, follows from the plan.
+// It waits for those submitted only before a sync get or a forced delete
+// (which checks the versions first). Many chains run at once.
 
 type opKind int
 
@@ -74,6 +77,9 @@ type secretModel struct {
 	exists, scheduled bool
 	values            map[string]string // version id -> value
 	current           string            // the AWSCURRENT version id
+	// order lists the version ids in the order their tasks were
+	// submitted: the order AWS must have created them in (per-secret order).
+	order []string
 }
 
 func (s *secretModel) apply(op chainOp, versionID string) {
@@ -86,6 +92,7 @@ func (s *secretModel) apply(op chainOp, versionID string) {
 			*s = secretModel{exists: true, values: map[string]string{}}
 		}
 		s.values[versionID], s.current = op.value, versionID
+		s.order = append(s.order, versionID)
 	case opDelete:
 		s.scheduled = true
 	case opRestore:
@@ -235,10 +242,32 @@ func (w *workload) run(ctx context.Context, chains []*chain, workers int) {
 }
 
 func (w *workload) runChain(ctx context.Context, c *chain) {
+	type submitted struct {
+		op chainOp
+		id string
+	}
+	var pending []submitted // submitted, in order, not yet seen final
+	settle := func() bool {
+		for _, p := range pending {
+			ti, ok := w.waitFinal(ctx, p.id)
+			if !ok || !w.check(c, p.op, ti) {
+				return false
+			}
+			c.model.apply(p.op, ti.GetOutcome().GetSecret().GetVersionId())
+		}
+		pending = pending[:0]
+		return true
+	}
 	for i, op := range c.ops {
 		if ctx.Err() != nil {
 			c.broken = true
 			return
+		}
+		if op.kind == opGet || op.kind == opForceDelete {
+			if !settle() {
+				c.broken = true
+				return
+			}
 		}
 		if op.kind == opGet {
 			if !w.get(ctx, c) {
@@ -256,12 +285,10 @@ func (w *workload) runChain(ctx context.Context, c *chain) {
 			c.broken = true
 			return
 		}
-		ti, ok := w.waitFinal(ctx, id)
-		if !ok || !w.check(c, op, ti) {
-			c.broken = true
-			return
-		}
-		c.model.apply(op, ti.GetOutcome().GetSecret().GetVersionId())
+		pending = append(pending, submitted{op, id})
+	}
+	if !settle() {
+		c.broken = true
 	}
 }
 

@@ -361,8 +361,12 @@ func (x *Credit) GetCredits() int32 {
 
 // Heartbeat renews the leases of the running tasks.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Running       []*RunningTask         `protobuf:"bytes,1,rep,name=running,proto3" json:"running,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Running []*RunningTask         `protobuf:"bytes,1,rep,name=running,proto3" json:"running,omitempty"`
+	// seq numbers the heartbeats of a stream (from 1); the manager answers
+	// each with a HeartbeatAck of the same seq once it has renewed the
+	// leases it lists. 0 (an older agent) is answered too.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,6 +406,13 @@ func (x *Heartbeat) GetRunning() []*RunningTask {
 		return x.Running
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type TaskResult struct {
@@ -510,6 +521,7 @@ type ManagerMessage struct {
 	//	*ManagerMessage_Task
 	//	*ManagerMessage_Cancel
 	//	*ManagerMessage_ResultAck
+	//	*ManagerMessage_HeartbeatAck
 	Msg           isManagerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -588,6 +600,15 @@ func (x *ManagerMessage) GetResultAck() *ResultAck {
 	return nil
 }
 
+func (x *ManagerMessage) GetHeartbeatAck() *HeartbeatAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ManagerMessage_HeartbeatAck); ok {
+			return x.HeartbeatAck
+		}
+	}
+	return nil
+}
+
 type isManagerMessage_Msg interface {
 	isManagerMessage_Msg()
 }
@@ -608,6 +629,10 @@ type ManagerMessage_ResultAck struct {
 	ResultAck *ResultAck `protobuf:"bytes,4,opt,name=result_ack,json=resultAck,proto3,oneof"`
 }
 
+type ManagerMessage_HeartbeatAck struct {
+	HeartbeatAck *HeartbeatAck `protobuf:"bytes,5,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
+}
+
 func (*ManagerMessage_Welcome) isManagerMessage_Msg() {}
 
 func (*ManagerMessage_Task) isManagerMessage_Msg() {}
@@ -616,6 +641,8 @@ func (*ManagerMessage_Cancel) isManagerMessage_Msg() {}
 
 func (*ManagerMessage_ResultAck) isManagerMessage_Msg() {}
 
+func (*ManagerMessage_HeartbeatAck) isManagerMessage_Msg() {}
+
 type Welcome struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	DelegateId        string                 `protobuf:"bytes,1,opt,name=delegate_id,json=delegateId,proto3" json:"delegate_id,omitempty"`
@@ -623,7 +650,11 @@ type Welcome struct {
 	LeaseDuration     *durationpb.Duration   `protobuf:"bytes,3,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
 	// tags is the delegate's effective tag set (declared, implicit and
 	// operator-assigned), normalized.
-	Tags          []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	Tags []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	// heartbeat_acks says the manager answers every Heartbeat with a
+	// HeartbeatAck, so the agent may fence on them: it cancels a task whose
+	// lease no ack renewed for lease_duration.
+	HeartbeatAcks bool `protobuf:"varint,5,opt,name=heartbeat_acks,json=heartbeatAcks,proto3" json:"heartbeat_acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -684,6 +715,13 @@ func (x *Welcome) GetTags() []string {
 		return x.Tags
 	}
 	return nil
+}
+
+func (x *Welcome) GetHeartbeatAcks() bool {
+	if x != nil {
+		return x.HeartbeatAcks
+	}
+	return false
 }
 
 type Cancel struct {
@@ -808,6 +846,55 @@ func (x *ResultAck) GetAccepted() bool {
 	return false
 }
 
+// HeartbeatAck answers a Heartbeat: the leases it listed that are still
+// valid were renewed for lease_duration from when the manager received it
+// (invalid ones were cancelled before this ack). The agent fences on it:
+// a task whose lease was not renewed by an ack for lease_duration,
+// counted from when the acknowledged heartbeat was sent, is cancelled.
+type HeartbeatAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatAck) Reset() {
+	*x = HeartbeatAck{}
+	mi := &file_delegate_v1_delegate_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatAck) ProtoMessage() {}
+
+func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_delegate_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
+func (*HeartbeatAck) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_delegate_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HeartbeatAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_delegate_v1_delegate_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_delegate_proto_rawDesc = "" +
@@ -834,29 +921,32 @@ const file_delegate_v1_delegate_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\"\"\n" +
 	"\x06Credit\x12\x18\n" +
-	"\acredits\x18\x01 \x01(\x05R\acredits\"?\n" +
+	"\acredits\x18\x01 \x01(\x05R\acredits\"Q\n" +
 	"\tHeartbeat\x122\n" +
-	"\arunning\x18\x01 \x03(\v2\x18.delegate.v1.RunningTaskR\arunning\"p\n" +
+	"\arunning\x18\x01 \x03(\v2\x18.delegate.v1.RunningTaskR\arunning\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"p\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12.\n" +
 	"\aoutcome\x18\x03 \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome\"\n" +
 	"\n" +
-	"\bDraining\"\xda\x01\n" +
+	"\bDraining\"\x9c\x02\n" +
 	"\x0eManagerMessage\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.delegate.v1.WelcomeH\x00R\awelcome\x12'\n" +
 	"\x04task\x18\x02 \x01(\v2\x11.delegate.v1.TaskH\x00R\x04task\x12-\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x13.delegate.v1.CancelH\x00R\x06cancel\x127\n" +
 	"\n" +
-	"result_ack\x18\x04 \x01(\v2\x16.delegate.v1.ResultAckH\x00R\tresultAckB\x05\n" +
-	"\x03msg\"\xca\x01\n" +
+	"result_ack\x18\x04 \x01(\v2\x16.delegate.v1.ResultAckH\x00R\tresultAck\x12@\n" +
+	"\rheartbeat_ack\x18\x05 \x01(\v2\x19.delegate.v1.HeartbeatAckH\x00R\fheartbeatAckB\x05\n" +
+	"\x03msg\"\xf1\x01\n" +
 	"\aWelcome\x12\x1f\n" +
 	"\vdelegate_id\x18\x01 \x01(\tR\n" +
 	"delegateId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12@\n" +
 	"\x0elease_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12\x12\n" +
-	"\x04tags\x18\x04 \x03(\tR\x04tags\"T\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\x12%\n" +
+	"\x0eheartbeat_acks\x18\x05 \x01(\bR\rheartbeatAcks\"T\n" +
 	"\x06Cancel\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x16\n" +
@@ -864,7 +954,9 @@ const file_delegate_v1_delegate_proto_rawDesc = "" +
 	"\tResultAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x1a\n" +
-	"\baccepted\x18\x03 \x01(\bR\baccepted2X\n" +
+	"\baccepted\x18\x03 \x01(\bR\baccepted\" \n" +
+	"\fHeartbeatAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq2X\n" +
 	"\x0fDelegateService\x12E\n" +
 	"\aConnect\x12\x19.delegate.v1.AgentMessage\x1a\x1b.delegate.v1.ManagerMessage(\x010\x01B?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
 
@@ -880,7 +972,7 @@ func file_delegate_v1_delegate_proto_rawDescGZIP() []byte {
 	return file_delegate_v1_delegate_proto_rawDescData
 }
 
-var file_delegate_v1_delegate_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_delegate_v1_delegate_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_delegate_v1_delegate_proto_goTypes = []any{
 	(*AgentMessage)(nil),        // 0: delegate.v1.AgentMessage
 	(*Hello)(nil),               // 1: delegate.v1.Hello
@@ -893,9 +985,10 @@ var file_delegate_v1_delegate_proto_goTypes = []any{
 	(*Welcome)(nil),             // 8: delegate.v1.Welcome
 	(*Cancel)(nil),              // 9: delegate.v1.Cancel
 	(*ResultAck)(nil),           // 10: delegate.v1.ResultAck
-	(*Outcome)(nil),             // 11: delegate.v1.Outcome
-	(*Task)(nil),                // 12: delegate.v1.Task
-	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(*HeartbeatAck)(nil),        // 11: delegate.v1.HeartbeatAck
+	(*Outcome)(nil),             // 12: delegate.v1.Outcome
+	(*Task)(nil),                // 13: delegate.v1.Task
+	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
 }
 var file_delegate_v1_delegate_proto_depIdxs = []int32{
 	1,  // 0: delegate.v1.AgentMessage.hello:type_name -> delegate.v1.Hello
@@ -905,20 +998,21 @@ var file_delegate_v1_delegate_proto_depIdxs = []int32{
 	6,  // 4: delegate.v1.AgentMessage.draining:type_name -> delegate.v1.Draining
 	2,  // 5: delegate.v1.Hello.running:type_name -> delegate.v1.RunningTask
 	2,  // 6: delegate.v1.Heartbeat.running:type_name -> delegate.v1.RunningTask
-	11, // 7: delegate.v1.TaskResult.outcome:type_name -> delegate.v1.Outcome
+	12, // 7: delegate.v1.TaskResult.outcome:type_name -> delegate.v1.Outcome
 	8,  // 8: delegate.v1.ManagerMessage.welcome:type_name -> delegate.v1.Welcome
-	12, // 9: delegate.v1.ManagerMessage.task:type_name -> delegate.v1.Task
+	13, // 9: delegate.v1.ManagerMessage.task:type_name -> delegate.v1.Task
 	9,  // 10: delegate.v1.ManagerMessage.cancel:type_name -> delegate.v1.Cancel
 	10, // 11: delegate.v1.ManagerMessage.result_ack:type_name -> delegate.v1.ResultAck
-	13, // 12: delegate.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	13, // 13: delegate.v1.Welcome.lease_duration:type_name -> google.protobuf.Duration
-	0,  // 14: delegate.v1.DelegateService.Connect:input_type -> delegate.v1.AgentMessage
-	7,  // 15: delegate.v1.DelegateService.Connect:output_type -> delegate.v1.ManagerMessage
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 12: delegate.v1.ManagerMessage.heartbeat_ack:type_name -> delegate.v1.HeartbeatAck
+	14, // 13: delegate.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	14, // 14: delegate.v1.Welcome.lease_duration:type_name -> google.protobuf.Duration
+	0,  // 15: delegate.v1.DelegateService.Connect:input_type -> delegate.v1.AgentMessage
+	7,  // 16: delegate.v1.DelegateService.Connect:output_type -> delegate.v1.ManagerMessage
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_delegate_proto_init() }
@@ -939,6 +1033,7 @@ func file_delegate_v1_delegate_proto_init() {
 		(*ManagerMessage_Task)(nil),
 		(*ManagerMessage_Cancel)(nil),
 		(*ManagerMessage_ResultAck)(nil),
+		(*ManagerMessage_HeartbeatAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -946,7 +1041,7 @@ func file_delegate_v1_delegate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_delegate_v1_delegate_proto_rawDesc), len(file_delegate_v1_delegate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
