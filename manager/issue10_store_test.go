@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -295,6 +297,55 @@ func TestIssue10StoreOutageIsUnavailable(t *testing.T) {
 			task := w.nextTask(5 * time.Second)
 			if task == nil || task.GetId() != first.GetId() {
 				t.Fatalf("delegate got task %v, want %s", task, first.GetId())
+			}
+		})
+	}
+}
+
+// TestIssue10RequeueFailureReconciles: when a lease expires and the
+// Requeue that returns the task to the queue fails (without effect, or
+// after taking effect), the dispatcher reads the row back and retries
+// with backoff rather than calling Requeue again on every sweep tick;
+// the task is dispatched again (attempt 2) once the store has it queued.
+func TestIssue10RequeueFailureReconciles(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		h    hook
+		heal bool // the store comes back after 1 s of outage
+	}{
+		{"outage", fail(errOutage), true},
+		{"committed then failed", commitThenFail(errOutage), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fs := mustFaultStore(t)
+			srv := mustManagerWith(t, func(c *manager.Config) {
+				c.Dispatch.LeaseDuration = config.Duration(500 * time.Millisecond)
+				c.Dispatch.HeartbeatInterval = config.Duration(100 * time.Millisecond)
+			}, testLogger(t), fs)
+			// The wire delegate's heartbeats list no task: the lease expires.
+			w := mustWire(t, srv.Addr(), delegateToken, hello("requeuer", "p1"))
+			c, ctx := operator(t, srv.Addr())
+			fs.set(func(f *faults) { f.Requeue = tc.h })
+			id := asyncPing(t, c, ctx)
+			if task := w.nextTask(5 * time.Second); task == nil || task.GetId() != id {
+				t.Fatalf("delegate got task %v, want %s", task, id)
+			}
+			waitFor(t, 5*time.Second, func() bool { return fs.count("Requeue") > 0 }, "a Requeue after the lease expired")
+			if tc.heal {
+				before := fs.count("Requeue")
+				time.Sleep(time.Second) // 20 sweeps
+				if n := fs.count("Requeue") - before; n > 8 {
+					t.Errorf("Requeue called %d times in 1 s of a failing store, want at most 8 (backoff, not every sweep)", n)
+				}
+				fs.set(func(f *faults) { f.Requeue = nil })
+			}
+			again := w.nextTask(10 * time.Second)
+			if again == nil || again.GetId() != id || again.GetAttempt() != 2 {
+				info, _ := c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: id})
+				t.Fatalf("second dispatch = %v, want task %s attempt 2 (the task is now %v)", again, id, info)
 			}
 		})
 	}
