@@ -350,3 +350,38 @@ func TestIssue10RequeueFailureReconciles(t *testing.T) {
 		})
 	}
 }
+
+// TestIssue10ResultResentDuringOutage: an agent that reconnects while its
+// result waits for the store sends it again on the new stream, as the
+// agent does with every unacked result; the copy gets no stale
+// accepted=false, and the one ack, accepted, comes on the new stream
+// once the store is back.
+func TestIssue10ResultResentDuringOutage(t *testing.T) {
+	t.Parallel()
+	fs := mustFaultStore(t)
+	srv := mustManagerWith(t, nil, testLogger(t), fs)
+	first := mustWire(t, srv.Addr(), delegateToken, hello("resender", "p1"))
+	c, ctx := operator(t, srv.Addr())
+	id := asyncPing(t, c, ctx)
+	task := first.nextTask(5 * time.Second)
+	if task == nil || task.GetId() != id {
+		t.Fatalf("delegate got task %v, want %s", task, id)
+	}
+	fs.set(func(f *faults) { f.Complete = fail(errOutage) })
+	first.result(task)
+	waitFor(t, 5*time.Second, func() bool { return fs.count("Complete") > 0 }, "a first Complete")
+	// The same agent process reconnects and sends its unacked result again.
+	second := mustWire(t, srv.Addr(), delegateToken, hello("resender", "p1"))
+	second.result(task)
+	if a := nextAck(second, 300*time.Millisecond); a != nil {
+		t.Fatalf("during the outage the resent result was acked (accepted=%v), want no ack", a.GetAccepted())
+	}
+	fs.set(func(f *faults) { f.Complete = nil })
+	a := nextAck(second, 10*time.Second)
+	if a == nil || !a.GetAccepted() || a.GetTaskId() != id {
+		t.Fatalf("ack on the new stream = %v, want accepted for task %s", a, id)
+	}
+	if a := nextAck(second, 200*time.Millisecond); a != nil {
+		t.Errorf("a second ack came: %v", a)
+	}
+}
