@@ -385,3 +385,43 @@ func TestIssue10ResultResentDuringOutage(t *testing.T) {
 		t.Errorf("a second ack came: %v", a)
 	}
 }
+
+// TestIssue10ReadOutageIsUnavailable: operator calls that read the store
+// (tasks, connectors, credentials) answer Unavailable while it is out,
+// not Internal, so that callers retry.
+func TestIssue10ReadOutageIsUnavailable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		break_ func(f *faults)
+		call   func(ctx context.Context, c delegatev1.ManagerServiceClient) error
+	}{
+		{"ListTasks", func(f *faults) { f.ListTasks = fail(errOutage) }, func(ctx context.Context, c delegatev1.ManagerServiceClient) error {
+			_, err := c.ListTasks(ctx, &delegatev1.ListTasksRequest{})
+			return err
+		}},
+		{"GetConnector", func(f *faults) { f.GetConnector = fail(errOutage) }, func(ctx context.Context, c delegatev1.ManagerServiceClient) error {
+			_, err := c.GetConnector(ctx, &delegatev1.GetConnectorRequest{Ref: &delegatev1.ConnectorRef{Identifier: "c"}})
+			return err
+		}},
+		{"CreateConnector binding a builtin credential", func(f *faults) { f.GetCredential = fail(errOutage) }, func(ctx context.Context, c delegatev1.ManagerServiceClient) error {
+			_, err := c.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: &delegatev1.Connector{
+				Identifier: "c", Name: "c", CredentialType: delegatev1.CredentialType_ACCESS_KEY,
+				AccessKeyId: "AKIAEXAMPLE", SecretAccessKey: "builtin:k", Region: "eu-west-1",
+			}})
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fs := mustFaultStore(t)
+			srv := mustManagerWith(t, nil, testLogger(t), fs)
+			c, ctx := operator(t, srv.Addr())
+			fs.set(tc.break_)
+			if err := tc.call(ctx, c); status.Code(err) != codes.Unavailable {
+				t.Errorf("%s with the store out = %v, want Unavailable", tc.name, err)
+			}
+		})
+	}
+}
