@@ -161,7 +161,7 @@ func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connect
 		}
 		return invalid(config.Errf("default", "at most one default connector per scope: %s is already the default of %s", other, scope))
 	}
-	return s.internal(err)
+	return s.toStatus(err)
 }
 
 func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
@@ -204,7 +204,7 @@ func (s *managerService) lookupConnector(ctx context.Context, ref *delegatev1.Co
 	case errors.Is(err, store.ErrNotFound):
 		return nil, status.Errorf(codes.NotFound, "connector %q not found in scope %s or above", id, connector.ScopeKey(scope))
 	case err != nil:
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	return c, nil
 }
@@ -228,7 +228,7 @@ func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.Lis
 	for ; more && visible(tok, sc); sc, more = sc.Parent() {
 		cs, err := s.cat.ListConnectors(ctx, sc)
 		if err != nil {
-			return nil, s.internal(err)
+			return nil, s.toStatus(err)
 		}
 		for _, c := range cs {
 			pc, err := decodeConnector(c)
@@ -255,7 +255,7 @@ func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.De
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", ref.GetIdentifier(), connector.ScopeKey(scope))
 		}
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	return &delegatev1.DeleteConnectorResponse{}, nil
 }
@@ -276,11 +276,11 @@ func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutC
 	sc := storeScope(scope)
 	c := &store.Credential{Scope: sc, Name: req.GetName(), Sealed: s.sealer.Seal(req.GetValue(), credentialAAD(sc, req.GetName()))}
 	if err := s.cat.PutCredential(ctx, c); err != nil {
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	got, err := s.cat.GetCredential(ctx, sc, req.GetName())
 	if err != nil {
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	return &delegatev1.Credential{Scope: scope, Name: got.Name, CreatedAt: timestamppb.New(got.CreatedAt), UpdatedAt: timestamppb.New(got.UpdatedAt)}, nil
 }
@@ -296,7 +296,7 @@ func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.Li
 	}
 	cs, err := s.cat.ListCredentials(ctx, storeScope(scope))
 	if err != nil {
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	for _, c := range cs {
 		out.Credentials = append(out.Credentials, &delegatev1.Credential{Scope: protoScope(c.Scope), Name: c.Name,
@@ -318,7 +318,7 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "credential %q does not exist in scope %s", req.GetName(), connector.ScopeKey(scope))
 		}
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	return &delegatev1.DeleteCredentialResponse{}, nil
 }

@@ -94,7 +94,7 @@ func (s *managerService) bindConnector(ctx context.Context, c *delegatev1.Connec
 				r.name, sc.String(), reach))
 		}
 		if err != nil {
-			return s.internal(err)
+			return s.toStatus(err)
 		}
 		c.CredentialBindings = append(c.CredentialBindings, s.newBinding(c, r, found))
 	}

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -295,6 +297,130 @@ func TestIssue10StoreOutageIsUnavailable(t *testing.T) {
 			task := w.nextTask(5 * time.Second)
 			if task == nil || task.GetId() != first.GetId() {
 				t.Fatalf("delegate got task %v, want %s", task, first.GetId())
+			}
+		})
+	}
+}
+
+// TestIssue10RequeueFailureReconciles: when a lease expires and the
+// Requeue that returns the task to the queue fails (without effect, or
+// after taking effect), the dispatcher reads the row back and retries
+// with backoff rather than calling Requeue again on every sweep tick;
+// the task is dispatched again (attempt 2) once the store has it queued.
+func TestIssue10RequeueFailureReconciles(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		h    hook
+		heal bool // the store comes back after 1 s of outage
+	}{
+		{"outage", fail(errOutage), true},
+		{"committed then failed", commitThenFail(errOutage), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fs := mustFaultStore(t)
+			srv := mustManagerWith(t, func(c *manager.Config) {
+				c.Dispatch.LeaseDuration = config.Duration(500 * time.Millisecond)
+				c.Dispatch.HeartbeatInterval = config.Duration(100 * time.Millisecond)
+			}, testLogger(t), fs)
+			// The wire delegate's heartbeats list no task: the lease expires.
+			w := mustWire(t, srv.Addr(), delegateToken, hello("requeuer", "p1"))
+			c, ctx := operator(t, srv.Addr())
+			fs.set(func(f *faults) { f.Requeue = tc.h })
+			id := asyncPing(t, c, ctx)
+			if task := w.nextTask(5 * time.Second); task == nil || task.GetId() != id {
+				t.Fatalf("delegate got task %v, want %s", task, id)
+			}
+			waitFor(t, 5*time.Second, func() bool { return fs.count("Requeue") > 0 }, "a Requeue after the lease expired")
+			if tc.heal {
+				before := fs.count("Requeue")
+				time.Sleep(time.Second) // 20 sweeps
+				if n := fs.count("Requeue") - before; n > 8 {
+					t.Errorf("Requeue called %d times in 1 s of a failing store, want at most 8 (backoff, not every sweep)", n)
+				}
+				fs.set(func(f *faults) { f.Requeue = nil })
+			}
+			again := w.nextTask(10 * time.Second)
+			if again == nil || again.GetId() != id || again.GetAttempt() != 2 {
+				info, _ := c.GetTask(ctx, &delegatev1.GetTaskRequest{Id: id})
+				t.Fatalf("second dispatch = %v, want task %s attempt 2 (the task is now %v)", again, id, info)
+			}
+		})
+	}
+}
+
+// TestIssue10ResultResentDuringOutage: an agent that reconnects while its
+// result waits for the store sends it again on the new stream, as the
+// agent does with every unacked result; the copy gets no stale
+// accepted=false, and the one ack, accepted, comes on the new stream
+// once the store is back.
+func TestIssue10ResultResentDuringOutage(t *testing.T) {
+	t.Parallel()
+	fs := mustFaultStore(t)
+	srv := mustManagerWith(t, nil, testLogger(t), fs)
+	first := mustWire(t, srv.Addr(), delegateToken, hello("resender", "p1"))
+	c, ctx := operator(t, srv.Addr())
+	id := asyncPing(t, c, ctx)
+	task := first.nextTask(5 * time.Second)
+	if task == nil || task.GetId() != id {
+		t.Fatalf("delegate got task %v, want %s", task, id)
+	}
+	fs.set(func(f *faults) { f.Complete = fail(errOutage) })
+	first.result(task)
+	waitFor(t, 5*time.Second, func() bool { return fs.count("Complete") > 0 }, "a first Complete")
+	// The same agent process reconnects and sends its unacked result again.
+	second := mustWire(t, srv.Addr(), delegateToken, hello("resender", "p1"))
+	second.result(task)
+	if a := nextAck(second, 300*time.Millisecond); a != nil {
+		t.Fatalf("during the outage the resent result was acked (accepted=%v), want no ack", a.GetAccepted())
+	}
+	fs.set(func(f *faults) { f.Complete = nil })
+	a := nextAck(second, 10*time.Second)
+	if a == nil || !a.GetAccepted() || a.GetTaskId() != id {
+		t.Fatalf("ack on the new stream = %v, want accepted for task %s", a, id)
+	}
+	if a := nextAck(second, 200*time.Millisecond); a != nil {
+		t.Errorf("a second ack came: %v", a)
+	}
+}
+
+// TestIssue10ReadOutageIsUnavailable: operator calls that read the store
+// (tasks, connectors, credentials) answer Unavailable while it is out,
+// not Internal, so that callers retry.
+func TestIssue10ReadOutageIsUnavailable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		break_ func(f *faults)
+		call   func(ctx context.Context, c delegatev1.ManagerServiceClient) error
+	}{
+		{"ListTasks", func(f *faults) { f.ListTasks = fail(errOutage) }, func(ctx context.Context, c delegatev1.ManagerServiceClient) error {
+			_, err := c.ListTasks(ctx, &delegatev1.ListTasksRequest{})
+			return err
+		}},
+		{"GetConnector", func(f *faults) { f.GetConnector = fail(errOutage) }, func(ctx context.Context, c delegatev1.ManagerServiceClient) error {
+			_, err := c.GetConnector(ctx, &delegatev1.GetConnectorRequest{Ref: &delegatev1.ConnectorRef{Identifier: "c"}})
+			return err
+		}},
+		{"CreateConnector binding a builtin credential", func(f *faults) { f.GetCredential = fail(errOutage) }, func(ctx context.Context, c delegatev1.ManagerServiceClient) error {
+			_, err := c.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: &delegatev1.Connector{
+				Identifier: "c", Name: "c", CredentialType: delegatev1.CredentialType_ACCESS_KEY,
+				AccessKeyId: "AKIAEXAMPLE", SecretAccessKey: "builtin:k", Region: "eu-west-1",
+			}})
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fs := mustFaultStore(t)
+			srv := mustManagerWith(t, nil, testLogger(t), fs)
+			c, ctx := operator(t, srv.Addr())
+			fs.set(tc.break_)
+			if err := tc.call(ctx, c); status.Code(err) != codes.Unavailable {
+				t.Errorf("%s with the store out = %v, want Unavailable", tc.name, err)
 			}
 		})
 	}

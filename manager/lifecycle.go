@@ -56,8 +56,8 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 		}
 		d.mu.Lock()
 		to := dg
-		if cur := d.delegates[dg.name]; cur != nil {
-			to = cur // the agent reconnected meanwhile
+		if cur := d.delegates[dg.name]; cur != nil && cur.reconnectOf(dg) {
+			to = cur // the same agent process reconnected meanwhile
 		}
 		d.mu.Unlock()
 		to.out.Push(ackMsg(r, accepted))

@@ -178,10 +178,11 @@ func (d *Dispatcher) followStored(ctx context.Context, t *task) {
 		st, err := d.store.GetTask(ctx, t.id)
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
-				d.log.Warn().Err(err).Str("task_id", t.id).Msg("follow a stored task")
+				d.storeFailed("follow", t.id, err) // bounded: one line per outage and 10 s
 			}
 			continue
 		}
+		d.storeRecovered()
 		d.mu.Lock()
 		setStored(t, st)
 		d.notifyLocked(t)

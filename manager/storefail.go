@@ -98,7 +98,7 @@ type outageLog struct {
 	n       int       // failures since the last line
 }
 
-// storeFailed notes a failed store write (op, of task id) that will be
+// storeFailed notes a failed store call (op, of task id) that will be
 // tried again.
 func (d *Dispatcher) storeFailed(op, id string, err error) {
 	o := &d.outage
@@ -121,10 +121,10 @@ func (d *Dispatcher) storeFailed(op, id string, err error) {
 		ev = d.log.Error()
 	}
 	ev.Err(err).Str("op", op).Str("task_id", id).Int("failures", n).Bool("transient", store.IsUnavailable(err)).
-		Msg("store write failed; retrying with backoff (one line per 10s while it lasts)")
+		Msg("store call failed; retrying with backoff (one line per 10s while it lasts)")
 }
 
-// storeRecovered notes that a write failed before succeeded.
+// storeRecovered notes that a call that failed before succeeded.
 func (d *Dispatcher) storeRecovered() {
 	o := &d.outage
 	o.mu.Lock()
@@ -135,7 +135,7 @@ func (d *Dispatcher) storeRecovered() {
 	since, n := o.since, o.n
 	o.failing, o.n = false, 0
 	o.mu.Unlock()
-	d.log.Info().Dur("outage", d.now().Sub(since)).Int("failures", n).Msg("store writes succeed again")
+	d.log.Info().Dur("outage", d.now().Sub(since)).Int("failures", n).Msg("store calls succeed again")
 }
 
 // finishStored makes t final in memory as st, its stored row, says it
