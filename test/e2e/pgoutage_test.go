@@ -35,9 +35,11 @@ import (
 //     retrying under its request id (the API said Unavailable, not
 //     Internal).
 func TestIssue10PostgresOutage(t *testing.T) {
+	// SMD_OUTAGE_SECRETS scales the workload (5 updates each), to see
+	// that the log does not grow with it.
+	secrets := chaosEnvInt(t, "SMD_OUTAGE_SECRETS", 100)
 	const (
-		secrets        = 100
-		updatesEach    = 5 // 500 tasks
+		updatesEach    = 5 // 500 tasks by default
 		cliSubmits     = 3
 		outage         = 10 * time.Second
 		maxOutageLines = 20
