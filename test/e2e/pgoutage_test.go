@@ -212,7 +212,7 @@ func TestIssue10PostgresOutage(t *testing.T) {
 
 	// The lock is held again, by a session of this manager's.
 	if m.proc.exited() {
-		t.Fatalf("the manager exited (%v) after the outage", m.proc.state)
+		t.Fatalf("the manager exited (exit code %d) after the outage", m.proc.ExitCode())
 	}
 	owner := managerOwner(t, m.proc.pid())
 	waitFor(t, 20*time.Second, "the manager to hold its lock again", func() error {
