@@ -39,7 +39,9 @@ func (a *Agent) start(t *delegatev1.Task) {
 		o := a.runSafely(ctx, t)
 		a.mu.Lock()
 		res := &delegatev1.TaskResult{TaskId: t.GetId(), LeaseId: r.leaseID, Outcome: o}
-		delete(a.running, t.GetId())
+		if a.running[t.GetId()] == r { // a fenced run was taken out already
+			delete(a.running, t.GetId())
+		}
 		if !r.fenced {
 			a.pending[t.GetId()] = res
 		}
