@@ -16,8 +16,9 @@ import (
 // lease duration (counted from its receipt for a new task) is fenced: its
 // context is cancelled, which aborts its AWS call in flight and makes the
 // SDK start no new one; it leaves the running list (no Hello or heartbeat
-// names it again) and its result is dropped (the manager runs it again
-// once the lease has expired there, plus a margin). The agent fences
+// names it again) and its result, unless a success, is dropped (the
+// manager runs it again once the lease has expired there, plus a margin;
+// a success made its change, and is taken if its lease is still current). The agent fences
 // only under a manager that acknowledges heartbeats (Welcome).
 
 // maxBeatsInFlight bounds the heartbeats remembered while waiting for
