@@ -58,6 +58,10 @@ func (a *Agent) start(t *delegatev1.Task) {
 		}
 		a.notifyLocked()
 		a.mu.Unlock()
+		if !report {
+			a.log.Info().Str("task_id", t.GetId()).Str("code", o.GetCode().String()).
+				Msg("fenced task ended; its result is not reported (the manager runs it again)")
+		}
 		a.log.Debug().Str("task_id", t.GetId()).Int32("attempt", t.GetAttempt()).Str("code", o.GetCode().String()).
 			Dur("took", time.Since(started)).Msg("task finished")
 	}()
