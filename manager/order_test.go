@@ -300,21 +300,26 @@ func TestIssue10OrderKey(t *testing.T) {
 	update := func(name string) *delegatev1.SecretTask {
 		return &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: name}}}
 	}
-	same := orderKey(&delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"))
+	acme := &delegatev1.Scope{Account: "acme"}
+	same := orderKey(&delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"))
 	tests := []struct {
 		name string
 		c    *delegatev1.Connector
 		st   *delegatev1.SecretTask
 		want bool // the same key as `same`
 	}{
-		{"no prefix, full name", &delegatev1.Connector{Region: "eu-west-1"}, update("team/db"), true},
-		{"prefix with slashes", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "/team/"}, update("db"), true},
-		{"name already prefixed", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "team"}, update("team/db"), true},
-		{"a delete of it", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "team"},
+		{"no prefix, full name", &delegatev1.Connector{Scope: acme, Region: "eu-west-1"}, update("team/db"), true},
+		{"prefix with slashes", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "/team/"}, update("db"), true},
+		{"name already prefixed", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"}, update("team/db"), true},
+		{"a connector of a project of the account", &delegatev1.Connector{Scope: &delegatev1.Scope{Account: "acme", Org: "o", Project: "p"},
+			Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), true},
+		{"a delete of it", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"},
 			&delegatev1.SecretTask{Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "db"}}}, true},
-		{"another region", &delegatev1.Connector{Region: "us-east-1", SecretNamePrefix: "team"}, update("db"), false},
-		{"no region", &delegatev1.Connector{SecretNamePrefix: "team"}, update("db"), false},
-		{"another prefix", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "ops"}, update("db"), false},
+		{"another region", &delegatev1.Connector{Scope: acme, Region: "us-east-1", SecretNamePrefix: "team"}, update("db"), false},
+		{"no region", &delegatev1.Connector{Scope: acme, SecretNamePrefix: "team"}, update("db"), false},
+		{"another prefix", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "ops"}, update("db"), false},
+		{"another account", &delegatev1.Connector{Scope: &delegatev1.Scope{Account: "other"}, Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), false},
+		{"an unscoped connector", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), false},
 	}
 	for _, tt := range tests {
 		if got := orderKey(tt.c, tt.st) == same; got != tt.want {
