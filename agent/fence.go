@@ -15,8 +15,10 @@ import (
 // extended the lease there. A task that no acknowledgement renewed for a
 // lease duration (counted from its receipt for a new task) is fenced: its
 // context is cancelled, which aborts its AWS call in flight and makes the
-// SDK start no new one, and its result is dropped (the manager runs it
-// again once the lease has expired there, plus a margin). The agent fences
+// SDK start no new one; it leaves the running list (no Hello or heartbeat
+// names it again) and its result, unless a success, is dropped (the
+// manager runs it again once the lease has expired there, plus a margin;
+// a success made its change, and is taken if its lease is still current). The agent fences
 // only under a manager that acknowledges heartbeats (Welcome).
 
 // maxBeatsInFlight bounds the heartbeats remembered while waiting for
@@ -90,7 +92,10 @@ func (a *Agent) fence(ctx context.Context) {
 			// the agent past the lease.
 			limit := time.Now().Add(-(lease - lease/10))
 			for id, r := range a.running {
-				if !r.fenced && r.renewed.Before(limit) {
+				if r.renewed.Before(limit) {
+					// No longer ours: a Hello or heartbeat must not
+					// name it, and a new dispatch of it starts afresh.
+					delete(a.running, id)
 					r.fenced = true
 					r.cancel()
 					a.log.Warn().Str("task_id", id).Dur("lease_duration", lease).

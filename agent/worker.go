@@ -39,20 +39,29 @@ func (a *Agent) start(t *delegatev1.Task) {
 		o := a.runSafely(ctx, t)
 		a.mu.Lock()
 		res := &delegatev1.TaskResult{TaskId: t.GetId(), LeaseId: r.leaseID, Outcome: o}
-		delete(a.running, t.GetId())
-		if !r.fenced {
+		if a.running[t.GetId()] == r { // a fenced run was taken out already
+			delete(a.running, t.GetId())
+		}
+		// A fenced run's failure is dropped: it is most likely the fence's
+		// own cancel, and the manager runs the task again once the lease
+		// lapses there (fence.go). A success is reported: the change was
+		// made, and the manager takes it if the lease is still current.
+		report := !r.fenced || o.GetCode() == delegatev1.Code_OK
+		if report {
 			a.pending[t.GetId()] = res
 		}
 		if a.cur != nil {
-			// A fenced run's result is dropped: its lease is lapsing at
-			// the manager, which runs the task again (fence.go).
-			if !r.fenced {
+			if report {
 				a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Result{Result: res}})
 			}
 			a.cur.push(&delegatev1.AgentMessage{Msg: &delegatev1.AgentMessage_Credit{Credit: &delegatev1.Credit{Credits: 1}}})
 		}
 		a.notifyLocked()
 		a.mu.Unlock()
+		if !report {
+			a.log.Info().Str("task_id", t.GetId()).Str("code", o.GetCode().String()).
+				Msg("fenced task ended; its result is not reported (the manager runs it again)")
+		}
 		a.log.Debug().Str("task_id", t.GetId()).Int32("attempt", t.GetAttempt()).Str("code", o.GetCode().String()).
 			Dur("took", time.Since(started)).Msg("task finished")
 	}()

@@ -165,7 +165,7 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	}
 	if mutation {
 		// Changes of one secret run one at a time, in this order.
-		req.Payload.OrderKey = orderKey(c, st)
+		req.OrderKey = orderKey(c, st)
 	}
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {

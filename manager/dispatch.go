@@ -181,6 +181,10 @@ type SubmitRequest struct {
 	// Async tasks are persisted before Submit returns and survive manager
 	// restarts; sync tasks live only in memory while the caller waits.
 	Async bool
+	// OrderKey, on an async task, names the secret it changes (order.go):
+	// it runs only once the tasks submitted before it with the same key
+	// are final. Sync tasks ignore it.
+	OrderKey string
 	// Request, when its ID is set, makes an async submission idempotent:
 	// it is stored with the task, and a submission with the same Owner
 	// and ID gets the task the first one made (if the Hash is the same)
@@ -212,7 +216,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 	}
 	t.key = matchKey(t.scope, t.selectors)
 	if req.Async { // only stored tasks are ordered (order.go)
-		t.orderKey = req.Payload.GetOrderKey()
+		t.orderKey = req.OrderKey
 	}
 	t.size = proto.Size(req.Payload)
 	if err := d.limits.reserve(ctx, t.scope, t.size); err != nil {
@@ -249,6 +253,7 @@ func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, erro
 			State: store.StateQueued, MaxAttempts: t.maxAttempts,
 			CreatedAt: now, UpdatedAt: now, Deadline: t.deadline,
 			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()), Request: req.Request,
+			OrderKey: t.orderKey,
 		}
 		err = d.store.CreateTask(ctx, st)
 		var dup *store.DuplicateRequestError

@@ -87,11 +87,20 @@ func boltItem7(dir string) item7Store {
 			return d
 		},
 		// What an older manager's Complete left: the record of codec
-		// version 3 (the layout of 4; the version byte comes first,
-		// the state code second, see manager/store/bolt/codec.go), state
-		// succeeded, the payload it was created with, and out of the
-		// unfinished index.
+		// version 3 (the layout of 4, which is 5 without the order key
+		// at the end; the version byte comes first, the state code
+		// second, see manager/store/bolt/codec.go), state succeeded, the
+		// payload it was created with, and out of the unfinished index.
 		legacy: func(t *testing.T, id string) {
+			sdb, err := bolt.Open(path, bolt.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := sdb.GetTask(t.Context(), id)
+			sdb.Close()
+			if err != nil || len(st.OrderKey) > 127 {
+				t.Fatalf("GetTask(%s) = %v, %v; want a task with an order key under 128 bytes", id, st, err)
+			}
 			db, err := bbolt.Open(path, 0o600, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -104,6 +113,7 @@ func boltItem7(dir string) item7Store {
 					t.Fatalf("no task %s in the bolt file", id)
 				}
 				v[0], v[1] = 3, 3
+				v = v[:len(v)-1-len(st.OrderKey)] // its length (one byte) and the key
 				if err := tasks.Put([]byte(id), v); err != nil {
 					return err
 				}

@@ -435,7 +435,7 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 			payload: p, async: true, state: st.State, attempt: st.Attempt, maxAttempts: st.MaxAttempts,
 			leaseID: st.LeaseID, holder: st.Delegate, deadline: st.Deadline,
 			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt, requestID: st.Request.ID,
-			orderKey: p.GetOrderKey(),
+			orderKey: st.OrderKey,
 			changed:  make(chan struct{}), done: make(chan struct{}),
 		}
 		if t.orderKey != "" {

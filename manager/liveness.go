@@ -33,7 +33,8 @@ const (
 // (a reconnecting agent resends every unacknowledged one, at most about
 // capacity), and cancels: those answering its Hello and one heartbeat
 // (each lists at most capacity tasks) and those of deadlines (at most
-// what it runs). Four times the capacity covers all of them at once with
+// what it runs), and that heartbeat's HeartbeatAck. Four times the
+// capacity covers all of them at once with
 // room to spare, so a delegate that reads never reaches the limit; one
 // that does not read is stopped after a few kilobytes per task slot
 // instead of growing the manager's memory without end.

@@ -24,11 +24,15 @@ import (
 // no older attempt lands after the next one.
 
 // orderKey is the order key of a secret mutation run through connector c:
-// the connector's region, then the full AWS name (prefix applied). A
-// connector without a region uses its delegate's AWS_REGION, which the
-// manager cannot know: all such connectors share the region part "-", so
-// their mutations of one name are ordered together (whatever region each
-// delegate has). Reads, connection tests and listings have no key ("").
+// the account of the connector's scope, its region, then the full AWS
+// name (prefix applied). The account (the tenant) is part of it so that
+// one tenant's changes never wait behind another's: connectors of one
+// account (any org or project) reaching one secret are ordered together,
+// those of two accounts are not. A connector without a region uses its
+// delegate's AWS_REGION, which the manager cannot know: all such
+// connectors share the region part "-", so their mutations of one name
+// are ordered together (whatever region each delegate has). Reads,
+// connection tests and listings have no key ("").
 func orderKey(c *delegatev1.Connector, st *delegatev1.SecretTask) string {
 	var name string
 	switch op := st.GetOp().(type) {
@@ -51,7 +55,9 @@ func orderKey(c *delegatev1.Connector, st *delegatev1.SecretTask) string {
 	if region == "" {
 		region = "-"
 	}
-	return region + " " + tasks.NewPrefix(c.GetSecretNamePrefix()).Apply(name)
+	// Neither an account (identifier characters) nor a region holds a
+	// space, so the parts cannot run into each other.
+	return c.GetScope().GetAccount() + " " + region + " " + tasks.NewPrefix(c.GetSecretNamePrefix()).Apply(name)
 }
 
 // fenceMargin is how long after its lease lapsed an ordered task waits

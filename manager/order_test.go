@@ -90,9 +90,9 @@ func (r *orderRig) advance(by time.Duration) {
 func (r *orderRig) update(region, name string) *task {
 	r.t.Helper()
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: name}}}
-	p := &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Secret{Secret: st},
-		OrderKey: orderKey(&delegatev1.Connector{Region: region, SecretNamePrefix: "team"}, st)}
-	tk, err := r.d.Submit(context.Background(), SubmitRequest{Kind: "secret.update", Payload: p, Async: true})
+	p := &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Secret{Secret: st}}
+	tk, err := r.d.Submit(context.Background(), SubmitRequest{Kind: "secret.update", Payload: p, Async: true,
+		OrderKey: orderKey(&delegatev1.Connector{Region: region, SecretNamePrefix: "team"}, st)})
 	if err != nil {
 		r.t.Fatalf("Submit(update %s): %v", name, err)
 	}
@@ -291,4 +291,43 @@ func slicesIndex(s []string, v string) int {
 		}
 	}
 	return -1
+}
+
+// TestIssue10OrderKey: the key is the secret at AWS, whichever connector
+// names it: the connector's region and the full name with its prefix.
+func TestIssue10OrderKey(t *testing.T) {
+	t.Parallel()
+	update := func(name string) *delegatev1.SecretTask {
+		return &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: name}}}
+	}
+	acme := &delegatev1.Scope{Account: "acme"}
+	same := orderKey(&delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"))
+	tests := []struct {
+		name string
+		c    *delegatev1.Connector
+		st   *delegatev1.SecretTask
+		want bool // the same key as `same`
+	}{
+		{"no prefix, full name", &delegatev1.Connector{Scope: acme, Region: "eu-west-1"}, update("team/db"), true},
+		{"prefix with slashes", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "/team/"}, update("db"), true},
+		{"name already prefixed", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"}, update("team/db"), true},
+		{"a connector of a project of the account", &delegatev1.Connector{Scope: &delegatev1.Scope{Account: "acme", Org: "o", Project: "p"},
+			Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), true},
+		{"a delete of it", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"},
+			&delegatev1.SecretTask{Op: &delegatev1.SecretTask_Delete{Delete: &delegatev1.DeleteSecretOp{Name: "db"}}}, true},
+		{"another region", &delegatev1.Connector{Scope: acme, Region: "us-east-1", SecretNamePrefix: "team"}, update("db"), false},
+		{"no region", &delegatev1.Connector{Scope: acme, SecretNamePrefix: "team"}, update("db"), false},
+		{"another prefix", &delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "ops"}, update("db"), false},
+		{"another account", &delegatev1.Connector{Scope: &delegatev1.Scope{Account: "other"}, Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), false},
+		{"an unscoped connector", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), false},
+	}
+	for _, tt := range tests {
+		if got := orderKey(tt.c, tt.st) == same; got != tt.want {
+			t.Errorf("%s: orderKey = %q, same as %q: %v, want %v", tt.name, orderKey(tt.c, tt.st), same, got, tt.want)
+		}
+	}
+	get := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Get{Get: &delegatev1.GetSecretOp{Name: "db"}}}
+	if k := orderKey(&delegatev1.Connector{Region: "eu-west-1"}, get); k != "" {
+		t.Errorf("orderKey(get) = %q, want \"\" (reads are not ordered)", k)
+	}
 }

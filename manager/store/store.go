@@ -174,6 +174,10 @@ type Task struct {
 	// QueueDeadline is when a queued task fails NO_ELIGIBLE_DELEGATE if no
 	// delegate took it.
 	QueueDeadline time.Time
+	// OrderKey names the secret a mutation changes (its region and full
+	// AWS name): the unfinished tasks of one key run one at a time, in
+	// CreatedAt order. Empty for a task that is not ordered.
+	OrderKey string
 }
 
 // Lease is a claim of a queued task by a delegate.

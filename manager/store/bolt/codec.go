@@ -14,9 +14,9 @@ import (
 // mutation decodes and re-encodes one, inside the single writer transaction
 // that all batched callers share, so its cost is paid serially.
 //
-// Layout (version 4):
+// Layout (version 5):
 //
-//	byte    version (4)
+//	byte    version (5)
 //	byte    state code (see stateCodes)
 //	string  ID, Kind            (uvarint length + bytes)
 //	uvarint len(Selectors), then each as a string
@@ -30,18 +30,20 @@ import (
 //	string  Scope.Account, Scope.Org, Scope.Project
 //	string  Request.Owner, Request.ID
 //	bytes   Request.Hash
+//	string  OrderKey
 //
-// Version 3 has the same layout as version 4, but a final task of version
+// Version 4 is version 5 without the order key. Version 3 has the same
+// layout as version 4, but a final task of version
 // 3 or older was made final by a store whose Complete kept the payload
 // the task was created with, secret values included: ScrubFinished
-// rewrites those (and so makes them version 4). Version 2 is version 3
+// rewrites those (and so makes them the current version). Version 2 is version 3
 // without the request, version 1 version 2 without the scope; decode
-// still reads all three (tasks written before request ids or scopes
-// existed have none), encode writes only version 4.
+// still reads all four (tasks written before order keys, request ids or
+// scopes existed have none), encode writes only version 5.
 // The state sits at a fixed offset so list scans can filter without decoding.
 // A new layout gets a new version byte; decode refuses versions it does not
 // know rather than misreading them.
-const codecVersion = 4
+const codecVersion = 5
 
 // Older versions, still decoded.
 const (
@@ -50,6 +52,8 @@ const (
 	// codecVersionWholePayload: version 4's layout, from before Complete
 	// replaced the payload.
 	codecVersionWholePayload = 3
+	// codecVersionNoOrder: version 5 without the order key.
+	codecVersionNoOrder = 4
 )
 
 // payloadScrubbed reports whether an encoded final task's payload is
@@ -121,6 +125,7 @@ func encodeTask(dst []byte, t *store.Task) ([]byte, error) {
 	dst = appendString(dst, t.Request.Owner)
 	dst = appendString(dst, t.Request.ID)
 	dst = appendBytes(dst, t.Request.Hash)
+	dst = appendString(dst, t.OrderKey)
 	return dst, nil
 }
 
@@ -128,10 +133,10 @@ func encodeTask(dst []byte, t *store.Task) ([]byte, error) {
 // buffer once.
 func encodedSize(t *store.Task) int {
 	n := 2 + 4*binary.MaxVarintLen64 + 8*(2*binary.MaxVarintLen64) // header, ints, times
-	n += 14*binary.MaxVarintLen64 + len(t.ID) + len(t.Kind) + len(t.Payload) +
+	n += 15*binary.MaxVarintLen64 + len(t.ID) + len(t.Kind) + len(t.Payload) +
 		len(t.LeaseID) + len(t.Delegate) + len(t.Code) + len(t.Outcome) +
 		len(t.Scope.Account) + len(t.Scope.Org) + len(t.Scope.Project) +
-		len(t.Request.Owner) + len(t.Request.ID) + len(t.Request.Hash)
+		len(t.Request.Owner) + len(t.Request.ID) + len(t.Request.Hash) + len(t.OrderKey)
 	for _, s := range t.Selectors {
 		n += binary.MaxVarintLen64 + len(s)
 	}
@@ -193,6 +198,9 @@ func decodeTask(v []byte) (*store.Task, error) {
 		t.Request.Owner = d.string()
 		t.Request.ID = d.string()
 		t.Request.Hash = d.bytes()
+	}
+	if v[0] > codecVersionNoOrder {
+		t.OrderKey = d.string()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))

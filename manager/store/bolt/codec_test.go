@@ -30,6 +30,7 @@ func codecTask() *store.Task {
 		QueueDeadline: time.Time{},
 		Scope:         store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
 		Request:       store.Request{Owner: "acme:ci", ID: "deploy-42", Hash: []byte{0, 0xfe, 7}},
+		OrderKey:      "eu-west-1 team/db",
 	}
 }
 
@@ -79,13 +80,15 @@ func TestCodecDecodesVersion1(t *testing.T) {
 	want := codecTask()
 	want.Scope = store.Scope{}
 	want.Request = store.Request{}
+	want.OrderKey = ""
 	v3, err := encodeTask(nil, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Three empty scope strings and an empty request: one zero byte each.
-	v2 := append([]byte{codecVersionNoRequest}, v3[1:len(v3)-3]...)
-	v1 := append([]byte{codecVersionNoScope}, v3[1:len(v3)-6]...)
+	// Three empty scope strings, an empty request and order key: one
+	// zero byte each.
+	v2 := append([]byte{codecVersionNoRequest}, v3[1:len(v3)-4]...)
+	v1 := append([]byte{codecVersionNoScope}, v3[1:len(v3)-7]...)
 	got, err := decodeTask(v1)
 	if err != nil {
 		t.Fatalf("decodeTask(version 1) = %v", err)
@@ -109,11 +112,12 @@ func TestCodecDecodesVersion1(t *testing.T) {
 func TestCodecDecodesVersion2(t *testing.T) {
 	want := codecTask()
 	want.Request = store.Request{}
+	want.OrderKey = ""
 	v3, err := encodeTask(nil, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2 := append([]byte{codecVersionNoRequest}, v3[1:len(v3)-3]...) // owner, id, hash: one zero byte each
+	v2 := append([]byte{codecVersionNoRequest}, v3[1:len(v3)-4]...) // owner, id, hash, order key: one zero byte each
 	got, err := decodeTask(v2)
 	if err != nil {
 		t.Fatalf("decodeTask(version 2) = %v", err)
@@ -127,6 +131,37 @@ func TestCodecDecodesVersion2(t *testing.T) {
 	// A version 2 record that carries a request has trailing bytes.
 	if _, err := decodeTask(append([]byte{codecVersionNoRequest}, v3[1:]...)); !errors.Is(err, errCorrupt) {
 		t.Errorf("decodeTask(version 2 with a request) = %v, want %v", err, errCorrupt)
+	}
+}
+
+// TestIssue10CodecDecodesVersion4 reads a record of the layout before
+// order keys (version 4: version 5 without the order key): it decodes
+// with no order key and is written back as version 5.
+func TestIssue10CodecDecodesVersion4(t *testing.T) {
+	want := codecTask()
+	want.OrderKey = ""
+	v5, err := encodeTask(nil, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4 := append([]byte{codecVersionNoOrder}, v5[1:len(v5)-1]...)
+	got, err := decodeTask(v4)
+	if err != nil {
+		t.Fatalf("decodeTask(version 4) = %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decodeTask(version 4) mismatch (-want +got):\n%s", diff)
+	}
+	if !payloadScrubbed(v4) {
+		t.Error("payloadScrubbed(version 4) = false, want true (version 4 Complete replaced the payload)")
+	}
+	// A version 4 record that carries an order key has trailing bytes.
+	withKey, err := encodeTask(nil, codecTask())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeTask(append([]byte{codecVersionNoOrder}, withKey[1:]...)); !errors.Is(err, errCorrupt) {
+		t.Errorf("decodeTask(version 4 with an order key) = %v, want %v", err, errCorrupt)
 	}
 }
 

@@ -15,7 +15,7 @@ const defaultScrubChunk = 500
 
 // ScrubFinished rewrites the payload of every final task of codec version
 // 3 or older (made final by a Complete that kept the payload whole) with
-// what scrub returns, as version 4, which marks it done. It walks the
+// what scrub returns, as the current version (4 or later marks it done). It walks the
 // tasks bucket in id order, a chunk at a time: the payloads of a chunk
 // are read in one read transaction, scrubbed outside any transaction, and
 // written in one write transaction (a task pruned meanwhile is skipped).

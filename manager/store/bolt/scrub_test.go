@@ -14,8 +14,9 @@ import (
 )
 
 // legacy rewrites task id's record in db as an older smd wrote it: codec
-// version 3 (request ids, a Complete that kept the payload), 2 (no
-// request) or 1 (no scope either); the task must have neither.
+// version 3 (request ids, a Complete that kept the payload; no order
+// key), 2 (no request) or 1 (no scope either); the task must have none
+// of them.
 func legacy(t *testing.T, db *DB, id string, version byte) {
 	t.Helper()
 	err := db.bdb.Update(func(tx *bbolt.Tx) error {
@@ -26,10 +27,12 @@ func legacy(t *testing.T, db *DB, id string, version byte) {
 		}
 		old := append([]byte{version}, v[1:]...)
 		switch version {
+		case codecVersionWholePayload, codecVersionNoOrder:
+			old = old[:len(old)-1] // the empty order key: one zero byte
 		case codecVersionNoRequest:
-			old = old[:len(old)-3] // owner, id, hash: one zero byte each
+			old = old[:len(old)-4] // owner, id, hash and order key: one zero byte each
 		case codecVersionNoScope:
-			old = old[:len(old)-6]
+			old = old[:len(old)-7]
 		}
 		return b.Put([]byte(id), old)
 	})

@@ -109,6 +109,11 @@ CREATE TABLE manager_lock (
 );
 INSERT INTO manager_lock (epoch, owner) VALUES (0, '');
 `,
+	// 4: order_key names the secret a mutation changes (per-secret order);
+	// tasks of version 3 get '' (not ordered).
+	`
+ALTER TABLE tasks ADD COLUMN order_key text COLLATE "C" NOT NULL DEFAULT '';
+`,
 }
 
 // schemaVersion is the layout version this package writes: Open migrates

@@ -14,7 +14,7 @@ import (
 // taskColumns are the columns scanTask reads, in its order.
 const taskColumns = `id, kind, selectors, scope_account, scope_org, scope_project, payload,
 	request_owner, request_id, request_hash, state, attempt, max_attempts, lease_id, delegate, code, outcome,
-	created_at, updated_at, deadline, queue_deadline`
+	created_at, updated_at, deadline, queue_deadline, order_key`
 
 // scanTask reads one row of taskColumns.
 func scanTask(row pgx.Row) (*store.Task, error) {
@@ -25,7 +25,7 @@ func scanTask(row pgx.Row) (*store.Task, error) {
 	)
 	err := row.Scan(&t.ID, &t.Kind, &t.Selectors, &t.Scope.Account, &t.Scope.Org, &t.Scope.Project,
 		&t.Payload, &t.Request.Owner, &t.Request.ID, &t.Request.Hash, &state, &t.Attempt, &t.MaxAttempts, &t.LeaseID, &t.Delegate, &t.Code, &t.Outcome,
-		&t.CreatedAt, &t.UpdatedAt, &deadline, &queueDeadline)
+		&t.CreatedAt, &t.UpdatedAt, &deadline, &queueDeadline, &t.OrderKey)
 	if err != nil {
 		return nil, err
 	}
@@ -101,12 +101,12 @@ func (db *DB) insertTask(ctx context.Context, t *store.Task, created, updated ti
 	// are both taken gets a plain ErrExists.
 	tag, err := db.pool.Exec(ctx, `
 		INSERT INTO tasks (`+taskColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (id) DO NOTHING`,
 		t.ID, t.Kind, orEmpty(t.Selectors), t.Scope.Account, t.Scope.Org, t.Scope.Project, orEmpty(t.Payload),
 		t.Request.Owner, t.Request.ID, orEmpty(t.Request.Hash),
 		t.Attempt, t.MaxAttempts, t.LeaseID, t.Delegate, t.Code, orEmpty(t.Outcome),
-		created, updated, nullTime(t.Deadline), nullTime(t.QueueDeadline))
+		created, updated, nullTime(t.Deadline), nullTime(t.QueueDeadline), t.OrderKey)
 	switch {
 	case uniqueViolation(err) == "tasks_request_idx":
 		return err

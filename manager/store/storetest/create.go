@@ -49,6 +49,11 @@ func testCreateGet(t *testing.T, open OpenFunc) {
 			task.Scope = store.Scope{}
 			return task
 		}()},
+		{name: "no order key", task: func() *store.Task {
+			task := newTask("unordered", base)
+			task.OrderKey = ""
+			return task
+		}()},
 		{name: "account scope", task: func() *store.Task {
 			task := newTask("account-scope", base)
 			task.Scope = store.Scope{Account: "acme"}

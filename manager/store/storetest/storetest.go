@@ -178,9 +178,11 @@ func newTask(id string, created time.Time) *store.Task {
 		Deadline:      created.Add(60 * time.Second),
 		QueueDeadline: created.Add(30 * time.Second),
 		// Every transition test compares whole tasks, so they also
-		// check that a task keeps its scope and request through them.
-		Scope:   store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
-		Request: store.Request{Owner: "acme:ci", ID: "req-" + id, Hash: []byte("hash of " + id)},
+		// check that a task keeps its scope, request and order key
+		// through them.
+		Scope:    store.Scope{Account: "acme", Org: "payments", Project: "checkout"},
+		Request:  store.Request{Owner: "acme:ci", ID: "req-" + id, Hash: []byte("hash of " + id)},
+		OrderKey: "eu-west-1 team/" + id,
 	}
 }
 

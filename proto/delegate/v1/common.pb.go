@@ -186,12 +186,7 @@ type TaskPayload struct {
 	// connector names the connector of a secret task. The manager resolves
 	// it into secret.connector (settings, credentials, OIDC token) each time
 	// it sends the task, so stored tasks never hold credentials.
-	Connector *ConnectorRef `protobuf:"bytes,10,opt,name=connector,proto3" json:"connector,omitempty"`
-	// order_key is set on a secret mutation: the secret it changes at AWS
-	// (the connector's region, then the full AWS name). The manager runs the
-	// tasks of one key one at a time, in submission order. Kept here so that
-	// it is stored with the task and survives a manager restart.
-	OrderKey      string `protobuf:"bytes,11,opt,name=order_key,json=orderKey,proto3" json:"order_key,omitempty"`
+	Connector     *ConnectorRef `protobuf:"bytes,10,opt,name=connector,proto3" json:"connector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,13 +251,6 @@ func (x *TaskPayload) GetConnector() *ConnectorRef {
 		return x.Connector
 	}
 	return nil
-}
-
-func (x *TaskPayload) GetOrderKey() string {
-	if x != nil {
-		return x.OrderKey
-	}
-	return ""
 }
 
 type isTaskPayload_Op interface {
@@ -577,13 +565,12 @@ var File_delegate_v1_common_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x18delegate/v1/common.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cdelegate/v1/connectors.proto\x1a\x19delegate/v1/secrets.proto\"\xc9\x01\n" +
+	"\x18delegate/v1/common.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cdelegate/v1/connectors.proto\x1a\x19delegate/v1/secrets.proto\"\xac\x01\n" +
 	"\vTaskPayload\x12+\n" +
 	"\x04ping\x18\x01 \x01(\v2\x15.delegate.v1.PingTaskH\x00R\x04ping\x121\n" +
 	"\x06secret\x18\x02 \x01(\v2\x17.delegate.v1.SecretTaskH\x00R\x06secret\x127\n" +
 	"\tconnector\x18\n" +
-	" \x01(\v2\x19.delegate.v1.ConnectorRefR\tconnector\x12\x1b\n" +
-	"\torder_key\x18\v \x01(\tR\borderKeyB\x04\n" +
+	" \x01(\v2\x19.delegate.v1.ConnectorRefR\tconnectorB\x04\n" +
 	"\x02op\";\n" +
 	"\bPingTask\x12/\n" +
 	"\x05sleep\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05sleep\"g\n" +
