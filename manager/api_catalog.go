@@ -79,7 +79,7 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 	if raw, err := proto.Marshal(c); err == nil {
 		proto.Reset(c)
 		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, c); err != nil {
-			return s.internal(err)
+			return s.toStatus(err)
 		}
 	}
 	// Validate sees the other fields normalized but the selectors as
@@ -131,7 +131,7 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	// timestamp is taken a moment later (or on another clock).
 	prev, err := decodeConnector(old)
 	if err != nil {
-		return nil, s.internal(err)
+		return nil, s.toStatus(err)
 	}
 	c.CreatedAt = prev.GetCreatedAt()
 	if c.CreatedAt == nil {
@@ -233,7 +233,7 @@ func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.Lis
 		for _, c := range cs {
 			pc, err := decodeConnector(c)
 			if err != nil {
-				return nil, s.internal(err)
+				return nil, s.toStatus(err)
 			}
 			out.Connectors = append(out.Connectors, operatorView(pc))
 		}

@@ -89,13 +89,21 @@ func (d *Dispatcher) join() {
 // outageLog bounds what a store outage logs, whatever the number of
 // tasks it touches: the first failure, then at most one line per
 // outageLogEvery with the number of failures meanwhile, and one line
-// when a write succeeds again.
+// when a write succeeds again. Calls that were under way when the store
+// came back still fail for a moment after it (a retry's read-back
+// succeeds while an older write reports the outage), so a failure within
+// outageLogEvery of the recovery continues the same outage instead of
+// starting a new one, and its recovery is logged only if the last
+// recovery line is outageLogEvery old: a flapping end logs no more lines
+// than a steady one.
 type outageLog struct {
-	mu      sync.Mutex // guards the fields below
-	failing bool
-	since   time.Time // the outage's first failure
-	last    time.Time // the last line logged
-	n       int       // failures since the last line
+	mu        sync.Mutex // guards the fields below
+	failing   bool
+	since     time.Time // the outage's first failure
+	last      time.Time // the last line logged
+	n         int       // failures since the last line
+	recovered time.Time // when calls last succeeded again after failing
+	lastUp    time.Time // the last "succeed again" line
 }
 
 // storeFailed notes a failed store call (op, of task id) that will be
@@ -105,6 +113,9 @@ func (d *Dispatcher) storeFailed(op, id string, err error) {
 	now := d.now()
 	o.mu.Lock()
 	o.n++
+	if !o.failing && !o.recovered.IsZero() && now.Sub(o.recovered) < outageLogEvery {
+		o.failing = true // the same outage: a call from before the recovery
+	}
 	first := !o.failing
 	if !first && now.Sub(o.last) < outageLogEvery {
 		o.mu.Unlock()
@@ -132,8 +143,14 @@ func (d *Dispatcher) storeRecovered() {
 		o.mu.Unlock()
 		return
 	}
+	now := d.now()
 	since, n := o.since, o.n
-	o.failing, o.n = false, 0
+	o.failing, o.recovered = false, now
+	if !o.lastUp.IsZero() && now.Sub(o.lastUp) < outageLogEvery {
+		o.mu.Unlock()
+		return // a flapping end: the failures stay counted for the next line
+	}
+	o.n, o.lastUp, o.last = 0, now, now
 	o.mu.Unlock()
 	d.log.Info().Dur("outage", d.now().Sub(since)).Int("failures", n).Msg("store calls succeed again")
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -54,7 +53,7 @@ func (db *DB) pruneChunkOnce(ctx context.Context, cutoff time.Time) (int, error)
 			LIMIT $2)`,
 		cutoff, db.pruneChunk)
 	if err != nil {
-		return 0, fmt.Errorf("postgres: prune: %w", err)
+		return 0, wrapErr("prune", err)
 	}
 	return int(tag.RowsAffected()), nil
 }

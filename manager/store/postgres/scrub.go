@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -45,7 +44,7 @@ func (db *DB) scrubRound(ctx context.Context, scrub store.ScrubFunc) (int, bool,
 		WHERE state IN ('succeeded', 'failed') AND NOT payload_scrubbed
 		ORDER BY id LIMIT $1`, db.scrubChunk)
 	if err != nil {
-		return 0, false, fmt.Errorf("postgres: scrub finished tasks: %w", err)
+		return 0, false, wrapErr("scrub finished tasks", err)
 	}
 	type found struct {
 		id      string
@@ -56,14 +55,14 @@ func (db *DB) scrubRound(ctx context.Context, scrub store.ScrubFunc) (int, bool,
 		return f, row.Scan(&f.id, &f.payload)
 	})
 	if err != nil {
-		return 0, false, fmt.Errorf("postgres: scrub finished tasks: %w", err)
+		return 0, false, wrapErr("scrub finished tasks", err)
 	}
 	if len(fs) == 0 {
 		return 0, false, nil
 	}
 	for i := range fs {
 		if fs[i].payload, err = scrub(fs[i].id, fs[i].payload); err != nil {
-			return 0, false, fmt.Errorf("postgres: scrub task %s: %w", fs[i].id, err)
+			return 0, false, wrapErr("scrub task "+fs[i].id, err)
 		}
 	}
 	n := 0
@@ -82,7 +81,7 @@ func (db *DB) scrubRound(ctx context.Context, scrub store.ScrubFunc) (int, bool,
 		return nil
 	})
 	if err != nil {
-		return 0, false, fmt.Errorf("postgres: scrub finished tasks: %w", err)
+		return 0, false, wrapErr("scrub finished tasks", err)
 	}
 	return n, len(fs) == db.scrubChunk, nil
 }

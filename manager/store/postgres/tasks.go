@@ -257,11 +257,11 @@ func (db *DB) ListTasks(ctx context.Context, f store.Filter) ([]*store.Task, err
 		LIMIT $5`,
 		states, f.Scope.Account, f.Scope.Org, f.Scope.Project, limit, afterAt, afterID)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list tasks: %w", err)
+		return nil, wrapErr("list tasks", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Task, error) { return scanTask(row) })
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list tasks: %w", err)
+		return nil, wrapErr("list tasks", err)
 	}
 	return out, nil
 }
