@@ -19,7 +19,6 @@ import (
 // neither place: a new field is a decision, not a default.
 var notSecret = map[protoreflect.FullName]string{
 	"delegate.v1.ConnectorSettings.id":                 "connector identifier",
-	"delegate.v1.TaskPayload.order_key":                "the secret a mutation changes: region and AWS name (or connector) joined, no value",
 	"delegate.v1.ConnectorSettings.region":             "AWS region",
 	"delegate.v1.ConnectorSettings.secret_name_prefix": "name prefix",
 	"delegate.v1.ConnectorSettings.role_arn":           "role ARN",
