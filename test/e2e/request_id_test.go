@@ -45,7 +45,12 @@ func TestRetryAfterLostResponse(t *testing.T) {
 		t.Fatalf("awsemu: %v", err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	m := startManager(t, managerOpts{})
+	// A lease well beyond the manager's restart below: the agent keeps
+	// its running create and resumes it on the restarted manager, rather
+	// than fencing it (no heartbeat acknowledged for a lease) and having
+	// it run again, which AWS would absorb (same token) but which is not
+	// what this test is about.
+	m := startManager(t, managerOpts{Lease: 10 * time.Second, Heartbeat: time.Second})
 	startAgent(t, m, "retry-agent", agentOpts{Tags: []string{"chaos"}, Endpoints: []string{awsURL}})
 	createChaosConnectors(t, m, awsURL)
 	cut := startResponseCutter(t, m.Addr)
