@@ -3,14 +3,11 @@ package manager
 import (
 	"context"
 
-	"errors"
 	"fmt"
 	"github.com/rs/zerolog"
-	"time"
 
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
@@ -81,13 +78,13 @@ func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delega
 		return nil, s.toStatus(err)
 	}
 	if req.Async {
-		return s.d.info(t), nil
+		return t.Info(), nil
 	}
 	select {
-	case <-t.done:
-		return s.d.info(t), nil
+	case <-t.Done():
+		return t.Info(), nil
 	case <-ctx.Done():
-		s.d.cancel(t, "the caller went away")
+		t.Cancel("the caller went away")
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
@@ -103,7 +100,7 @@ func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskReq
 // visibleTask is getTask for the caller: a task outside its token's scope
 // is not found, exactly like a task that does not exist.
 func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
-	info, changed, err := s.d.getTask(ctx, id)
+	info, changed, err := s.d.GetTask(ctx, id)
 	if err == nil && !visible(tokenScope(ctx), storeScope(info.GetScope())) {
 		return nil, nil, ErrTaskNotFound
 	}
@@ -124,7 +121,7 @@ func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTask
 	if st := req.GetState(); st != delegatev1.TaskState_TASK_STATE_UNSPECIFIED {
 		f.States = []store.State{stateFromProto(st)}
 	}
-	ts, err := s.d.store.ListTasks(ctx, f)
+	ts, err := s.d.ListTasks(ctx, f)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -167,85 +164,6 @@ func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delega
 		case <-changed:
 		}
 	}
-}
-
-// getTask returns a task's view, and a channel closed at its next change
-// (nil once the task is final).
-func (d *Dispatcher) getTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
-	d.mu.Lock()
-	if t := d.tasks[id]; t != nil {
-		info, ch := d.infoLocked(t), t.changed
-		d.mu.Unlock()
-		return info, ch, nil
-	}
-	d.mu.Unlock()
-	st, err := d.store.GetTask(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, ErrTaskNotFound
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	info := storedInfo(st)
-	if !st.State.Final() {
-		// Between the store write and memory (a task that changed just
-		// now): look again shortly. A task that has not changed for a
-		// while is run by another manager sharing the store: look again
-		// every second, not 20 times a second for as long as it runs.
-		wait := 50 * time.Millisecond
-		if d.now().Sub(st.UpdatedAt) > time.Second {
-			wait = time.Second
-		}
-		ch := make(chan struct{})
-		time.AfterFunc(wait, func() { close(ch) })
-		return info, ch, nil
-	}
-	return info, nil, nil
-}
-
-func (d *Dispatcher) info(t *task) *delegatev1.TaskInfo {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.infoLocked(t)
-}
-
-func (d *Dispatcher) infoLocked(t *task) *delegatev1.TaskInfo {
-	return &delegatev1.TaskInfo{
-		Id: t.id, Kind: t.kind, State: stateToProto(t.state), Selectors: t.selectors,
-		Attempt: int32(t.attempt), Delegate: t.holder, CreatedAt: timestamp(t.createdAt),
-		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async, Scope: scopeProto(t.scope),
-		RequestId: t.requestID,
-	}
-}
-
-func storedInfo(t *store.Task) *delegatev1.TaskInfo {
-	info := &delegatev1.TaskInfo{
-		Id: t.ID, Kind: t.Kind, State: stateToProto(t.State), Selectors: t.Selectors,
-		Attempt: int32(t.Attempt), Delegate: t.Delegate, CreatedAt: timestamppb.New(t.CreatedAt),
-		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true, Scope: scopeProto(t.Scope),
-		RequestId: t.Request.ID,
-	}
-	if len(t.Outcome) > 0 {
-		o := &delegatev1.Outcome{}
-		if proto.Unmarshal(t.Outcome, o) == nil {
-			info.Outcome = o
-		}
-	}
-	return info
-}
-
-func stateToProto(s store.State) delegatev1.TaskState {
-	switch s {
-	case store.StateQueued:
-		return delegatev1.TaskState_QUEUED
-	case store.StateLeased:
-		return delegatev1.TaskState_LEASED
-	case store.StateSucceeded:
-		return delegatev1.TaskState_SUCCEEDED
-	case store.StateFailed:
-		return delegatev1.TaskState_FAILED
-	}
-	return delegatev1.TaskState_TASK_STATE_UNSPECIFIED
 }
 
 func stateFromProto(s delegatev1.TaskState) store.State {

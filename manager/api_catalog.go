@@ -332,7 +332,7 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 // that will use it.
 func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
 	tok := tokenScope(ctx)
-	sc, connected := s.d.delegateScope(req.GetName())
+	sc, connected := s.d.DelegateScope(req.GetName())
 	if rs := req.GetScope(); !storeScope(rs).IsZero() {
 		if err := connector.ValidateScope(rs); err != nil {
 			return nil, invalid(err)

@@ -172,18 +172,18 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 		return nil, s.toStatus(err)
 	}
 	if mutation && async {
-		return s.d.info(t), nil
+		return t.Info(), nil
 	}
 	select {
-	case <-t.done:
-		info := s.d.info(t)
+	case <-t.Done():
+		info := t.Info()
 		if mutation && !st.GetCreate().GetReturnValue() {
 			info.Outcome = withoutSecretValue(info.Outcome)
 		}
 		return info, nil
 	case <-ctx.Done():
 		if !mutation {
-			s.d.cancel(t, "the caller went away")
+			t.Cancel("the caller went away")
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}

@@ -192,12 +192,9 @@ type SubmitRequest struct {
 	Request store.Request
 }
 
-// Submit queues a task and dispatches it at once if a delegate has credit.
-// An async submission whose request (SubmitRequest.Request) was submitted
-// before returns the task that one made, whatever its state, and queues
-// nothing. A task its scope's limits have no room for is refused with a
-// *LimitError before anything is stored.
-func (d *Dispatcher) Submit(ctx context.Context, req SubmitRequest) (*task, error) {
+// submit is Submit, returning the task itself (for the dispatcher and its
+// tests).
+func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, error) {
 	now := d.now()
 	t := &task{
 		id:          ids.New(),

@@ -49,7 +49,7 @@ func TestIssue10PlatformTaskSurvivesShutdown(t *testing.T) {
 	defer stop()
 	var wg sync.WaitGroup
 	d.startPlatform(runCtx, run, 1, &wg)
-	tk, err := d.Submit(t.Context(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag}, Payload: pingPayload()})
+	tk, err := d.submit(t.Context(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag}, Payload: pingPayload()})
 	if err != nil {
 		t.Fatalf("Submit(platform task) error: %v", err)
 	}

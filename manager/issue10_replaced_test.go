@@ -65,7 +65,7 @@ func TestIssue10UnleaseSkipsReplacedStream(t *testing.T) {
 	ctx := t.Context()
 
 	old := mustConnect(t, d, "a", "inst-1", 2)
-	resolved, err := d.Submit(ctx, SubmitRequest{Kind: "secret", Async: true, Payload: &delegatev1.TaskPayload{
+	resolved, err := d.submit(ctx, SubmitRequest{Kind: "secret", Async: true, Payload: &delegatev1.TaskPayload{
 		Connector: &delegatev1.ConnectorRef{Identifier: "c"},
 		Op:        &delegatev1.TaskPayload_Secret{Secret: &delegatev1.SecretTask{}},
 	}})
@@ -76,10 +76,10 @@ func TestIssue10UnleaseSkipsReplacedStream(t *testing.T) {
 
 	// The agent reconnects (same process): old is replaced and closed.
 	live := mustConnect(t, d, "a", "inst-1", 1)
-	if _, err := d.Submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()}); err != nil {
+	if _, err := d.submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()}); err != nil {
 		t.Fatalf("Submit(ping 1) error: %v", err)
 	}
-	waiting, err := d.Submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()})
+	waiting, err := d.submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()})
 	if err != nil {
 		t.Fatalf("Submit(ping 2) error: %v", err)
 	}
@@ -123,10 +123,10 @@ func TestIssue10CreditOnReplacedStreamTakesNothing(t *testing.T) {
 	ctx := t.Context()
 	old := mustConnect(t, d, "a", "inst-1", 1)
 	live := mustConnect(t, d, "a", "inst-1", 1)
-	if _, err := d.Submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()}); err != nil {
+	if _, err := d.submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()}); err != nil {
 		t.Fatalf("Submit(ping 1) error: %v", err)
 	}
-	waiting, err := d.Submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()})
+	waiting, err := d.submit(ctx, SubmitRequest{Kind: "ping", Payload: pingPayload()})
 	if err != nil {
 		t.Fatalf("Submit(ping 2) error: %v", err)
 	}

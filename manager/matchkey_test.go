@@ -83,7 +83,7 @@ func TestItem8NoSharedQueue(t *testing.T) {
 		}
 		d := newDispatcher(cfg, nil, zerolog.Nop(), newMetrics())
 		submit := func(sel []string) *task {
-			tk, err := d.Submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel,
+			tk, err := d.submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel,
 				Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
 			if err != nil {
 				t.Fatal(err)

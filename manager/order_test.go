@@ -91,7 +91,7 @@ func (r *orderRig) update(region, name string) *task {
 	r.t.Helper()
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: name}}}
 	p := &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Secret{Secret: st}}
-	tk, err := r.d.Submit(context.Background(), SubmitRequest{Kind: "secret.update", Payload: p, Async: true,
+	tk, err := r.d.submit(context.Background(), SubmitRequest{Kind: "secret.update", Payload: p, Async: true,
 		OrderKey: orderKey(&delegatev1.Connector{Region: region, SecretNamePrefix: "team"}, st)})
 	if err != nil {
 		r.t.Fatalf("Submit(update %s): %v", name, err)

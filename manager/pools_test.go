@@ -142,7 +142,7 @@ func TestPoolsMatchAScan(t *testing.T) {
 			d.mu.Lock()
 			want := minLoad(d, sc, sel)
 			d.mu.Unlock()
-			tk, err := d.Submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel, Scope: sc,
+			tk, err := d.submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel, Scope: sc,
 				Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
 			if err != nil {
 				t.Fatalf("Submit: %v", err)

@@ -372,9 +372,9 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 	return out
 }
 
-// delegateScope returns the scope of the connected delegate named name,
+// DelegateScope returns the scope of the connected delegate named name,
 // and whether one is connected.
-func (d *Dispatcher) delegateScope(name string) (store.Scope, bool) {
+func (d *Dispatcher) DelegateScope(name string) (store.Scope, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dg := d.delegates[delegateName(name)]

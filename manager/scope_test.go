@@ -89,7 +89,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tk, err := d.Submit(context.Background(), SubmitRequest{Kind: "ping", Scope: a,
+	tk, err := d.submit(context.Background(), SubmitRequest{Kind: "ping", Scope: a,
 		Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
 	if err != nil {
 		t.Fatal(err)
