@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/rs/zerolog"
 
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/smdelegate/smdelegate/internal/seal"
@@ -85,7 +84,7 @@ func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delega
 		return t.Info(), nil
 	case <-ctx.Done():
 		t.Cancel("the caller went away")
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return nil, s.toStatus(ctx.Err())
 	}
 }
 
@@ -155,7 +154,7 @@ func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delega
 		}
 		select {
 		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			return s.toStatus(ctx.Err())
 		case <-s.d.Stopping():
 			// An unfinished task outlives the manager (async tasks are
 			// recovered): end the watch rather than hold the shutdown

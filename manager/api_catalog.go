@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -28,37 +24,6 @@ func storeScope(s *delegatev1.Scope) store.Scope {
 
 func protoScope(s store.Scope) *delegatev1.Scope {
 	return &delegatev1.Scope{Account: s.Account, Org: s.Org, Project: s.Project}
-}
-
-// invalid is an InvalidArgument status whose message lists every field
-// problem, with a BadRequest detail per field for programs.
-func invalid(err error) error {
-	var lines []string
-	br := &errdetails.BadRequest{}
-	for _, e := range flatten(err) {
-		lines = append(lines, e.Error())
-		var fe *config.FieldError
-		if errors.As(e, &fe) {
-			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: fe.Field, Description: fe.Rule})
-		}
-	}
-	st := status.New(codes.InvalidArgument, strings.Join(lines, "; "))
-	if ds, err := st.WithDetails(br); err == nil {
-		st = ds
-	}
-	return st.Err()
-}
-
-// flatten unwraps errors.Join trees.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // errOutsideScope: the connector's scope is outside the token's.
@@ -146,24 +111,6 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	return operatorView(c), nil
 }
 
-// connectorErr translates store errors of a connector write.
-func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connector, err error) error {
-	scope := connector.ScopeKey(c.GetScope())
-	switch {
-	case errors.Is(err, store.ErrExists):
-		return status.Errorf(codes.AlreadyExists, "connector %q already exists in scope %s", c.GetIdentifier(), scope)
-	case errors.Is(err, store.ErrNotFound):
-		return status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", c.GetIdentifier(), scope)
-	case errors.Is(err, store.ErrDefaultTaken):
-		other := "another connector"
-		if d, derr := s.cat.DefaultConnector(ctx, storeScope(c.GetScope())); derr == nil {
-			other = fmt.Sprintf("connector %q", d.ID)
-		}
-		return invalid(config.Errf("default", "at most one default connector per scope: %s is already the default of %s", other, scope))
-	}
-	return s.toStatus(err)
-}
-
 func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
 	if err := validRef("ref", req.GetRef(), false); err != nil {
 		return nil, invalid(err)
@@ -200,9 +147,9 @@ func (s *managerService) lookupConnector(ctx context.Context, ref *delegatev1.Co
 	c, err := connector.Lookup(ctx, scope, get, func(err error) bool { return errors.Is(err, store.ErrNotFound) })
 	switch {
 	case errors.Is(err, store.ErrNotFound) && id == "":
-		return nil, status.Errorf(codes.NotFound, "no default connector in scope %s or above: name one with --connector, or mark one default: true", connector.ScopeKey(scope))
+		return nil, notFound("no default connector in scope %s or above: name one with --connector, or mark one default: true", connector.ScopeKey(scope))
 	case errors.Is(err, store.ErrNotFound):
-		return nil, status.Errorf(codes.NotFound, "connector %q not found in scope %s or above", id, connector.ScopeKey(scope))
+		return nil, notFound("connector %q not found in scope %s or above", id, connector.ScopeKey(scope))
 	case err != nil:
 		return nil, s.toStatus(err)
 	}
@@ -253,7 +200,7 @@ func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.De
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", ref.GetIdentifier(), connector.ScopeKey(scope))
+			return nil, notFound("connector %q does not exist in scope %s", ref.GetIdentifier(), connector.ScopeKey(scope))
 		}
 		return nil, s.toStatus(err)
 	}
@@ -316,7 +263,7 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, status.Errorf(codes.NotFound, "credential %q does not exist in scope %s", req.GetName(), connector.ScopeKey(scope))
+			return nil, notFound("credential %q does not exist in scope %s", req.GetName(), connector.ScopeKey(scope))
 		}
 		return nil, s.toStatus(err)
 	}
@@ -345,9 +292,9 @@ func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDel
 	if !tok.IsZero() {
 		switch {
 		case !connected || !overlaps(tok, sc):
-			return nil, status.Errorf(codes.NotFound, "delegate %q is not connected", req.GetName())
+			return nil, notFound("delegate %q is not connected", req.GetName())
 		case !visible(tok, sc):
-			return nil, status.Errorf(codes.PermissionDenied,
+			return nil, denied(
 				"cannot tag delegate %q: it serves scope %s, beyond this operator token's scope %s; a scoped token tags only delegates at its scope or below it",
 				req.GetName(), scopeText(sc), tok.String())
 		}
@@ -359,10 +306,4 @@ func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDel
 		return nil, s.toStatus(err)
 	}
 	return &delegatev1.TagDelegateResponse{OperatorTags: tags, TokenName: token}, nil
-}
-
-// internal logs err and returns a generic Internal status.
-func (s *managerService) internal(err error) error {
-	s.log.Error().Err(err).Msg("internal error")
-	return status.Error(codes.Internal, "internal error (see the manager log)")
 }

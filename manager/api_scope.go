@@ -3,10 +3,6 @@ package manager
 import (
 	"context"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -43,12 +39,4 @@ func requestScope(ctx context.Context, s *delegatev1.Scope) *delegatev1.Scope {
 // canSee reports whether the request's token may see what lives in s.
 func canSee(ctx context.Context, s *delegatev1.Scope) bool {
 	return visible(tokenScope(ctx), storeScope(s))
-}
-
-// outsideScope is the PermissionDenied of an action on scope s outside
-// the token's scope.
-func outsideScope(ctx context.Context, action string, s *delegatev1.Scope) error {
-	return status.Errorf(codes.PermissionDenied,
-		"cannot %s scope %s: this operator token is confined to scope %s, and a scoped token acts only at its scope or below it",
-		action, connector.ScopeKey(s), tokenScope(ctx).String())
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/smdelegate/smdelegate/internal/config"
@@ -185,7 +182,7 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 		if !mutation {
 			t.Cancel("the caller went away")
 		}
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return nil, s.toStatus(ctx.Err())
 	}
 }
 
@@ -248,77 +245,4 @@ func (p platformRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1
 		return &delegatev1.Outcome{Code: delegatev1.Code_INVALID_ARGUMENT, Message: "the platform runs only secret tasks"}
 	}
 	return p.r.Run(tasks.WithAttempt(ctx, t.GetAttempt()), t.GetId(), st)
-}
-
-// toStatus translates errors to gRPC status once, at the API boundary.
-// Unknown errors become Internal with a generic message; the detail goes
-// only to the log.
-func (s *managerService) toStatus(err error) error {
-	var te *TaskError
-	var reused *RequestReusedError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &te):
-		return status.Error(grpcCode(te.Code), te.Msg)
-	case errors.Is(err, ErrTaskNotFound):
-		return status.Error(codes.NotFound, "task not found")
-	case errors.Is(err, ErrShuttingDown):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
-		// A store outage (PostgreSQL unreachable or restarting, its
-		// manager lock being taken again, a call timeout) or a store
-		// closing with the manager: the caller may retry, with the same
-		// request_id for an async request, which finds the task if this
-		// call stored it after all. The outage is logged where it is
-		// noticed, not once per call.
-		s.log.Debug().Err(err).Msg("store unavailable")
-		return status.Error(codes.Unavailable, "the manager's store is unavailable; retry (an async request with the same request_id)")
-	case errors.As(err, &reused):
-		st := status.New(codes.AlreadyExists, reused.Error())
-		if ds, err := st.WithDetails(&errdetails.ErrorInfo{
-			Reason: "REQUEST_ID_REUSED", Domain: "smdelegate",
-			Metadata: map[string]string{"request_id": reused.RequestID, "task_id": reused.TaskID},
-		}); err == nil {
-			st = ds
-		}
-		return st.Err()
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	case store.IsUnavailable(err):
-		return status.Error(codes.Unavailable, "the manager's store is unavailable; retry (an async request with the same request_id)")
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return s.internal(err)
-}
-
-// grpcCode is the one table from task outcome codes to gRPC codes.
-func grpcCode(c delegatev1.Code) codes.Code {
-	switch c {
-	case delegatev1.Code_OK:
-		return codes.OK
-	case delegatev1.Code_INVALID_ARGUMENT:
-		return codes.InvalidArgument
-	case delegatev1.Code_NOT_FOUND:
-		return codes.NotFound
-	case delegatev1.Code_ALREADY_EXISTS:
-		return codes.AlreadyExists
-	case delegatev1.Code_SCHEDULED_FOR_DELETION:
-		return codes.FailedPrecondition
-	case delegatev1.Code_ACCESS_DENIED, delegatev1.Code_CREDENTIALS:
-		return codes.PermissionDenied
-	case delegatev1.Code_THROTTLED:
-		return codes.ResourceExhausted
-	case delegatev1.Code_UNAVAILABLE, delegatev1.Code_NO_ELIGIBLE_DELEGATE, delegatev1.Code_DELEGATE_LOST:
-		return codes.Unavailable
-	case delegatev1.Code_TIMEOUT:
-		return codes.DeadlineExceeded
-	case delegatev1.Code_CANCELLED:
-		return codes.Canceled
-	case delegatev1.Code_UNSUPPORTED:
-		return codes.Unimplemented
-	}
-	return codes.Internal
 }
