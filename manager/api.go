@@ -11,6 +11,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -43,14 +44,14 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 	// A ping needs a delegate serving its scope: the one asked for, else
 	// the token's (none for an unscoped token: any delegate).
 	scope := tokenScope(ctx)
-	if rs := req.GetScope(); !storeScope(rs).IsZero() {
+	if rs := req.GetScope(); !scopes.FromProto(rs).IsZero() {
 		if err := connector.ValidateScope(rs); err != nil {
 			return nil, invalid(err)
 		}
-		if !visible(scope, storeScope(rs)) {
+		if !scopes.Visible(scope, scopes.FromProto(rs)) {
 			return nil, outsideScope(ctx, "ping a delegate of", rs)
 		}
-		scope = storeScope(rs)
+		scope = scopes.FromProto(rs)
 	}
 	var r store.Request // a sync ping is never stored: nothing to deduplicate
 	if req.GetAsync() {
@@ -100,7 +101,7 @@ func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskReq
 // is not found, exactly like a task that does not exist.
 func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
 	info, changed, err := s.d.GetTask(ctx, id)
-	if err == nil && !visible(tokenScope(ctx), storeScope(info.GetScope())) {
+	if err == nil && !scopes.Visible(tokenScope(ctx), scopes.FromProto(info.GetScope())) {
 		return nil, nil, ErrTaskNotFound
 	}
 	return info, changed, err

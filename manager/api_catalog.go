@@ -10,6 +10,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -17,14 +18,6 @@ import (
 // DefaultAccount is the account of requests that name no scope, from an
 // unscoped token (requestScope).
 const DefaultAccount = "default"
-
-func storeScope(s *delegatev1.Scope) store.Scope {
-	return store.Scope{Account: s.GetAccount(), Org: s.GetOrg(), Project: s.GetProject()}
-}
-
-func protoScope(s store.Scope) *delegatev1.Scope {
-	return &delegatev1.Scope{Account: s.Account, Org: s.Org, Project: s.Project}
-}
 
 // errOutsideScope: the connector's scope is outside the token's.
 var errOutsideScope = errors.New("outside the token's scope")
@@ -73,7 +66,7 @@ func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.Cr
 	now := timestamppb.Now()
 	c.CreatedAt, c.UpdatedAt = now, now
 	data, _ := proto.Marshal(c)
-	sc := &store.Connector{Scope: storeScope(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}
+	sc := &store.Connector{Scope: scopes.FromProto(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}
 	if err := s.cat.CreateConnector(ctx, sc); err != nil {
 		return nil, s.connectorErr(ctx, c, err)
 	}
@@ -88,7 +81,7 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	} else if err != nil {
 		return nil, err
 	}
-	old, err := s.cat.GetConnector(ctx, storeScope(c.GetScope()), c.GetIdentifier())
+	old, err := s.cat.GetConnector(ctx, scopes.FromProto(c.GetScope()), c.GetIdentifier())
 	if err != nil {
 		return nil, s.connectorErr(ctx, c, err)
 	}
@@ -104,7 +97,7 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	}
 	c.UpdatedAt = timestamppb.Now()
 	data, _ := proto.Marshal(c)
-	sc := &store.Connector{Scope: storeScope(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}
+	sc := &store.Connector{Scope: scopes.FromProto(c.GetScope()), ID: c.GetIdentifier(), Default: c.GetDefault(), Data: data}
 	if err := s.cat.UpdateConnector(ctx, sc); err != nil {
 		return nil, s.connectorErr(ctx, c, err)
 	}
@@ -135,9 +128,9 @@ func (s *managerService) lookupConnector(ctx context.Context, ref *delegatev1.Co
 		var c *store.Connector
 		var err error
 		if id == "" {
-			c, err = s.cat.DefaultConnector(ctx, storeScope(sc))
+			c, err = s.cat.DefaultConnector(ctx, scopes.FromProto(sc))
 		} else {
-			c, err = s.cat.GetConnector(ctx, storeScope(sc), id)
+			c, err = s.cat.GetConnector(ctx, scopes.FromProto(sc), id)
 		}
 		if err != nil {
 			return nil, err
@@ -170,9 +163,9 @@ func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.Lis
 	}
 	out := &delegatev1.ListConnectorsResponse{}
 	tok := tokenScope(ctx)
-	sc, more := storeScope(requestScope(ctx, req.GetScope())), true
+	sc, more := scopes.FromProto(requestScope(ctx, req.GetScope())), true
 	// Above a scope the token does not see, none is seen: stop there.
-	for ; more && visible(tok, sc); sc, more = sc.Parent() {
+	for ; more && scopes.Visible(tok, sc); sc, more = sc.Parent() {
 		cs, err := s.cat.ListConnectors(ctx, sc)
 		if err != nil {
 			return nil, s.toStatus(err)
@@ -196,7 +189,7 @@ func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.De
 	scope := requestScope(ctx, ref.GetScope())
 	err := store.ErrNotFound // outside the token's scope: as if absent
 	if canSee(ctx, scope) {
-		err = s.cat.DeleteConnector(ctx, storeScope(scope), ref.GetIdentifier())
+		err = s.cat.DeleteConnector(ctx, scopes.FromProto(scope), ref.GetIdentifier())
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -220,7 +213,7 @@ func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutC
 	if !canSee(ctx, scope) {
 		return nil, outsideScope(ctx, "store a credential in", scope)
 	}
-	sc := storeScope(scope)
+	sc := scopes.FromProto(scope)
 	c := &store.Credential{Scope: sc, Name: req.GetName(), Sealed: s.sealer.Seal(req.GetValue(), credentialAAD(sc, req.GetName()))}
 	if err := s.cat.PutCredential(ctx, c); err != nil {
 		return nil, s.toStatus(err)
@@ -241,12 +234,12 @@ func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.Li
 	if !canSee(ctx, scope) {
 		return out, nil // none that this token may see
 	}
-	cs, err := s.cat.ListCredentials(ctx, storeScope(scope))
+	cs, err := s.cat.ListCredentials(ctx, scopes.FromProto(scope))
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
 	for _, c := range cs {
-		out.Credentials = append(out.Credentials, &delegatev1.Credential{Scope: protoScope(c.Scope), Name: c.Name,
+		out.Credentials = append(out.Credentials, &delegatev1.Credential{Scope: scopes.ToProto(c.Scope), Name: c.Name,
 			CreatedAt: timestamppb.New(c.CreatedAt), UpdatedAt: timestamppb.New(c.UpdatedAt)})
 	}
 	return out, nil
@@ -259,7 +252,7 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 	scope := requestScope(ctx, req.GetScope())
 	err := store.ErrNotFound // outside the token's scope: as if absent
 	if canSee(ctx, scope) {
-		err = s.cat.DeleteCredential(ctx, storeScope(scope), req.GetName())
+		err = s.cat.DeleteCredential(ctx, scopes.FromProto(scope), req.GetName())
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -280,23 +273,23 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
 	tok := tokenScope(ctx)
 	sc, connected := s.d.DelegateScope(req.GetName())
-	if rs := req.GetScope(); !storeScope(rs).IsZero() {
+	if rs := req.GetScope(); !scopes.FromProto(rs).IsZero() {
 		if err := connector.ValidateScope(rs); err != nil {
 			return nil, invalid(err)
 		}
-		connected = connected && sc == storeScope(rs)
-		sc = storeScope(rs)
+		connected = connected && sc == scopes.FromProto(rs)
+		sc = scopes.FromProto(rs)
 	} else if !connected {
 		sc = tok
 	}
 	if !tok.IsZero() {
 		switch {
-		case !connected || !overlaps(tok, sc):
+		case !connected || !scopes.Overlaps(tok, sc):
 			return nil, notFound("delegate %q is not connected", req.GetName())
-		case !visible(tok, sc):
+		case !scopes.Visible(tok, sc):
 			return nil, denied(
 				"cannot tag delegate %q: it serves scope %s, beyond this operator token's scope %s; a scoped token tags only delegates at its scope or below it",
-				req.GetName(), scopeText(sc), tok.String())
+				req.GetName(), scopes.Text(sc), tok.String())
 		}
 	}
 	tags, token, err := s.d.TagDelegate(ctx, TagChange{

@@ -18,6 +18,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -111,7 +112,7 @@ func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connect
 		return status.Errorf(codes.NotFound, "connector %q does not exist in scope %s", c.GetIdentifier(), scope)
 	case errors.Is(err, store.ErrDefaultTaken):
 		other := "another connector"
-		if d, derr := s.cat.DefaultConnector(ctx, storeScope(c.GetScope())); derr == nil {
+		if d, derr := s.cat.DefaultConnector(ctx, scopes.FromProto(c.GetScope())); derr == nil {
 			other = fmt.Sprintf("connector %q", d.ID)
 		}
 		return invalid(config.Errf("default", "at most one default connector per scope: %s is already the default of %s", other, scope))

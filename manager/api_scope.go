@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -27,16 +28,16 @@ func tokenScope(ctx context.Context) store.Scope {
 // requestScope is the scope a request works in: the one it names, else
 // the token's, else the default account.
 func requestScope(ctx context.Context, s *delegatev1.Scope) *delegatev1.Scope {
-	if !storeScope(s).IsZero() {
+	if !scopes.FromProto(s).IsZero() {
 		return s
 	}
 	if tok := tokenScope(ctx); !tok.IsZero() {
-		return protoScope(tok)
+		return scopes.ToProto(tok)
 	}
 	return &delegatev1.Scope{Account: DefaultAccount}
 }
 
 // canSee reports whether the request's token may see what lives in s.
 func canSee(ctx context.Context, s *delegatev1.Scope) bool {
-	return visible(tokenScope(ctx), storeScope(s))
+	return scopes.Visible(tokenScope(ctx), scopes.FromProto(s))
 }

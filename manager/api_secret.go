@@ -9,6 +9,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
@@ -192,7 +193,7 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 // It runs each time a task is sent, never for the store.
 func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error) {
 	ref := p.GetConnector()
-	sc, err := s.cat.GetConnector(ctx, storeScope(ref.GetScope()), ref.GetIdentifier())
+	sc, err := s.cat.GetConnector(ctx, scopes.FromProto(ref.GetScope()), ref.GetIdentifier())
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, &TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: "connector " + ref.GetIdentifier() + " was deleted before the task ran"}
 	}

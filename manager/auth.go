@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 )
 
@@ -61,7 +62,7 @@ func newAuthenticator(c AuthConfig) *authenticator {
 			h.id = identity{kind: kind, name: t.Name, allowedTags: t.AllowedTags}
 			if t.Scope != "" {
 				sc, _ := connector.ParseScope(t.Scope) // checked by Validate
-				h.id.scope = storeScope(sc)
+				h.id.scope = scopes.FromProto(sc)
 			}
 			a.tokens = append(a.tokens, h)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -63,7 +64,7 @@ func builtinRefs(c *delegatev1.Connector) []builtinRef {
 // or the migration) goes up to the account. store.ErrNotFound if there
 // is none.
 func (s *managerService) findCredential(ctx context.Context, limit, sc store.Scope, name string) (store.Scope, error) {
-	for more := true; more && visible(limit, sc); sc, more = sc.Parent() {
+	for more := true; more && scopes.Visible(limit, sc); sc, more = sc.Parent() {
 		_, err := s.cat.GetCredential(ctx, sc, name)
 		if err == nil {
 			return sc, nil
@@ -82,7 +83,7 @@ func (s *managerService) findCredential(ctx context.Context, limit, sc store.Sco
 // within the token's scope.
 func (s *managerService) bindConnector(ctx context.Context, c *delegatev1.Connector) error {
 	c.CredentialBindings = nil
-	sc, tok := storeScope(c.GetScope()), tokenScope(ctx)
+	sc, tok := scopes.FromProto(c.GetScope()), tokenScope(ctx)
 	for _, r := range builtinRefs(c) {
 		found, err := s.findCredential(ctx, tok, sc, r.name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -104,7 +105,7 @@ func (s *managerService) bindConnector(ctx context.Context, c *delegatev1.Connec
 // newBinding is the binding of r to the credential of scope to, with its
 // MAC for connector c.
 func (s *managerService) newBinding(c *delegatev1.Connector, r builtinRef, to store.Scope) *delegatev1.CredentialBinding {
-	b := &delegatev1.CredentialBinding{Field: r.field, Name: r.name, Scope: protoScope(to)}
+	b := &delegatev1.CredentialBinding{Field: r.field, Name: r.name, Scope: scopes.ToProto(to)}
 	b.Mac = s.bindingMAC(c, b)
 	return b
 }
@@ -140,10 +141,10 @@ func (s *managerService) boundCredential(ctx context.Context, c *delegatev1.Conn
 	if b == nil {
 		return "", errors.New("is not bound to a stored credential: update the connector to bind it")
 	}
-	bs := storeScope(b.GetScope())
-	if bs.IsZero() || !bs.Contains(storeScope(c.GetScope())) {
+	bs := scopes.FromProto(b.GetScope())
+	if bs.IsZero() || !bs.Contains(scopes.FromProto(c.GetScope())) {
 		// Not made by bindConnector or the migration, whatever its MAC.
-		return "", fmt.Errorf("is bound to scope %s, not the connector's scope or one above it: update the connector to bind it anew", scopeText(bs))
+		return "", fmt.Errorf("is bound to scope %s, not the connector's scope or one above it: update the connector to bind it anew", scopes.Text(bs))
 	}
 	cred, err := s.cat.GetCredential(ctx, bs, name)
 	if errors.Is(err, store.ErrNotFound) {
@@ -237,7 +238,7 @@ func (s *managerService) migrateBindings(ctx context.Context) (int, error) {
 // reference whose credential exists nowhere is bound to c's own scope
 // (putting it there makes the connector work) and logged at warn too.
 func (s *managerService) migrateBinding(ctx context.Context, c *delegatev1.Connector, r builtinRef) (*delegatev1.CredentialBinding, error) {
-	own := storeScope(c.GetScope())
+	own := scopes.FromProto(c.GetScope())
 	found, err := s.findCredential(ctx, store.Scope{}, own, r.name)
 	warn := func() *zerolog.Event {
 		return s.log.Warn().Str("connector", c.GetIdentifier()).Str("scope", own.String()).

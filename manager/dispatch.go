@@ -13,6 +13,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/ids"
 	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -283,7 +284,7 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 // (so that no caller can submit one under another scope), else given.
 func taskScope(given store.Scope, p *delegatev1.TaskPayload) store.Scope {
 	if ref := p.GetConnector(); ref != nil {
-		return storeScope(ref.GetScope())
+		return scopes.FromProto(ref.GetScope())
 	}
 	return given
 }

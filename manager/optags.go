@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -71,7 +72,7 @@ func parseTagKey(s string) (tagKey, bool) {
 		if !ok || err != nil {
 			return tagKey{}, false
 		}
-		k = tagKey{scope: storeScope(ps), name: name}
+		k = tagKey{scope: scopes.FromProto(ps), name: name}
 	}
 	ok := checkTag("name", k.name, 0) == nil
 	k.name = delegateName(k.name) // stored before names were normalized

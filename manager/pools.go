@@ -1,6 +1,9 @@
 package manager
 
 import (
+	"strconv"
+	"strings"
+
 	"container/heap"
 	"time"
 
@@ -148,4 +151,22 @@ func (d *Dispatcher) prunePoolsLocked(now time.Time) {
 		}
 		delete(d.pools, key)
 	}
+}
+
+// matchKey keys the queues and pools: one per scope and selector set.
+// Each part is length-prefixed, so two different selector lists never
+// share a key whatever characters they hold (["a\x00b"] and ["a", "b"]
+// once did): the key does not depend on the tag rule being enforced.
+func matchKey(scope store.Scope, selectors []string) string {
+	var b strings.Builder
+	part := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	part(scope.String())
+	for _, s := range selectors {
+		part(s)
+	}
+	return b.String()
 }

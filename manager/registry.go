@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/smdelegate/smdelegate/internal/ids"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -82,7 +83,7 @@ func (dg *delegate) matches(scope store.Scope, selectors []string) bool {
 	if dg.internal && len(selectors) == 0 {
 		return false
 	}
-	return serves(dg.scope, scope) && dg.tags.hasAll(selectors)
+	return scopes.Serves(dg.scope, scope) && dg.tags.hasAll(selectors)
 }
 
 // connectedLocked counts the agents connected (not the platform delegate).
@@ -179,7 +180,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 	out.Push(welcome)
 	for _, r := range h.GetRunning() {
 		t := d.tasks[r.GetTaskId()]
-		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && serves(dg.scope, t.scope) {
+		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && scopes.Serves(dg.scope, t.scope) {
 			t.holder = dg.name
 			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
 			dg.running[t.id] = t
@@ -194,7 +195,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 	sends := d.dispatchForLocked(dg)
 	withheld := dg.unconfirmed
 	d.mu.Unlock()
-	d.log.Info().Str("delegate", dg.name).Strs("tags", tags).Str("scope", scopeText(dg.scope)).Int("capacity", dg.capacity).
+	d.log.Info().Str("delegate", dg.name).Strs("tags", tags).Str("scope", scopes.Text(dg.scope)).Int("capacity", dg.capacity).
 		Int("resumed", len(h.GetRunning())).Msg("delegate connected")
 	d.deliver(sends)
 	if len(withheld) > 0 {
@@ -290,7 +291,7 @@ func (d *Dispatcher) heartbeat(dg *delegate, seq uint64, running []*delegatev1.R
 	dg.lastHeard = now
 	for _, r := range running {
 		t := d.tasks[r.GetTaskId()]
-		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && serves(dg.scope, t.scope) {
+		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && scopes.Serves(dg.scope, t.scope) {
 			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
 			if t.holder != dg.name {
 				t.holder = dg.name
@@ -339,12 +340,12 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 	defer d.mu.Unlock()
 	out := make([]*delegatev1.DelegateInfo, 0, len(d.delegates))
 	for _, dg := range d.delegates {
-		if dg.internal || !overlaps(viewer, dg.scope) {
+		if dg.internal || !scopes.Overlaps(viewer, dg.scope) {
 			continue
 		}
 		running := make([]string, 0, len(dg.running))
 		for id, t := range dg.running {
-			if visible(viewer, t.scope) {
+			if scopes.Visible(viewer, t.scope) {
 				running = append(running, id)
 			}
 		}
@@ -354,9 +355,9 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
 			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
 			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
-			Scope: scopeProto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed,
+			Scope: scopes.Proto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed,
 		})
-		if visible(viewer, dg.scope) {
+		if scopes.Visible(viewer, dg.scope) {
 			out[len(out)-1].TokenName = dg.token
 		}
 	}
@@ -391,7 +392,7 @@ func (d *Dispatcher) DelegateScope(name string) (store.Scope, bool) {
 func (d *Dispatcher) connectedTagsLocked(scope store.Scope) string {
 	names := make([]string, 0, len(d.delegates))
 	for n, dg := range d.delegates {
-		if !dg.internal && overlaps(scope, dg.scope) {
+		if !dg.internal && scopes.Overlaps(scope, dg.scope) {
 			names = append(names, n)
 		}
 	}

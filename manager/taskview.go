@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -96,7 +97,7 @@ func (d *Dispatcher) infoLocked(t *task) *delegatev1.TaskInfo {
 	return &delegatev1.TaskInfo{
 		Id: t.id, Kind: t.kind, State: stateToProto(t.state), Selectors: t.selectors,
 		Attempt: int32(t.attempt), Delegate: t.holder, CreatedAt: timestamp(t.createdAt),
-		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async, Scope: scopeProto(t.scope),
+		UpdatedAt: timestamp(t.updatedAt), Outcome: t.outcome, Async: t.async, Scope: scopes.Proto(t.scope),
 		RequestId: t.requestID,
 	}
 }
@@ -105,7 +106,7 @@ func storedInfo(t *store.Task) *delegatev1.TaskInfo {
 	info := &delegatev1.TaskInfo{
 		Id: t.ID, Kind: t.Kind, State: stateToProto(t.State), Selectors: t.Selectors,
 		Attempt: int32(t.Attempt), Delegate: t.Delegate, CreatedAt: timestamppb.New(t.CreatedAt),
-		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true, Scope: scopeProto(t.Scope),
+		UpdatedAt: timestamppb.New(t.UpdatedAt), Async: true, Scope: scopes.Proto(t.Scope),
 		RequestId: t.Request.ID,
 	}
 	if len(t.Outcome) > 0 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
 )
@@ -27,7 +28,7 @@ const maxCredentialBytes = 65536
 // "ref.scope"): the zero scope names none (the request's default) and is
 // accepted. Errors name the parts under field: "ref.scope.org".
 func validScope(field string, s *delegatev1.Scope) error {
-	if storeScope(s).IsZero() {
+	if scopes.FromProto(s).IsZero() {
 		return nil
 	}
 	return underField(field, "scope", connector.ValidateScope(s))
