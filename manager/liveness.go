@@ -13,15 +13,15 @@ import (
 // Reasons the manager closes a delegate's stream, the values of
 // smd_delegate_streams_closed_total{reason}.
 const (
-	// closeOutboxFull: the delegate did not read its stream and the
+	// CloseOutboxFull: the delegate did not read its stream and the
 	// messages waiting for it reached OutboxLimit.
-	closeOutboxFull = "outbox_full"
-	// closeMissedHeartbeats: no heartbeat for dispatch.missed_heartbeats
+	CloseOutboxFull = "outbox_full"
+	// CloseMissedHeartbeats: no heartbeat for dispatch.missed_heartbeats
 	// heartbeat intervals.
-	closeMissedHeartbeats = "missed_heartbeats"
-	// closeInvalidMessage: a message broke the protocol (a running list
+	CloseMissedHeartbeats = "missed_heartbeats"
+	// CloseInvalidMessage: a message broke the protocol (a running list
 	// longer than the capacity, a credit out of range, a second Hello).
-	closeInvalidMessage = "invalid_message"
+	CloseInvalidMessage = "invalid_message"
 )
 
 // OutboxLimit is how many messages may wait to be sent on the stream of a
@@ -143,7 +143,7 @@ func (d *Dispatcher) sweepSilentLocked(now time.Time, acts *[]action) []eviction
 			"no heartbeat for %s (dispatch.missed_heartbeats %d × dispatch.heartbeat_interval %s): "+
 				"the manager closed this stream and returned its tasks to the queue",
 			now.Sub(dg.lastHeard).Round(time.Millisecond), d.cfg.MissedHeartbeats, d.cfg.HeartbeatInterval)
-		if ev, ok := d.evictLocked(dg, closeMissedHeartbeats, err, acts); ok {
+		if ev, ok := d.evictLocked(dg, CloseMissedHeartbeats, err, acts); ok {
 			evs = append(evs, ev)
 		}
 	}

@@ -71,7 +71,7 @@ func newMetrics() *metrics {
 			Help: "The most messages waiting at once to be sent on one delegate stream since the manager started; a stream is closed when it reaches 4 × capacity + 64.",
 		}),
 	}
-	for _, r := range []string{closeOutboxFull, closeMissedHeartbeats, closeInvalidMessage} {
+	for _, r := range []string{CloseOutboxFull, CloseMissedHeartbeats, CloseInvalidMessage} {
 		m.streamsClosed.WithLabelValues(r) // exported at 0 from the start
 	}
 	m.reg.MustRegister(m.delegates, m.queued, m.dispatchLatency, m.outcomes, m.submitted, m.staleResults, m.redispatched, m.deduplicated, m.limitRefusals,

@@ -222,7 +222,7 @@ func TestIssue10OrderFencedRedispatch(t *testing.T) {
 	r.sent(first)
 	// The manager closes the stream (as for missed heartbeats): the task
 	// keeps its lease, the agent may still be running it.
-	r.d.evict(r.dg, closeMissedHeartbeats, errTestEvicted)
+	r.d.evict(r.dg, CloseMissedHeartbeats, errTestEvicted)
 	r.connect(nil) // another stream of the agent, without the task
 	r.advance(r.cfg.LeaseDuration.D() + time.Second)
 	r.d.sweepOnce()

@@ -231,7 +231,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	s.dsvc = &delegateService{d: s.disp}
+	s.dsvc = &delegateService{d: s.disp, log: s.disp.log}
 	delegatev1.RegisterDelegateServiceServer(s.grpc, s.dsvc)
 	delegatev1.RegisterManagerServiceServer(s.grpc, s.api)
 	s.health = health.NewServer()

@@ -3,14 +3,16 @@ package manager
 import (
 	"context"
 	"errors"
-	"github.com/smdelegate/smdelegate/internal/outbox"
 	"io"
 	"sync"
+
+	"github.com/rs/zerolog"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/internal/outbox"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -20,7 +22,8 @@ const maxCapacity = 10000
 // delegateService implements DelegateService.Connect.
 type delegateService struct {
 	delegatev1.UnimplementedDelegateServiceServer
-	d *Dispatcher
+	d   *Dispatcher
+	log zerolog.Logger
 	// wg joins the senders and receivers of the streams. They outlive
 	// Connect: a sender blocked in Send (the agent does not read) or a
 	// receiver in Recv is released only by the end of the stream, which
@@ -51,7 +54,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	}
 	id := identityFrom(ctx)
 	out := outbox.New[*delegatev1.ManagerMessage](OutboxLimit(int(h.GetCapacity())))
-	dg, err := s.d.connect(h, id, out)
+	sess, err := s.d.Connect(h, id, out)
 	if err != nil {
 		var fe *config.FieldError
 		switch {
@@ -65,11 +68,11 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		}
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
-	log := s.d.log.With().Str("delegate", dg.name).Logger() // connect logged "delegate connected"
+	log := s.log.With().Str("delegate", sess.Name()).Logger() // connect logged "delegate connected"
 	sendCtx, stopSend := context.WithCancel(ctx)
 	defer func() {
 		stopSend()
-		s.d.disconnect(dg) // closes out
+		sess.Disconnect() // closes out
 		log.Info().Msg("delegate disconnected")
 	}()
 
@@ -90,25 +93,25 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		}
 	}()
 	recvErr := make(chan error, 1)
-	go func() { defer s.wg.Done(); recvErr <- s.recvLoop(stream, dg) }()
+	go func() { defer s.wg.Done(); recvErr <- s.recvLoop(stream, sess) }()
 
 	select {
 	case err := <-recvErr:
 		var pe *protocolError
 		if errors.As(err, &pe) {
-			return s.d.evict(dg, closeInvalidMessage, status.Error(codes.InvalidArgument, pe.Error()))
+			return sess.Evict(CloseInvalidMessage, status.Error(codes.InvalidArgument, pe.Error()))
 		}
 		return err
 	case <-out.Overflow():
-		return s.d.evict(dg, closeOutboxFull, status.Errorf(codes.ResourceExhausted,
+		return sess.Evict(CloseOutboxFull, status.Errorf(codes.ResourceExhausted,
 			"the delegate did not read its stream: %d messages were waiting, the limit for capacity %d; "+
-				"the manager closed the stream and returned its tasks to the queue", out.Limit(), dg.capacity))
-	case <-dg.evicted:
-		return dg.evictErr // set before evicted was closed
-	case <-dg.kicked:
+				"the manager closed the stream and returned its tasks to the queue", out.Limit(), sess.Capacity()))
+	case <-sess.Evicted():
+		return sess.EvictErr() // set before evicted was closed
+	case <-sess.Replaced():
 		log.Warn().Msg("the delegate reconnected on a newer stream; closing this one")
-		return status.Errorf(codes.AlreadyExists, "delegate %q reconnected on a newer stream; this one is closed", dg.name)
-	case <-s.d.stopping:
+		return status.Errorf(codes.AlreadyExists, "delegate %q reconnected on a newer stream; this one is closed", sess.Name())
+	case <-s.d.Stopping():
 		// Returning ends the stream; the agent reconnects (to another
 		// replica where there is one) and resumes its running tasks.
 		return status.Error(codes.Unavailable, "manager is shutting down")
@@ -117,7 +120,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 
 // recvLoop handles the agent's messages until the stream ends. A message
 // that breaks the protocol ends it with a *protocolError.
-func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServer, dg *delegate) error {
+func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServer, sess *Session) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -129,21 +132,21 @@ func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServ
 		switch msg := m.Msg.(type) {
 		case *delegatev1.AgentMessage_Credit:
 			// An agent grants one credit per finished task.
-			if n := msg.Credit.GetCredits(); n < 1 || int(n) > dg.capacity {
-				return protocolErrorf("credit.credits: must be between 1 and the capacity of %d the delegate announced in hello, not %d", dg.capacity, n)
+			if n := msg.Credit.GetCredits(); n < 1 || int(n) > sess.Capacity() {
+				return protocolErrorf("credit.credits: must be between 1 and the capacity of %d the delegate announced in hello, not %d", sess.Capacity(), n)
 			}
-			s.d.credit(dg, int(msg.Credit.GetCredits()))
+			sess.Credit(int(msg.Credit.GetCredits()))
 		case *delegatev1.AgentMessage_Heartbeat:
 			// Each listed task unknown to the manager costs a Cancel: the
 			// list is bounded like the delegate's work.
-			if n := len(msg.Heartbeat.GetRunning()); n > dg.capacity {
-				return protocolErrorf("heartbeat.running: lists %d tasks, more than the capacity of %d the delegate announced in hello", n, dg.capacity)
+			if n := len(msg.Heartbeat.GetRunning()); n > sess.Capacity() {
+				return protocolErrorf("heartbeat.running: lists %d tasks, more than the capacity of %d the delegate announced in hello", n, sess.Capacity())
 			}
-			s.d.heartbeat(dg, msg.Heartbeat.GetSeq(), msg.Heartbeat.GetRunning())
+			sess.Heartbeat(msg.Heartbeat.GetSeq(), msg.Heartbeat.GetRunning())
 		case *delegatev1.AgentMessage_Result:
-			s.d.result(dg, msg.Result)
+			sess.Result(msg.Result)
 		case *delegatev1.AgentMessage_Draining:
-			s.d.drain(dg)
+			sess.Drain()
 		case *delegatev1.AgentMessage_Hello:
 			return protocolErrorf("hello: sent twice on one stream")
 		}
