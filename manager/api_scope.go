@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -22,7 +23,7 @@ import (
 
 // tokenScope is the scope of the request's token; zero: unrestricted.
 func tokenScope(ctx context.Context) store.Scope {
-	return identityFrom(ctx).scope
+	return identity.From(ctx).Scope
 }
 
 // requestScope is the scope a request works in: the one it names, else

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -36,7 +37,7 @@ func newTestDispatcher(t *testing.T) *Dispatcher {
 func mustConnect(t *testing.T, d *Dispatcher, name, instance string, capacity int32) *delegate {
 	t.Helper()
 	h := &delegatev1.Hello{Name: name, InstanceId: instance, Capacity: capacity}
-	dg, err := d.connect(h, identity{kind: kindDelegate, name: "tok"}, outbox.New[*delegatev1.ManagerMessage](0))
+	dg, err := d.connect(h, identity.Identity{Kind: identity.Delegate, Name: "tok"}, outbox.New[*delegatev1.ManagerMessage](0))
 	if err != nil {
 		t.Fatalf("connect(%q, %q) error: %v", name, instance, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -120,7 +121,7 @@ func newLimiter(cfg LimitsConfig, m *metrics) *limiter {
 // tokenKey names an operator token's bucket: its scope and name, like
 // request ids (requestOwner). Two entries with the same name and scope
 // (an old and a new token during a rotation) share one bucket.
-func tokenKey(id identity) string { return id.scope.String() + ":" + id.name }
+func tokenKey(id identity.Identity) string { return id.Scope.String() + ":" + id.Name }
 
 // unary is the interceptor of submit_rate, chained after authentication.
 func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -135,7 +136,7 @@ func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo
 // allow takes one token from the caller's bucket, or refuses with the
 // time until there is one.
 func (l *limiter) allow(ctx context.Context) error {
-	id := identityFrom(ctx)
+	id := identity.From(ctx)
 	key := tokenKey(id)
 	l.mu.Lock()
 	b := l.tokens[key]
@@ -150,11 +151,11 @@ func (l *limiter) allow(ctx context.Context) error {
 		return nil
 	}
 	r.Cancel() // a refused call takes nothing from the bucket
-	l.refused.WithLabelValues(limitSubmitRate, id.name).Inc()
+	l.refused.WithLabelValues(limitSubmitRate, id.Name).Inc()
 	return &LimitError{
-		Limit: limitSubmitRate, Subject: "operator token " + id.name, RetryAfter: wait,
+		Limit: limitSubmitRate, Subject: "operator token " + id.Name, RetryAfter: wait,
 		Msg: fmt.Sprintf("too many submissions: operator token %q may submit %d tasks a second, %d at once "+
-			"(limits.submit_rate, limits.submit_burst); retry in %s", id.name, l.cfg.SubmitRate, l.cfg.SubmitBurst, wait.Round(time.Millisecond)),
+			"(limits.submit_rate, limits.submit_burst); retry in %s", id.Name, l.cfg.SubmitRate, l.cfg.SubmitBurst, wait.Round(time.Millisecond)),
 	}
 }
 
@@ -187,7 +188,7 @@ func (l *limiter) reserve(ctx context.Context, scope store.Scope, size int) erro
 			tasksOf(scope), u.bytes, size, l.cfg.ScopePayloadBytes)}
 	}
 	if err != nil {
-		l.refused.WithLabelValues(err.Limit, identityFrom(ctx).name).Inc()
+		l.refused.WithLabelValues(err.Limit, identity.From(ctx).Name).Inc()
 		return err
 	}
 	u.tasks++

@@ -12,6 +12,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -98,7 +99,7 @@ func TestItem8NoSharedQueue(t *testing.T) {
 		}
 		out := outbox.New[*delegatev1.ManagerMessage](0)
 		if _, err := d.connect(&delegatev1.Hello{Name: "dg", Tags: []string{"zq", "zr"}, Capacity: 4, InstanceId: "p"},
-			identity{kind: kindDelegate, name: "tok"}, out); err != nil {
+			identity.Identity{Kind: identity.Delegate, Name: "tok"}, out); err != nil {
 			t.Fatal(err)
 		}
 		done, cancel := context.WithCancel(context.Background())

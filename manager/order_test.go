@@ -11,6 +11,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -66,7 +67,7 @@ func (r *orderRig) connect(running []*delegatev1.RunningTask) {
 	r.t.Helper()
 	r.out = outbox.New[*delegatev1.ManagerMessage](0)
 	dg, err := r.d.connect(&delegatev1.Hello{Name: "d", Capacity: 8, InstanceId: "i", Running: running},
-		identity{kind: kindDelegate, name: "tok"}, r.out)
+		identity.Identity{Kind: identity.Delegate, Name: "tok"}, r.out)
 	if err != nil {
 		r.t.Fatalf("connect: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -94,7 +95,7 @@ func TestPoolsMatchAScan(t *testing.T) {
 			out := outbox.New[*delegatev1.ManagerMessage](0)
 			// One token and one agent process per scope and name: the
 			// same pair reconnects, another scope claims a held name.
-			id := identity{kind: kindDelegate, name: "token-" + sc.String(), scope: sc}
+			id := identity.Identity{Kind: identity.Delegate, Name: "token-" + sc.String(), Scope: sc}
 			hello := &delegatev1.Hello{Name: name, Tags: tags, Capacity: int32(1 + rng.IntN(3)), InstanceId: name + "-" + sc.String()}
 			dg, err := d.connect(hello, id, out)
 			if errors.Is(err, ErrNameInUse) {

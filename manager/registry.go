@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/smdelegate/smdelegate/internal/ids"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -111,16 +112,16 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 // says it still runs; any other claim of the name is a *NameHeldError,
 // so no stream can push out a connected delegate and take its tasks and
 // operator tags.
-func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
+func (d *Dispatcher) connect(h *delegatev1.Hello, id identity.Identity, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
 	declared, implicit, err := helloTags(h)
 	if err != nil {
 		return nil, err
 	}
-	if len(id.allowedTags) > 0 {
+	if len(id.AllowedTags) > 0 {
 		// A restricted token confines every tag the delegate could be
 		// matched by: declared tags outside the list are refused, and the
 		// implicit name/hostname/group tags count only where allowed.
-		ok := newTagSet(id.allowedTags)
+		ok := newTagSet(id.AllowedTags)
 		for _, t := range declared {
 			if _, in := ok[t]; !in {
 				return nil, fmt.Errorf("tag %q is not allowed for this delegate token", t)
@@ -137,8 +138,8 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity, out *outbox.Outbo
 		group:     h.GetGroup(),
 		declared:  declared,
 		implicit:  implicit,
-		scope:     id.scope,
-		token:     id.name,
+		scope:     id.Scope,
+		token:     id.Name,
 		instance:  h.GetInstanceId(),
 		kicked:    make(chan struct{}),
 		evicted:   make(chan struct{}),

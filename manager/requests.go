@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -53,8 +54,8 @@ func validateRequestID(id string) error {
 // token's scope and name. Callers of different tenants, or with different
 // tokens, never share request ids. (A scope string holds no ':'.)
 func requestOwner(ctx context.Context) string {
-	id := identityFrom(ctx)
-	return id.scope.String() + ":" + id.name
+	id := identity.From(ctx)
+	return id.Scope.String() + ":" + id.Name
 }
 
 // storeRequest is what the store keeps of a call with a request id: the

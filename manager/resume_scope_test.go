@@ -9,6 +9,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -29,7 +30,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 	}
 
 	outA := outbox.New[*delegatev1.ManagerMessage](0)
-	dgA, err := d.connect(&delegatev1.Hello{Name: "x", Capacity: 1}, identity{kind: kindDelegate, name: "token-a", scope: a}, outA)
+	dgA, err := d.connect(&delegatev1.Hello{Name: "x", Capacity: 1}, identity.Identity{Kind: identity.Delegate, Name: "token-a", Scope: a}, outA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestResumeNeedsAServingScope(t *testing.T) {
 		if how == "hello" {
 			hello.Running = running
 		}
-		dgB, err := d.connect(hello, identity{kind: kindDelegate, name: "token-b", scope: b}, outB)
+		dgB, err := d.connect(hello, identity.Identity{Kind: identity.Delegate, Name: "token-b", Scope: b}, outB)
 		if err != nil {
 			t.Fatalf("connect x of scope b after x of scope a left: %v", err)
 		}

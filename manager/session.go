@@ -2,6 +2,7 @@ package manager
 
 import (
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -17,7 +18,7 @@ type Session struct {
 // identity of its token, and the outbox its messages go through; see
 // connect (registry.go). ErrShuttingDown, ErrNameInUse, a
 // *config.FieldError (a tag) or a refusal of the token's rules.
-func (d *Dispatcher) Connect(h *delegatev1.Hello, id identity, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*Session, error) {
+func (d *Dispatcher) Connect(h *delegatev1.Hello, id identity.Identity, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*Session, error) {
 	dg, err := d.connect(h, id, out)
 	if err != nil {
 		return nil, err

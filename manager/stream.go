@@ -13,6 +13,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/identity"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -52,7 +53,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 		return status.Errorf(codes.InvalidArgument, "hello.running: lists %d tasks, more than hello.capacity (%d); a delegate runs at most its capacity",
 			len(h.GetRunning()), h.GetCapacity())
 	}
-	id := identityFrom(ctx)
+	id := identity.From(ctx)
 	out := outbox.New[*delegatev1.ManagerMessage](OutboxLimit(int(h.GetCapacity())))
 	sess, err := s.d.Connect(h, id, out)
 	if err != nil {
