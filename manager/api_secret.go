@@ -117,24 +117,6 @@ func secretKind(st *delegatev1.SecretTask) string {
 	return "secret"
 }
 
-// withoutSecretValue returns o without any secret value (delegatev1.Redact;
-// a copy when there is one to drop). Outcomes are stored without values
-// (persistFinal), and a change returns one only to the caller that waits
-// for a create with return_value: the generated value then lives only in
-// the memory of the task that the caller holds, never in the store, and
-// GetTask, ListTasks and WatchTask, which read the store once the task is
-// final, never see it.
-func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
-	if o == nil {
-		return nil
-	}
-	c := proto.Clone(o).(*delegatev1.Outcome)
-	if !delegatev1.Redact(c) {
-		return o
-	}
-	return c
-}
-
 // runSecret submits a secret task: a mutation is stored (idempotent under
 // r, when it has an id) and, unless async, waited for; a read is sync.
 func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,

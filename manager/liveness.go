@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -39,16 +38,6 @@ const (
 // that does not read is stopped after a few kilobytes per task slot
 // instead of growing the manager's memory without end.
 func OutboxLimit(capacity int) int { return 4*capacity + 64 }
-
-// protocolError is a message from a delegate that breaks the protocol;
-// its stream is closed with InvalidArgument and this message.
-type protocolError struct{ msg string }
-
-func (e *protocolError) Error() string { return e.msg }
-
-func protocolErrorf(format string, args ...any) error {
-	return &protocolError{fmt.Sprintf(format, args...)}
-}
 
 // eviction is a delegate stream the manager closed, for the log line and
 // metric after the lock.

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -152,4 +153,14 @@ func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServ
 			return protocolErrorf("hello: sent twice on one stream")
 		}
 	}
+}
+
+// protocolError is a message from a delegate that breaks the protocol;
+// its stream is closed with InvalidArgument and this message.
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return e.msg }
+
+func protocolErrorf(format string, args ...any) error {
+	return &protocolError{fmt.Sprintf(format, args...)}
 }

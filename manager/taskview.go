@@ -131,3 +131,21 @@ func stateToProto(s store.State) delegatev1.TaskState {
 	}
 	return delegatev1.TaskState_TASK_STATE_UNSPECIFIED
 }
+
+// withoutSecretValue returns o without any secret value (delegatev1.Redact;
+// a copy when there is one to drop). Outcomes are stored without values
+// (persistFinal), and a change returns one only to the caller that waits
+// for a create with return_value: the generated value then lives only in
+// the memory of the task that the caller holds, never in the store, and
+// GetTask, ListTasks and WatchTask, which read the store once the task is
+// final, never see it.
+func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
+	if o == nil {
+		return nil
+	}
+	c := proto.Clone(o).(*delegatev1.Outcome)
+	if !delegatev1.Redact(c) {
+		return o
+	}
+	return c
+}
