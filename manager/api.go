@@ -10,6 +10,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
@@ -19,11 +20,11 @@ import (
 // managerService implements the operator API.
 type managerService struct {
 	delegatev1.UnimplementedManagerServiceServer
-	d      *Dispatcher
+	d      *dispatch.Dispatcher
 	cat    store.Catalog
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
-	limits *limiter
+	limits *dispatch.Limiter
 	log    zerolog.Logger
 }
 
@@ -32,13 +33,13 @@ func (s *managerService) ListDelegates(ctx context.Context, _ *delegatev1.ListDe
 }
 
 func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {
-	if err := s.limits.pingSleep(req.GetSleep().AsDuration()); err != nil {
+	if err := s.limits.PingSleep(req.GetSleep().AsDuration()); err != nil {
 		return nil, invalid(err)
 	}
 	if err := validateRequestID(req.GetRequestId()); err != nil {
 		return nil, invalid(err)
 	}
-	if err := checkTags("selectors", req.GetSelectors(), maxTagLen); err != nil {
+	if err := dispatch.CheckTags("selectors", req.GetSelectors(), dispatch.MaxTagLen); err != nil {
 		return nil, invalid(err)
 	}
 	// A ping needs a delegate serving its scope: the one asked for, else
@@ -60,7 +61,7 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 			return nil, s.toStatus(err)
 		}
 	}
-	return s.submit(ctx, SubmitRequest{
+	return s.submit(ctx, dispatch.SubmitRequest{
 		Kind:      "ping",
 		Scope:     scope,
 		Selectors: req.GetSelectors(),
@@ -72,7 +73,7 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 
 // submit runs a task: async tasks return once persisted; sync ones wait
 // for the outcome (and are cancelled if the caller goes away).
-func (s *managerService) submit(ctx context.Context, req SubmitRequest) (*delegatev1.TaskInfo, error) {
+func (s *managerService) submit(ctx context.Context, req dispatch.SubmitRequest) (*delegatev1.TaskInfo, error) {
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -102,13 +103,13 @@ func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskReq
 func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
 	info, changed, err := s.d.GetTask(ctx, id)
 	if err == nil && !scopes.Visible(tokenScope(ctx), scopes.FromProto(info.GetScope())) {
-		return nil, nil, ErrTaskNotFound
+		return nil, nil, dispatch.ErrTaskNotFound
 	}
 	return info, changed, err
 }
 
 func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTasksRequest) (*delegatev1.ListTasksResponse, error) {
-	page, err := listPage(req.GetLimit())
+	page, err := dispatch.ListPage(req.GetLimit())
 	if err != nil {
 		return nil, invalid(err)
 	}
@@ -131,7 +132,7 @@ func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTask
 		out.NextPageToken = encodePageToken(store.CursorOf(ts[page-1]))
 	}
 	for _, t := range ts {
-		out.Tasks = append(out.Tasks, storedInfo(t))
+		out.Tasks = append(out.Tasks, dispatch.StoredInfo(t))
 	}
 	return out, nil
 }
@@ -160,7 +161,7 @@ func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delega
 			// An unfinished task outlives the manager (async tasks are
 			// recovered): end the watch rather than hold the shutdown
 			// until shutdown_timeout.
-			return s.toStatus(fmt.Errorf("%w; watch the task again once it is back", ErrShuttingDown))
+			return s.toStatus(fmt.Errorf("%w; watch the task again once it is back", dispatch.ErrShuttingDown))
 		case <-changed:
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -292,7 +293,7 @@ func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDel
 				req.GetName(), scopes.Text(sc), tok.String())
 		}
 	}
-	tags, token, err := s.d.TagDelegate(ctx, TagChange{
+	tags, token, err := s.d.TagDelegate(ctx, dispatch.TagChange{
 		Scope: sc, Name: req.GetName(), Add: req.GetAdd(), Remove: req.GetRemove(), Confirm: req.GetConfirm(),
 	})
 	if err != nil {

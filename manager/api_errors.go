@@ -1,7 +1,7 @@
 package manager
 
 // The operator API's one translation of errors to gRPC status: every
-// handler returns domain errors (TaskError, ErrTaskNotFound, store
+// handler returns domain errors (dispatch.TaskError, dispatch.ErrTaskNotFound, store
 // sentinels, *config.FieldError, LimitError, ...) through toStatus,
 // invalid or connectorErr, and nothing else in the API builds a status
 // from an error.
@@ -18,6 +18,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -27,16 +28,16 @@ import (
 // Unknown errors become Internal with a generic message; the detail goes
 // only to the log.
 func (s *managerService) toStatus(err error) error {
-	var te *TaskError
-	var reused *RequestReusedError
+	var te *dispatch.TaskError
+	var reused *dispatch.RequestReusedError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &te):
 		return status.Error(grpcCode(te.Code), te.Msg)
-	case errors.Is(err, ErrTaskNotFound):
+	case errors.Is(err, dispatch.ErrTaskNotFound):
 		return status.Error(codes.NotFound, "task not found")
-	case errors.Is(err, ErrShuttingDown):
+	case errors.Is(err, dispatch.ErrShuttingDown):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
 		// A store outage (PostgreSQL unreachable or restarting, its

@@ -8,6 +8,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
@@ -133,7 +134,7 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	if c.GetCredentialType() == delegatev1.CredentialType_OIDC && c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {
 		selectors = []string{PlatformTag}
 	}
-	req := SubmitRequest{
+	req := dispatch.SubmitRequest{
 		Kind:      kind,
 		Selectors: selectors,
 		Payload: &delegatev1.TaskPayload{
@@ -145,7 +146,7 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	}
 	if mutation {
 		// Changes of one secret run one at a time, in this order.
-		req.OrderKey = orderKey(c, st)
+		req.OrderKey = dispatch.OrderKey(c, st)
 	}
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {
@@ -158,7 +159,7 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	case <-t.Done():
 		info := t.Info()
 		if mutation && !st.GetCreate().GetReturnValue() {
-			info.Outcome = withoutSecretValue(info.Outcome)
+			info.Outcome = dispatch.WithoutSecretValue(info.Outcome)
 		}
 		return info, nil
 	case <-ctx.Done():
@@ -177,7 +178,7 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 	ref := p.GetConnector()
 	sc, err := s.cat.GetConnector(ctx, scopes.FromProto(ref.GetScope()), ref.GetIdentifier())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, &TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: "connector " + ref.GetIdentifier() + " was deleted before the task ran"}
+		return nil, &dispatch.TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: "connector " + ref.GetIdentifier() + " was deleted before the task ran"}
 	}
 	if err != nil {
 		return nil, err
@@ -211,7 +212,7 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 		return nil, err // transient: the dispatch is tried again
 	}
 	if err != nil {
-		return nil, &TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}
+		return nil, &dispatch.TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}
 	}
 	out := proto.Clone(p).(*delegatev1.TaskPayload)
 	out.GetSecret().Connector = settings

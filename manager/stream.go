@@ -14,6 +14,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/outbox"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/identity"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -24,7 +25,7 @@ const maxCapacity = 10000
 // delegateService implements DelegateService.Connect.
 type delegateService struct {
 	delegatev1.UnimplementedDelegateServiceServer
-	d   *Dispatcher
+	d   *dispatch.Dispatcher
 	log zerolog.Logger
 	// wg joins the senders and receivers of the streams. They outlive
 	// Connect: a sender blocked in Send (the agent does not read) or a
@@ -55,14 +56,14 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 			len(h.GetRunning()), h.GetCapacity())
 	}
 	id := identity.From(ctx)
-	out := outbox.New[*delegatev1.ManagerMessage](OutboxLimit(int(h.GetCapacity())))
+	out := outbox.New[*delegatev1.ManagerMessage](dispatch.OutboxLimit(int(h.GetCapacity())))
 	sess, err := s.d.Connect(h, id, out)
 	if err != nil {
 		var fe *config.FieldError
 		switch {
-		case errors.Is(err, ErrShuttingDown):
+		case errors.Is(err, dispatch.ErrShuttingDown):
 			return status.Error(codes.Unavailable, err.Error())
-		case errors.Is(err, ErrNameInUse):
+		case errors.Is(err, dispatch.ErrNameInUse):
 			// Another agent holds the name: it may leave, so agents retry.
 			return status.Error(codes.AlreadyExists, err.Error())
 		case errors.As(err, &fe):
@@ -101,11 +102,11 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 	case err := <-recvErr:
 		var pe *protocolError
 		if errors.As(err, &pe) {
-			return sess.Evict(CloseInvalidMessage, status.Error(codes.InvalidArgument, pe.Error()))
+			return sess.Evict(dispatch.CloseInvalidMessage, status.Error(codes.InvalidArgument, pe.Error()))
 		}
 		return err
 	case <-out.Overflow():
-		return sess.Evict(CloseOutboxFull, status.Errorf(codes.ResourceExhausted,
+		return sess.Evict(dispatch.CloseOutboxFull, status.Errorf(codes.ResourceExhausted,
 			"the delegate did not read its stream: %d messages were waiting, the limit for capacity %d; "+
 				"the manager closed the stream and returned its tasks to the queue", out.Limit(), sess.Capacity()))
 	case <-sess.Evicted():
@@ -122,7 +123,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 
 // recvLoop handles the agent's messages until the stream ends. A message
 // that breaks the protocol ends it with a *protocolError.
-func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServer, sess *Session) error {
+func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServer, sess *dispatch.Session) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {

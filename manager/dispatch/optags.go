@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -95,7 +95,7 @@ func decodeOpTags(list []string) (rec opTagRecord, dropped []string) {
 			rec.token = tok
 			continue
 		}
-		if checkTag("tag", t, maxTagLen) != nil {
+		if checkTag("tag", t, MaxTagLen) != nil {
 			dropped = append(dropped, t)
 			continue
 		}
@@ -134,7 +134,7 @@ func (d *Dispatcher) TagDelegate(ctx context.Context, c TagChange) (tags []strin
 		field string
 		list  []string
 	}{{"add", c.Add}, {"remove", c.Remove}} {
-		if err := checkTags(f.field, f.list, maxTagLen); err != nil {
+		if err := CheckTags(f.field, f.list, MaxTagLen); err != nil {
 			return nil, "", &TaskError{Code: codeInvalid, Msg: err.Error()}
 		}
 	}

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -32,11 +32,11 @@ func TestPoolsMatchAScan(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	cfg := DispatchConfig{
+	cfg := Config{
 		LeaseDuration: config.Duration(time.Minute), HeartbeatInterval: config.Duration(time.Second),
 		QueueTimeout: config.Duration(time.Minute), TaskDeadline: config.Duration(time.Minute), MaxAttempts: 3,
 	}
-	d := newDispatcher(cfg, nil, zerolog.Nop(), newMetrics())
+	d := New(cfg, nil, zerolog.Nop(), NewMetrics())
 	tagChoices := []string{"a", "b", "c"}
 	selectorSets := [][]string{nil, {"a"}, {"b"}, {"a", "b"}, {"c"}}
 	// Delegate scopes (zero: an unscoped token) and task scopes (zero: a

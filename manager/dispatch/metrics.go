@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,7 +8,7 @@ import (
 
 // metrics are the manager's Prometheus collectors, on a registry of its
 // own so several managers can live in one test process.
-type metrics struct {
+type Metrics struct {
 	reg             *prometheus.Registry
 	delegates       prometheus.Gauge
 	queued          prometheus.Gauge
@@ -27,8 +27,8 @@ type metrics struct {
 	outboxPeak prometheus.Gauge
 }
 
-func newMetrics() *metrics {
-	m := &metrics{
+func NewMetrics() *Metrics {
+	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		delegates: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "smd_connected_delegates", Help: "Delegates with an open stream.",

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -70,7 +70,7 @@ func (d *Dispatcher) GetTask(ctx context.Context, id string) (*delegatev1.TaskIn
 	if err != nil {
 		return nil, nil, err
 	}
-	info := storedInfo(st)
+	info := StoredInfo(st)
 	if !st.State.Final() {
 		// Between the store write and memory (a task that changed just
 		// now): look again shortly. A task that has not changed for a
@@ -102,7 +102,7 @@ func (d *Dispatcher) infoLocked(t *task) *delegatev1.TaskInfo {
 	}
 }
 
-func storedInfo(t *store.Task) *delegatev1.TaskInfo {
+func StoredInfo(t *store.Task) *delegatev1.TaskInfo {
 	info := &delegatev1.TaskInfo{
 		Id: t.ID, Kind: t.Kind, State: stateToProto(t.State), Selectors: t.Selectors,
 		Attempt: int32(t.Attempt), Delegate: t.Delegate, CreatedAt: timestamppb.New(t.CreatedAt),
@@ -132,14 +132,14 @@ func stateToProto(s store.State) delegatev1.TaskState {
 	return delegatev1.TaskState_TASK_STATE_UNSPECIFIED
 }
 
-// withoutSecretValue returns o without any secret value (delegatev1.Redact;
+// WithoutSecretValue returns o without any secret value (delegatev1.Redact;
 // a copy when there is one to drop). Outcomes are stored without values
 // (persistFinal), and a change returns one only to the caller that waits
 // for a create with return_value: the generated value then lives only in
 // the memory of the task that the caller holds, never in the store, and
 // GetTask, ListTasks and WatchTask, which read the store once the task is
 // final, never see it.
-func withoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
+func WithoutSecretValue(o *delegatev1.Outcome) *delegatev1.Outcome {
 	if o == nil {
 		return nil
 	}

@@ -1,7 +1,8 @@
-package manager
+package dispatch
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ import (
 type orderRig struct {
 	t   *testing.T
 	db  *bolt.DB
-	cfg DispatchConfig
+	cfg Config
 	d   *Dispatcher
 	dg  *delegate
 	out *outbox.Outbox[*delegatev1.ManagerMessage]
@@ -38,7 +39,7 @@ func newOrderRig(t *testing.T) *orderRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	r := &orderRig{t: t, db: db, clock: time.Now(), cfg: DispatchConfig{
+	r := &orderRig{t: t, db: db, clock: time.Now(), cfg: Config{
 		LeaseDuration: config.Duration(time.Minute), HeartbeatInterval: config.Duration(10 * time.Second),
 		QueueTimeout: config.Duration(time.Minute), TaskDeadline: config.Duration(10 * time.Minute), MaxAttempts: 3,
 		MissedHeartbeats: 100,
@@ -54,7 +55,7 @@ func (r *orderRig) restart() {
 	if r.d != nil {
 		r.d.close()
 	}
-	r.d = newDispatcher(r.cfg, r.db, zerolog.Nop(), newMetrics())
+	r.d = New(r.cfg, r.db, zerolog.Nop(), NewMetrics())
 	r.d.now = r.now
 	if _, err := r.d.recover(context.Background()); err != nil {
 		r.t.Fatalf("recover: %v", err)
@@ -93,7 +94,7 @@ func (r *orderRig) update(region, name string) *task {
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: name}}}
 	p := &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Secret{Secret: st}}
 	tk, err := r.d.submit(context.Background(), SubmitRequest{Kind: "secret.update", Payload: p, Async: true,
-		OrderKey: orderKey(&delegatev1.Connector{Region: region, SecretNamePrefix: "team"}, st)})
+		OrderKey: OrderKey(&delegatev1.Connector{Region: region, SecretNamePrefix: "team"}, st)})
 	if err != nil {
 		r.t.Fatalf("Submit(update %s): %v", name, err)
 	}
@@ -241,7 +242,7 @@ func TestIssue10OrderFencedRedispatch(t *testing.T) {
 	}
 }
 
-var errTestEvicted = &protocolError{"evicted by the test"}
+var errTestEvicted = errors.New("evicted by the test")
 
 // TestIssue10OrderRecovered: after a manager restart the chains are
 // rebuilt from the store in creation order: the leased head keeps its
@@ -302,7 +303,7 @@ func TestIssue10OrderKey(t *testing.T) {
 		return &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Update{Update: &delegatev1.UpdateSecretOp{Name: name}}}
 	}
 	acme := &delegatev1.Scope{Account: "acme"}
-	same := orderKey(&delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"))
+	same := OrderKey(&delegatev1.Connector{Scope: acme, Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"))
 	tests := []struct {
 		name string
 		c    *delegatev1.Connector
@@ -323,12 +324,12 @@ func TestIssue10OrderKey(t *testing.T) {
 		{"an unscoped connector", &delegatev1.Connector{Region: "eu-west-1", SecretNamePrefix: "team"}, update("db"), false},
 	}
 	for _, tt := range tests {
-		if got := orderKey(tt.c, tt.st) == same; got != tt.want {
-			t.Errorf("%s: orderKey = %q, same as %q: %v, want %v", tt.name, orderKey(tt.c, tt.st), same, got, tt.want)
+		if got := OrderKey(tt.c, tt.st) == same; got != tt.want {
+			t.Errorf("%s: orderKey = %q, same as %q: %v, want %v", tt.name, OrderKey(tt.c, tt.st), same, got, tt.want)
 		}
 	}
 	get := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_Get{Get: &delegatev1.GetSecretOp{Name: "db"}}}
-	if k := orderKey(&delegatev1.Connector{Region: "eu-west-1"}, get); k != "" {
-		t.Errorf("orderKey(get) = %q, want \"\" (reads are not ordered)", k)
+	if k := OrderKey(&delegatev1.Connector{Region: "eu-west-1"}, get); k != "" {
+		t.Errorf("OrderKey(get) = %q, want \"\" (reads are not ordered)", k)
 	}
 }

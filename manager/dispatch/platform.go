@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -8,25 +8,12 @@ import (
 	"github.com/smdelegate/smdelegate/internal/ids"
 	"github.com/smdelegate/smdelegate/internal/outbox"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
-	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
 // PlatformTag is the selector of tasks the manager runs itself (OIDC
 // connectors in platform connectivity mode). Tags and names starting with
 // "smd:" are reserved: no agent may declare them.
 const PlatformTag = "smd:platform"
-
-// platformPolicy confines the tasks the manager runs itself: their
-// endpoints are AWS's own or those of platform.endpoints.allow, since the
-// manager posts the tokens it signs there; env: and file: references are
-// never read on the manager (platform tasks are oidc connectors, which
-// have none).
-func platformPolicy(c PlatformConfig) (*awsauth.Policy, error) {
-	return awsauth.NewPolicy(awsauth.PolicyConfig{
-		AllowEndpoints: c.Endpoints.Allow,
-		Keys:           awsauth.PolicyKeys{Config: "the manager's config", Endpoints: "platform.endpoints.allow"},
-	})
-}
 
 // TaskRunner runs a task in the manager's own process (the same Handler
 // an agent uses).

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"container/list"
@@ -79,10 +79,10 @@ type queue struct {
 // the delegate's scope containing the task's, least loaded first, leases
 // renewed by heartbeats (design §4).
 type Dispatcher struct {
-	cfg     DispatchConfig
+	cfg     Config
 	store   store.Store
 	log     zerolog.Logger
-	metrics *metrics
+	metrics *Metrics
 	now     func() time.Time
 	// resolve fills a secret task's connector settings (credentials, OIDC
 	// token) from its connector reference; nil sends payloads as they are.
@@ -90,7 +90,7 @@ type Dispatcher struct {
 	// sealer encrypts async payloads at rest (they may carry secret values).
 	sealer *seal.Sealer
 	// limits counts the unfinished tasks of each scope (nil: no limits).
-	limits *limiter
+	limits *Limiter
 
 	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (optags.go)
 
@@ -154,7 +154,7 @@ func (e *RequestReusedError) Error() string {
 // Unwrap returns ErrRequestReused.
 func (e *RequestReusedError) Unwrap() error { return ErrRequestReused }
 
-func newDispatcher(cfg DispatchConfig, st store.Store, log zerolog.Logger, m *metrics) *Dispatcher {
+func New(cfg Config, st store.Store, log zerolog.Logger, m *Metrics) *Dispatcher {
 	return &Dispatcher{
 		cfg:       cfg,
 		store:     st,

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"bytes"
@@ -87,7 +87,7 @@ func ackMsg(r *delegatev1.TaskResult, accepted bool) *delegatev1.ManagerMessage 
 // replaced in the same store transition by a copy without any
 // (keptPayload).
 func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome) (accepted, answered bool) {
-	raw, _ := proto.Marshal(withoutSecretValue(o))
+	raw, _ := proto.Marshal(WithoutSecretValue(o))
 	f := store.Final{State: finalState(o), Code: o.GetCode().String(), Outcome: raw}
 	var err error
 	if f.Payload, err = d.keptPayload(t.id, t.payload); err != nil {

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"slices"
@@ -33,7 +33,7 @@ import (
 // connectors share the region part "-", so their mutations of one name
 // are ordered together (whatever region each delegate has). Reads,
 // connection tests and listings have no key ("").
-func orderKey(c *delegatev1.Connector, st *delegatev1.SecretTask) string {
+func OrderKey(c *delegatev1.Connector, st *delegatev1.SecretTask) string {
 	var name string
 	switch op := st.GetOp().(type) {
 	case *delegatev1.SecretTask_Create:

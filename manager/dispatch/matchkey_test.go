@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -78,11 +78,11 @@ func TestItem8MatchKeyUnambiguous(t *testing.T) {
 func TestItem8NoSharedQueue(t *testing.T) {
 	t.Parallel()
 	for _, first := range [][]string{{"zq\x00zr"}, {"zq", "zr"}} {
-		cfg := DispatchConfig{
+		cfg := Config{
 			LeaseDuration: config.Duration(time.Minute), HeartbeatInterval: config.Duration(time.Second),
 			QueueTimeout: config.Duration(time.Minute), TaskDeadline: config.Duration(time.Minute), MaxAttempts: 3,
 		}
-		d := newDispatcher(cfg, nil, zerolog.Nop(), newMetrics())
+		d := New(cfg, nil, zerolog.Nop(), NewMetrics())
 		submit := func(sel []string) *task {
 			tk, err := d.submit(context.Background(), SubmitRequest{Kind: "ping", Selectors: sel,
 				Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})

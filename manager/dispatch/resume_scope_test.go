@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 
 func TestResumeNeedsAServingScope(t *testing.T) {
 	t.Parallel()
-	cfg := DispatchConfig{
+	cfg := Config{
 		LeaseDuration: config.Duration(time.Minute), HeartbeatInterval: config.Duration(time.Second),
 		QueueTimeout: config.Duration(time.Minute), TaskDeadline: config.Duration(time.Minute), MaxAttempts: 3,
 	}
-	d := newDispatcher(cfg, nil, zerolog.Nop(), newMetrics())
+	d := New(cfg, nil, zerolog.Nop(), NewMetrics())
 	a := store.Scope{Account: "a"}
 	b := store.Scope{Account: "b"}
 	taken := func(o *outbox.Outbox[*delegatev1.ManagerMessage]) []*delegatev1.ManagerMessage {

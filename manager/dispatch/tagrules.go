@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"fmt"
@@ -11,9 +11,9 @@ import (
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
-// maxTagLen bounds an operator tag and a ping selector, as it bounds a
+// MaxTagLen bounds an operator tag and a ping selector, as it bounds a
 // connector's delegate selectors.
-const maxTagLen = connector.MaxSelectorLen
+const MaxTagLen = connector.MaxSelectorLen
 
 // maxInstanceIDLen bounds Hello.instance_id.
 const maxInstanceIDLen = 128
@@ -51,7 +51,7 @@ func checkTag(field, s string, maxLen int) error {
 }
 
 // checkTags is checkTag for each of a list, named field[i].
-func checkTags(field string, tags []string, maxLen int) error {
+func CheckTags(field string, tags []string, maxLen int) error {
 	for i, t := range tags {
 		if err := checkTag(fmt.Sprintf("%s[%d]", field, i), t, maxLen); err != nil {
 			return err
@@ -77,7 +77,7 @@ func helloTags(h *delegatev1.Hello) (declared, implicit []string, err error) {
 			return nil, nil, err
 		}
 	}
-	if err := checkTags("hello.tags", h.GetTags(), 0); err != nil {
+	if err := CheckTags("hello.tags", h.GetTags(), 0); err != nil {
 		return nil, nil, err
 	}
 	if id := h.GetInstanceId(); len(id) > maxInstanceIDLen || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) {

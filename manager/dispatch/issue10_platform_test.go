@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -74,7 +74,7 @@ func TestIssue10PlatformTaskSurvivesShutdown(t *testing.T) {
 		t.Fatalf("after the shutdown the platform task is %v (busy %v), want leased: no result taken", state, busy)
 	}
 
-	next := newDispatcher(d.cfg, db, zerolog.Nop(), newMetrics())
+	next := New(d.cfg, db, zerolog.Nop(), NewMetrics())
 	if _, err := next.recover(t.Context()); err != nil {
 		t.Fatalf("recover: %v", err)
 	}

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"path/filepath"
@@ -40,11 +40,11 @@ func TestItem4LoadStoredOperatorTags(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := DispatchConfig{
+	cfg := Config{
 		LeaseDuration: config.Duration(time.Minute), HeartbeatInterval: config.Duration(time.Second),
 		QueueTimeout: config.Duration(time.Minute), TaskDeadline: config.Duration(time.Minute), MaxAttempts: 3,
 	}
-	d := newDispatcher(cfg, db, zerolog.Nop(), newMetrics())
+	d := New(cfg, db, zerolog.Nop(), NewMetrics())
 	if err := d.loadTags(ctx); err != nil {
 		t.Fatalf("loadTags: %v", err)
 	}

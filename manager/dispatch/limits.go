@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -103,9 +103,9 @@ type usage struct {
 	bytes int
 }
 
-// limiter enforces LimitsConfig. A nil *limiter limits nothing (tests
+// limiter enforces LimitsConfig. A nil *Limiter limits nothing (tests
 // that build a Dispatcher alone).
-type limiter struct {
+type Limiter struct {
 	cfg     LimitsConfig
 	refused *prometheus.CounterVec
 
@@ -114,8 +114,8 @@ type limiter struct {
 	scopes map[store.Scope]*usage   // unfinished tasks by their scope
 }
 
-func newLimiter(cfg LimitsConfig, m *metrics) *limiter {
-	return &limiter{cfg: cfg, refused: m.limitRefusals, tokens: map[string]*rate.Limiter{}, scopes: map[store.Scope]*usage{}}
+func NewLimiter(cfg LimitsConfig, m *Metrics) *Limiter {
+	return &Limiter{cfg: cfg, refused: m.limitRefusals, tokens: map[string]*rate.Limiter{}, scopes: map[store.Scope]*usage{}}
 }
 
 // tokenKey names an operator token's bucket: its scope and name, like
@@ -124,7 +124,7 @@ func newLimiter(cfg LimitsConfig, m *metrics) *limiter {
 func tokenKey(id identity.Identity) string { return id.Scope.String() + ":" + id.Name }
 
 // unary is the interceptor of submit_rate, chained after authentication.
-func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+func (l *Limiter) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if submitMethods[info.FullMethod] {
 		if err := l.allow(ctx); err != nil {
 			return nil, err
@@ -135,7 +135,7 @@ func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo
 
 // allow takes one token from the caller's bucket, or refuses with the
 // time until there is one.
-func (l *limiter) allow(ctx context.Context) error {
+func (l *Limiter) allow(ctx context.Context) error {
 	id := identity.From(ctx)
 	key := tokenKey(id)
 	l.mu.Lock()
@@ -162,7 +162,7 @@ func (l *limiter) allow(ctx context.Context) error {
 // reserve counts a new task of scope with a payload of size bytes
 // against the scope's limits, or refuses it and counts nothing. The
 // caller gives it back with release once the task is gone.
-func (l *limiter) reserve(ctx context.Context, scope store.Scope, size int) error {
+func (l *Limiter) reserve(ctx context.Context, scope store.Scope, size int) error {
 	if l == nil {
 		return nil
 	}
@@ -208,7 +208,7 @@ func tasksOf(scope store.Scope) string {
 // add counts a task that exists already (recovered at start) without
 // refusing it: what is stored runs, and new tasks wait until the scope is
 // below its limits again.
-func (l *limiter) add(scope store.Scope, size int) {
+func (l *Limiter) add(scope store.Scope, size int) {
 	if l == nil {
 		return
 	}
@@ -224,7 +224,7 @@ func (l *limiter) add(scope store.Scope, size int) {
 }
 
 // release gives back what reserve or add counted.
-func (l *limiter) release(scope store.Scope, size int) {
+func (l *Limiter) release(scope store.Scope, size int) {
 	if l == nil {
 		return
 	}
@@ -242,7 +242,7 @@ func (l *limiter) release(scope store.Scope, size int) {
 }
 
 // pingSleep checks a ping's sleep against ping_max_sleep.
-func (l *limiter) pingSleep(d time.Duration) error {
+func (l *Limiter) PingSleep(d time.Duration) error {
 	if d < 0 || d > l.cfg.PingMaxSleep.D() {
 		return config.Errf("sleep", "must be between 0 and %s (limits.ping_max_sleep), not %s", l.cfg.PingMaxSleep, d)
 	}
@@ -251,7 +251,7 @@ func (l *limiter) pingSleep(d time.Duration) error {
 
 // listPage is the page size of a ListTasks limit: 0 is the default page,
 // more than maxListPage is maxListPage.
-func listPage(limit int32) (int, error) {
+func ListPage(limit int32) (int, error) {
 	switch {
 	case limit < 0:
 		return 0, config.Errf("limit", "must not be negative")

@@ -1,4 +1,4 @@
-package manager
+package dispatch
 
 import (
 	"context"
@@ -26,11 +26,11 @@ func newTestDispatcher(t *testing.T) *Dispatcher {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	cfg := DispatchConfig{
+	cfg := Config{
 		LeaseDuration: config.Duration(time.Minute), HeartbeatInterval: config.Duration(time.Second),
 		QueueTimeout: config.Duration(time.Minute), TaskDeadline: config.Duration(time.Minute), MaxAttempts: 1,
 	}
-	return newDispatcher(cfg, db, zerolog.Nop(), newMetrics())
+	return New(cfg, db, zerolog.Nop(), NewMetrics())
 }
 
 // mustConnect registers a stream of the agent process instance under name.
