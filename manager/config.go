@@ -247,7 +247,7 @@ func (c *Config) Validate() error {
 			}
 			if t.Scope != "" {
 				if _, err := connector.ParseScope(t.Scope); err != nil {
-					for _, e := range flatten(err) {
+					for _, e := range config.Flatten(err) {
 						var fe *config.FieldError
 						if errors.As(e, &fe) {
 							// "scope.org" → "auth.delegate_tokens[0].scope.org"

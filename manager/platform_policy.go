@@ -1,7 +1,11 @@
 package manager
 
 import (
+	"context"
+
 	"github.com/smdelegate/smdelegate/manager/dispatch"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+	"github.com/smdelegate/smdelegate/tasks"
 	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
@@ -20,3 +24,15 @@ func platformPolicy(c PlatformConfig) (*awsauth.Policy, error) {
 // PlatformTag is the selector of tasks the manager runs itself
 // (dispatch.PlatformTag).
 const PlatformTag = dispatch.PlatformTag
+
+// platformRunner runs platform tasks in the manager with the same tasks
+// code a delegate uses.
+type platformRunner struct{ r *tasks.Runner }
+
+func (p platformRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome {
+	st := t.GetPayload().GetSecret()
+	if st == nil {
+		return &delegatev1.Outcome{Code: delegatev1.Code_INVALID_ARGUMENT, Message: "the platform runs only secret tasks"}
+	}
+	return p.r.Run(tasks.WithAttempt(ctx, t.GetAttempt()), t.GetId(), st)
+}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/api"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/store"
@@ -48,7 +49,7 @@ type Server struct {
 
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
-	api    *managerService
+	api    *api.Service
 	limits *dispatch.Limiter
 	dsvc   *delegateService
 
@@ -135,7 +136,7 @@ func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
 
 // Start takes the store's manager lock (PostgreSQL: a manager already on
 // the database makes it fail, naming that one), binds the builtin
-// credentials of connectors stored before bindings (migrateBindings),
+// credentials of connectors stored before bindings (MigrateBindings),
 // recovers unfinished tasks, then listens on
 // cfg.Listen (gRPC), cfg.HTTPListen (health, metrics, and the OIDC
 // documents unless cfg.OIDC.Listen is set) and cfg.OIDC.Listen (only the
@@ -189,9 +190,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("oidc issuer: %w", err)
 	}
-	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, limits: s.limits, log: s.log}
-	s.disp.SetResolver(s.api.resolvePayload)
-	if n, err := s.api.migrateBindings(ctx); err != nil {
+	s.api = api.New(s.disp, s.store, s.sealer, s.issuer, s.limits, s.log)
+	s.disp.SetResolver(s.api.ResolvePayload)
+	if n, err := s.api.MigrateBindings(ctx); err != nil {
 		return fmt.Errorf("bind the builtin credentials of stored connectors: %w", err)
 	} else if n > 0 {
 		s.log.Info().Int("connectors", n).Msg("bound the builtin credential references of connectors stored before bindings")

@@ -1,4 +1,4 @@
-package manager
+package api
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // scope above it that holds one, never above the scope of the operator
 // token making the change (findCredential, the one place of that rule).
 // The binding is kept in the stored connector (credential_bindings,
-// written only by bindConnector and migrateBindings, each with a MAC that
+// written only by bindConnector and MigrateBindings, each with a MAC that
 // only this manager can make) and every task of the connector uses
 // exactly that credential (boundCredential): deleting it fails the
 // connector's tasks CREDENTIALS until a credential of that scope and name
@@ -63,7 +63,7 @@ func builtinRefs(c *delegatev1.Connector) []builtinRef {
 // creating or updating the connector; the zero limit (an unscoped token,
 // or the migration) goes up to the account. store.ErrNotFound if there
 // is none.
-func (s *managerService) findCredential(ctx context.Context, limit, sc store.Scope, name string) (store.Scope, error) {
+func (s *Service) findCredential(ctx context.Context, limit, sc store.Scope, name string) (store.Scope, error) {
 	for more := true; more && scopes.Visible(limit, sc); sc, more = sc.Parent() {
 		_, err := s.cat.GetCredential(ctx, sc, name)
 		if err == nil {
@@ -81,7 +81,7 @@ func (s *managerService) findCredential(ctx context.Context, limit, sc store.Sco
 // the request's token. A reference with no credential in reach is an
 // InvalidArgument naming its field. c must be normalized, valid and
 // within the token's scope.
-func (s *managerService) bindConnector(ctx context.Context, c *delegatev1.Connector) error {
+func (s *Service) bindConnector(ctx context.Context, c *delegatev1.Connector) error {
 	c.CredentialBindings = nil
 	sc, tok := scopes.FromProto(c.GetScope()), tokenScope(ctx)
 	for _, r := range builtinRefs(c) {
@@ -91,7 +91,7 @@ func (s *managerService) bindConnector(ctx context.Context, c *delegatev1.Connec
 			if !tok.IsZero() {
 				reach = " up to this operator token's scope " + tok.String()
 			}
-			return invalid(config.Errf(r.field, "builtin credential %q does not exist in scope %s or above%s (add it with smd credential put)",
+			return Invalid(config.Errf(r.field, "builtin credential %q does not exist in scope %s or above%s (add it with smd credential put)",
 				r.name, sc.String(), reach))
 		}
 		if err != nil {
@@ -104,7 +104,7 @@ func (s *managerService) bindConnector(ctx context.Context, c *delegatev1.Connec
 
 // newBinding is the binding of r to the credential of scope to, with its
 // MAC for connector c.
-func (s *managerService) newBinding(c *delegatev1.Connector, r builtinRef, to store.Scope) *delegatev1.CredentialBinding {
+func (s *Service) newBinding(c *delegatev1.Connector, r builtinRef, to store.Scope) *delegatev1.CredentialBinding {
 	b := &delegatev1.CredentialBinding{Field: r.field, Name: r.name, Scope: scopes.ToProto(to)}
 	b.Mac = s.bindingMAC(c, b)
 	return b
@@ -114,7 +114,7 @@ func (s *managerService) newBinding(c *delegatev1.Connector, r builtinRef, to st
 // connector's scope and identifier, the field, the name and the bound
 // scope, so a binding can be neither made nor moved without the master
 // key.
-func (s *managerService) bindingMAC(c *delegatev1.Connector, b *delegatev1.CredentialBinding) []byte {
+func (s *Service) bindingMAC(c *delegatev1.Connector, b *delegatev1.CredentialBinding) []byte {
 	data := fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s", connector.ScopeKey(c.GetScope()), c.GetIdentifier(),
 		b.GetField(), b.GetName(), connector.ScopeKey(b.GetScope()))
 	return s.sealer.MAC(data, []byte("credential-binding"))
@@ -122,7 +122,7 @@ func (s *managerService) bindingMAC(c *delegatev1.Connector, b *delegatev1.Crede
 
 // binding returns c's binding of the builtin reference name in field if
 // this manager made it (its MAC verifies), else nil.
-func (s *managerService) binding(c *delegatev1.Connector, field, name string) *delegatev1.CredentialBinding {
+func (s *Service) binding(c *delegatev1.Connector, field, name string) *delegatev1.CredentialBinding {
 	for _, b := range c.GetCredentialBindings() {
 		if b.GetField() == field && b.GetName() == name && hmac.Equal(b.GetMac(), s.bindingMAC(c, b)) {
 			return b
@@ -136,7 +136,7 @@ func (s *managerService) binding(c *delegatev1.Connector, field, name string) *d
 // is no fallback to another scope. Its errors (a task's CREDENTIALS
 // outcome, after "FIELD: builtin credential NAME: ") say where the
 // reference points and how to restore it; none carries a value.
-func (s *managerService) boundCredential(ctx context.Context, c *delegatev1.Connector, field, name string) (string, error) {
+func (s *Service) boundCredential(ctx context.Context, c *delegatev1.Connector, field, name string) (string, error) {
 	b := s.binding(c, field, name)
 	if b == nil {
 		return "", errors.New("is not bound to a stored credential: update the connector to bind it")
@@ -152,7 +152,7 @@ func (s *managerService) boundCredential(ctx context.Context, c *delegatev1.Conn
 			name, bs.String(), name, bs.String())
 	}
 	if store.IsUnavailable(err) {
-		return "", err // transient: the caller retries (resolvePayload)
+		return "", err // transient: the caller retries (ResolvePayload)
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("connector", c.GetIdentifier()).Str("credential", name).Str("credential_scope", bs.String()).Msg("read builtin credential")
@@ -179,14 +179,14 @@ func operatorView(c *delegatev1.Connector) *delegatev1.Connector {
 	return out
 }
 
-// migrateBindings binds, once, the builtin references of connectors
+// MigrateBindings binds, once, the builtin references of connectors
 // stored before bindings existed: every reference without a binding this
 // manager made is bound by migrateBinding, bindings it did not make are
 // dropped (logged at warn), and the connector is stored again. A
 // connector whose references are all bound is never visited again. It
 // runs in Start before anything is served, so no API call races it. It
 // returns how many connectors it stored.
-func (s *managerService) migrateBindings(ctx context.Context) (int, error) {
+func (s *Service) MigrateBindings(ctx context.Context) (int, error) {
 	all, err := s.cat.AllConnectors(ctx)
 	if err != nil {
 		return 0, err
@@ -237,7 +237,7 @@ func (s *managerService) migrateBindings(ctx context.Context) (int, error) {
 // above c's scope is logged at warn, for an operator to review; a
 // reference whose credential exists nowhere is bound to c's own scope
 // (putting it there makes the connector work) and logged at warn too.
-func (s *managerService) migrateBinding(ctx context.Context, c *delegatev1.Connector, r builtinRef) (*delegatev1.CredentialBinding, error) {
+func (s *Service) migrateBinding(ctx context.Context, c *delegatev1.Connector, r builtinRef) (*delegatev1.CredentialBinding, error) {
 	own := scopes.FromProto(c.GetScope())
 	found, err := s.findCredential(ctx, store.Scope{}, own, r.name)
 	warn := func() *zerolog.Event {

@@ -1,10 +1,11 @@
-package manager
+package api
 
 // The operator API's one translation of errors to gRPC status: every
-// handler returns domain errors (dispatch.TaskError, dispatch.ErrTaskNotFound, store
-// sentinels, *config.FieldError, LimitError, ...) through toStatus,
-// invalid or connectorErr, and nothing else in the API builds a status
-// from an error.
+// handler returns domain errors (dispatch.TaskError,
+// dispatch.ErrTaskNotFound, store sentinels, *config.FieldError,
+// dispatch.LimitError, ...) through toStatus, Invalid or connectorErr,
+// and nothing else in the API builds a status from an error (the codec
+// of the manager uses Invalid too).
 
 import (
 	"context"
@@ -27,7 +28,7 @@ import (
 // toStatus translates errors to gRPC status once, at the API boundary.
 // Unknown errors become Internal with a generic message; the detail goes
 // only to the log.
-func (s *managerService) toStatus(err error) error {
+func (s *Service) toStatus(err error) error {
 	var te *dispatch.TaskError
 	var reused *dispatch.RequestReusedError
 	switch {
@@ -98,13 +99,13 @@ func grpcCode(c delegatev1.Code) codes.Code {
 }
 
 // internal logs err and returns a generic Internal status.
-func (s *managerService) internal(err error) error {
+func (s *Service) internal(err error) error {
 	s.log.Error().Err(err).Msg("internal error")
 	return status.Error(codes.Internal, "internal error (see the manager log)")
 }
 
 // connectorErr translates store errors of a connector write.
-func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connector, err error) error {
+func (s *Service) connectorErr(ctx context.Context, c *delegatev1.Connector, err error) error {
 	scope := connector.ScopeKey(c.GetScope())
 	switch {
 	case errors.Is(err, store.ErrExists):
@@ -116,17 +117,17 @@ func (s *managerService) connectorErr(ctx context.Context, c *delegatev1.Connect
 		if d, derr := s.cat.DefaultConnector(ctx, scopes.FromProto(c.GetScope())); derr == nil {
 			other = fmt.Sprintf("connector %q", d.ID)
 		}
-		return invalid(config.Errf("default", "at most one default connector per scope: %s is already the default of %s", other, scope))
+		return Invalid(config.Errf("default", "at most one default connector per scope: %s is already the default of %s", other, scope))
 	}
 	return s.toStatus(err)
 }
 
-// invalid is an InvalidArgument status whose message lists every field
+// Invalid is an InvalidArgument status whose message lists every field
 // problem, with a BadRequest detail per field for programs.
-func invalid(err error) error {
+func Invalid(err error) error {
 	var lines []string
 	br := &errdetails.BadRequest{}
-	for _, e := range flatten(err) {
+	for _, e := range config.Flatten(err) {
 		lines = append(lines, e.Error())
 		var fe *config.FieldError
 		if errors.As(e, &fe) {
@@ -138,18 +139,6 @@ func invalid(err error) error {
 		st = ds
 	}
 	return st.Err()
-}
-
-// flatten unwraps errors.Join trees.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // outsideScope is the PermissionDenied of an action on scope s outside

@@ -1,4 +1,4 @@
-package manager
+package api
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
-// managerService implements the operator API.
-type managerService struct {
+// Service implements the operator API (ManagerService).
+type Service struct {
 	delegatev1.UnimplementedManagerServiceServer
 	d      *dispatch.Dispatcher
 	cat    store.Catalog
@@ -28,26 +28,33 @@ type managerService struct {
 	log    zerolog.Logger
 }
 
-func (s *managerService) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {
+// New is the operator API over dispatcher d, the catalog cat (connectors,
+// credentials), the sealer of builtin credentials, the OIDC issuer and the
+// submission limits.
+func New(d *dispatch.Dispatcher, cat store.Catalog, sealer *seal.Sealer, issuer *oidc.Issuer, limits *dispatch.Limiter, log zerolog.Logger) *Service {
+	return &Service{d: d, cat: cat, sealer: sealer, issuer: issuer, limits: limits, log: log}
+}
+
+func (s *Service) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {
 	return &delegatev1.ListDelegatesResponse{Delegates: s.d.ListDelegates(tokenScope(ctx))}, nil
 }
 
-func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {
+func (s *Service) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {
 	if err := s.limits.PingSleep(req.GetSleep().AsDuration()); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	if err := validateRequestID(req.GetRequestId()); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	if err := dispatch.CheckTags("selectors", req.GetSelectors(), dispatch.MaxTagLen); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	// A ping needs a delegate serving its scope: the one asked for, else
 	// the token's (none for an unscoped token: any delegate).
 	scope := tokenScope(ctx)
 	if rs := req.GetScope(); !scopes.FromProto(rs).IsZero() {
 		if err := connector.ValidateScope(rs); err != nil {
-			return nil, invalid(err)
+			return nil, Invalid(err)
 		}
 		if !scopes.Visible(scope, scopes.FromProto(rs)) {
 			return nil, outsideScope(ctx, "ping a delegate of", rs)
@@ -73,7 +80,7 @@ func (s *managerService) Ping(ctx context.Context, req *delegatev1.PingRequest) 
 
 // submit runs a task: async tasks return once persisted; sync ones wait
 // for the outcome (and are cancelled if the caller goes away).
-func (s *managerService) submit(ctx context.Context, req dispatch.SubmitRequest) (*delegatev1.TaskInfo, error) {
+func (s *Service) submit(ctx context.Context, req dispatch.SubmitRequest) (*delegatev1.TaskInfo, error) {
 	t, err := s.d.Submit(ctx, req)
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -90,7 +97,7 @@ func (s *managerService) submit(ctx context.Context, req dispatch.SubmitRequest)
 	}
 }
 
-func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskRequest) (*delegatev1.TaskInfo, error) {
+func (s *Service) GetTask(ctx context.Context, req *delegatev1.GetTaskRequest) (*delegatev1.TaskInfo, error) {
 	info, _, err := s.visibleTask(ctx, req.GetId())
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -100,7 +107,7 @@ func (s *managerService) GetTask(ctx context.Context, req *delegatev1.GetTaskReq
 
 // visibleTask is getTask for the caller: a task outside its token's scope
 // is not found, exactly like a task that does not exist.
-func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
+func (s *Service) visibleTask(ctx context.Context, id string) (*delegatev1.TaskInfo, <-chan struct{}, error) {
 	info, changed, err := s.d.GetTask(ctx, id)
 	if err == nil && !scopes.Visible(tokenScope(ctx), scopes.FromProto(info.GetScope())) {
 		return nil, nil, dispatch.ErrTaskNotFound
@@ -108,14 +115,14 @@ func (s *managerService) visibleTask(ctx context.Context, id string) (*delegatev
 	return info, changed, err
 }
 
-func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTasksRequest) (*delegatev1.ListTasksResponse, error) {
+func (s *Service) ListTasks(ctx context.Context, req *delegatev1.ListTasksRequest) (*delegatev1.ListTasksResponse, error) {
 	page, err := dispatch.ListPage(req.GetLimit())
 	if err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	after, err := decodePageToken(req.GetPageToken())
 	if err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	// One more than the page: whether there is a next page.
 	f := store.Filter{Limit: page + 1, Scope: tokenScope(ctx), After: after}
@@ -137,7 +144,7 @@ func (s *managerService) ListTasks(ctx context.Context, req *delegatev1.ListTask
 	return out, nil
 }
 
-func (s *managerService) WatchTask(req *delegatev1.GetTaskRequest, stream delegatev1.ManagerService_WatchTaskServer) error {
+func (s *Service) WatchTask(req *delegatev1.GetTaskRequest, stream delegatev1.ManagerService_WatchTaskServer) error {
 	ctx := stream.Context()
 	var last *delegatev1.TaskInfo
 	for {

@@ -1,4 +1,4 @@
-package manager
+package api
 
 import (
 	"errors"
@@ -93,7 +93,7 @@ func underField(to, from string, err error) error {
 		return err
 	}
 	var out []error
-	for _, e := range flatten(err) {
+	for _, e := range config.Flatten(err) {
 		var fe *config.FieldError
 		if errors.As(e, &fe) {
 			if rest, ok := strings.CutPrefix(fe.Field, from); ok {

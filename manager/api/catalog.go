@@ -1,4 +1,4 @@
-package manager
+package api
 
 import (
 	"context"
@@ -27,9 +27,9 @@ var errOutsideScope = errors.New("outside the token's scope")
 // credential references (bindConnector: at its scope or above, as far up
 // as the token sees). A valid connector outside the token's scope is
 // errOutsideScope, for the caller to answer.
-func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Connector) error {
+func (s *Service) prepareConnector(ctx context.Context, c *delegatev1.Connector) error {
 	if c == nil {
-		return invalid(config.Errf("connector", "is required"))
+		return Invalid(config.Errf("connector", "is required"))
 	}
 	c.Scope = requestScope(ctx, c.Scope)
 	// Fields this manager does not know are not stored: a later version
@@ -49,7 +49,7 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 	check := proto.Clone(c).(*delegatev1.Connector)
 	check.DelegateSelectors = given
 	if err := connector.Validate(check); err != nil {
-		return invalid(err)
+		return Invalid(err)
 	}
 	if !canSee(ctx, c.GetScope()) {
 		return errOutsideScope
@@ -57,7 +57,7 @@ func (s *managerService) prepareConnector(ctx context.Context, c *delegatev1.Con
 	return s.bindConnector(ctx, c)
 }
 
-func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.CreateConnectorRequest) (*delegatev1.Connector, error) {
+func (s *Service) CreateConnector(ctx context.Context, req *delegatev1.CreateConnectorRequest) (*delegatev1.Connector, error) {
 	c := proto.Clone(req.GetConnector()).(*delegatev1.Connector)
 	if err := s.prepareConnector(ctx, c); errors.Is(err, errOutsideScope) {
 		return nil, outsideScope(ctx, "create a connector in", c.GetScope())
@@ -75,7 +75,7 @@ func (s *managerService) CreateConnector(ctx context.Context, req *delegatev1.Cr
 	return operatorView(c), nil
 }
 
-func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.UpdateConnectorRequest) (*delegatev1.Connector, error) {
+func (s *Service) UpdateConnector(ctx context.Context, req *delegatev1.UpdateConnectorRequest) (*delegatev1.Connector, error) {
 	c := proto.Clone(req.GetConnector()).(*delegatev1.Connector)
 	if err := s.prepareConnector(ctx, c); errors.Is(err, errOutsideScope) {
 		return nil, s.connectorErr(ctx, c, store.ErrNotFound) // invisible: as if absent
@@ -105,9 +105,9 @@ func (s *managerService) UpdateConnector(ctx context.Context, req *delegatev1.Up
 	return operatorView(c), nil
 }
 
-func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
+func (s *Service) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
 	if err := validRef("ref", req.GetRef(), false); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	c, err := s.lookupConnector(ctx, req.GetRef())
 	if err != nil {
@@ -119,7 +119,7 @@ func (s *managerService) GetConnector(ctx context.Context, req *delegatev1.GetCo
 // lookupConnector finds the named connector (or the default one) from the
 // ref's scope upward, as far up as the token's scope: what lies outside
 // it is not found.
-func (s *managerService) lookupConnector(ctx context.Context, ref *delegatev1.ConnectorRef) (*delegatev1.Connector, error) {
+func (s *Service) lookupConnector(ctx context.Context, ref *delegatev1.ConnectorRef) (*delegatev1.Connector, error) {
 	scope := requestScope(ctx, ref.GetScope())
 	id := ref.GetIdentifier()
 	get := func(ctx context.Context, sc *delegatev1.Scope) (*delegatev1.Connector, error) {
@@ -158,9 +158,9 @@ func decodeConnector(c *store.Connector) (*delegatev1.Connector, error) {
 	return out, nil
 }
 
-func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.ListConnectorsRequest) (*delegatev1.ListConnectorsResponse, error) {
+func (s *Service) ListConnectors(ctx context.Context, req *delegatev1.ListConnectorsRequest) (*delegatev1.ListConnectorsResponse, error) {
 	if err := validScope("scope", req.GetScope()); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	out := &delegatev1.ListConnectorsResponse{}
 	tok := tokenScope(ctx)
@@ -182,10 +182,10 @@ func (s *managerService) ListConnectors(ctx context.Context, req *delegatev1.Lis
 	return out, nil
 }
 
-func (s *managerService) DeleteConnector(ctx context.Context, req *delegatev1.DeleteConnectorRequest) (*delegatev1.DeleteConnectorResponse, error) {
+func (s *Service) DeleteConnector(ctx context.Context, req *delegatev1.DeleteConnectorRequest) (*delegatev1.DeleteConnectorResponse, error) {
 	ref := req.GetRef()
 	if err := validRef("ref", ref, true); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	scope := requestScope(ctx, ref.GetScope())
 	err := store.ErrNotFound // outside the token's scope: as if absent
@@ -206,9 +206,9 @@ func credentialAAD(s store.Scope, name string) []byte {
 	return []byte("cred/" + s.String() + "/" + name)
 }
 
-func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutCredentialRequest) (*delegatev1.Credential, error) {
+func (s *Service) PutCredential(ctx context.Context, req *delegatev1.PutCredentialRequest) (*delegatev1.Credential, error) {
 	if err := validCredential(req.GetScope(), req.GetName(), req.GetValue(), true); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	scope := requestScope(ctx, req.GetScope())
 	if !canSee(ctx, scope) {
@@ -226,9 +226,9 @@ func (s *managerService) PutCredential(ctx context.Context, req *delegatev1.PutC
 	return &delegatev1.Credential{Scope: scope, Name: got.Name, CreatedAt: timestamppb.New(got.CreatedAt), UpdatedAt: timestamppb.New(got.UpdatedAt)}, nil
 }
 
-func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.ListCredentialsRequest) (*delegatev1.ListCredentialsResponse, error) {
+func (s *Service) ListCredentials(ctx context.Context, req *delegatev1.ListCredentialsRequest) (*delegatev1.ListCredentialsResponse, error) {
 	if err := validScope("scope", req.GetScope()); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	out := &delegatev1.ListCredentialsResponse{}
 	scope := requestScope(ctx, req.GetScope())
@@ -246,9 +246,9 @@ func (s *managerService) ListCredentials(ctx context.Context, req *delegatev1.Li
 	return out, nil
 }
 
-func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.DeleteCredentialRequest) (*delegatev1.DeleteCredentialResponse, error) {
+func (s *Service) DeleteCredential(ctx context.Context, req *delegatev1.DeleteCredentialRequest) (*delegatev1.DeleteCredentialResponse, error) {
 	if err := validCredential(req.GetScope(), req.GetName(), nil, false); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	scope := requestScope(ctx, req.GetScope())
 	err := store.ErrNotFound // outside the token's scope: as if absent
@@ -271,12 +271,12 @@ func (s *managerService) DeleteCredential(ctx context.Context, req *delegatev1.D
 // but that also serve other scopes (above it, or unscoped) it may not
 // retag, and a name not connected it may not claim ahead of the delegate
 // that will use it.
-func (s *managerService) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
+func (s *Service) TagDelegate(ctx context.Context, req *delegatev1.TagDelegateRequest) (*delegatev1.TagDelegateResponse, error) {
 	tok := tokenScope(ctx)
 	sc, connected := s.d.DelegateScope(req.GetName())
 	if rs := req.GetScope(); !scopes.FromProto(rs).IsZero() {
 		if err := connector.ValidateScope(rs); err != nil {
-			return nil, invalid(err)
+			return nil, Invalid(err)
 		}
 		connected = connected && sc == scopes.FromProto(rs)
 		sc = scopes.FromProto(rs)

@@ -1,4 +1,4 @@
-package manager
+package api
 
 import (
 	"context"
@@ -51,7 +51,7 @@ func requestOwner(ctx context.Context) string {
 // whatever the connector's settings are now. It is a MAC under the master
 // key (seal.Sealer.MAC), so the store learns nothing of the values a
 // request carries. Without a request id it returns the zero Request.
-func (s *managerService) storeRequest(ctx context.Context, method string, m interface {
+func (s *Service) storeRequest(ctx context.Context, method string, m interface {
 	proto.Message
 	GetRequestId() string
 }) (store.Request, error) {

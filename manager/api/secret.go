@@ -1,4 +1,4 @@
-package manager
+package api
 
 import (
 	"context"
@@ -13,26 +13,25 @@ import (
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
-	"github.com/smdelegate/smdelegate/tasks"
 )
 
 // Secret runs a secret operation through a connector: reads are sync and
 // never stored; mutations are persisted before the call returns and, unless
 // async, waited for.
-func (s *managerService) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*delegatev1.TaskInfo, error) {
+func (s *Service) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*delegatev1.TaskInfo, error) {
 	st, mutation := SecretTaskOf(req)
 	if st == nil {
-		return nil, invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
+		return nil, Invalid(config.Errf("op", "one operation is required (create, upsert, get, update, delete, restore, list, describe, tag, versions)"))
 	}
 	if err := validRef("connector", req.GetConnector(), false); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	if req.GetCreate().GetReturnValue() && req.GetAsync() {
 		// The value exists only in memory, for the caller that waits.
-		return nil, invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
+		return nil, Invalid(config.Errf("create.return_value", "needs a request that waits for the result (async false): the generated value is never stored"))
 	}
 	if err := validateRequestID(req.GetRequestId()); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	var r store.Request // reads are never stored: nothing to deduplicate
 	if mutation {
@@ -79,9 +78,9 @@ func SecretTaskOf(req *delegatev1.SecretRequest) (st *delegatev1.SecretTask, mut
 }
 
 // TestConnector runs a connection test (sync) on a delegate the connector selects.
-func (s *managerService) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
+func (s *Service) TestConnector(ctx context.Context, req *delegatev1.TestConnectorRequest) (*delegatev1.TaskInfo, error) {
 	if err := validRef("ref", req.GetRef(), false); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
 	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false, store.Request{})
@@ -120,7 +119,7 @@ func secretKind(st *delegatev1.SecretTask) string {
 
 // runSecret submits a secret task: a mutation is stored (idempotent under
 // r, when it has an id) and, unless async, waited for; a read is sync.
-func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,
+func (s *Service) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, st *delegatev1.SecretTask,
 	kind string, mutation, async bool, r store.Request) (*delegatev1.TaskInfo, error) {
 	c, err := s.lookupConnector(ctx, ref)
 	if err != nil {
@@ -128,11 +127,11 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	}
 	// The delegate's own checks, before anything is stored.
 	if err := validSecretTask(st, c); err != nil {
-		return nil, invalid(err)
+		return nil, Invalid(err)
 	}
 	selectors := c.GetDelegateSelectors()
 	if c.GetCredentialType() == delegatev1.CredentialType_OIDC && c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {
-		selectors = []string{PlatformTag}
+		selectors = []string{dispatch.PlatformTag}
 	}
 	req := dispatch.SubmitRequest{
 		Kind:      kind,
@@ -170,11 +169,11 @@ func (s *managerService) runSecret(ctx context.Context, ref *delegatev1.Connecto
 	}
 }
 
-// resolvePayload fills a secret task's connector settings: the connector
+// ResolvePayload fills a secret task's connector settings: the connector
 // as stored now, the builtin credentials it is bound to decrypted
 // (boundCredential), and a fresh OIDC token.
 // It runs each time a task is sent, never for the store.
-func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error) {
+func (s *Service) ResolvePayload(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error) {
 	ref := p.GetConnector()
 	sc, err := s.cat.GetConnector(ctx, scopes.FromProto(ref.GetScope()), ref.GetIdentifier())
 	if errors.Is(err, store.ErrNotFound) {
@@ -217,16 +216,4 @@ func (s *managerService) resolvePayload(ctx context.Context, taskID string, p *d
 	out := proto.Clone(p).(*delegatev1.TaskPayload)
 	out.GetSecret().Connector = settings
 	return out, nil
-}
-
-// platformRunner runs platform tasks in the manager with the same tasks
-// code a delegate uses.
-type platformRunner struct{ r *tasks.Runner }
-
-func (p platformRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome {
-	st := t.GetPayload().GetSecret()
-	if st == nil {
-		return &delegatev1.Outcome{Code: delegatev1.Code_INVALID_ARGUMENT, Message: "the platform runs only secret tasks"}
-	}
-	return p.r.Run(tasks.WithAttempt(ctx, t.GetAttempt()), t.GetId(), st)
 }
