@@ -32,6 +32,7 @@ import (
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
+	"github.com/smdelegate/smdelegate/manager/stream"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
 	"github.com/smdelegate/smdelegate/tasks/awsauth"
@@ -51,7 +52,7 @@ type Server struct {
 	issuer *oidc.Issuer
 	api    *api.Service
 	limits *dispatch.Limiter
-	dsvc   *delegateService
+	dsvc   *stream.Service
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -233,7 +234,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	s.dsvc = &delegateService{d: s.disp, log: s.disp.Logger()}
+	s.dsvc = stream.New(s.disp, s.disp.Logger())
 	delegatev1.RegisterDelegateServiceServer(s.grpc, s.dsvc)
 	delegatev1.RegisterManagerServiceServer(s.grpc, s.api)
 	s.health = health.NewServer()
@@ -416,7 +417,7 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		timer.Stop()
 		// Every stream has ended: their senders and receivers return.
-		s.dsvc.wg.Wait()
+		s.dsvc.Wait()
 	}
 	for _, h := range []*http.Server{s.http, s.oidcHTTP} {
 		if h != nil {

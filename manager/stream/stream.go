@@ -1,4 +1,4 @@
-package manager
+package stream
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 // maxCapacity bounds what a delegate may announce.
 const maxCapacity = 10000
 
-// delegateService implements DelegateService.Connect.
-type delegateService struct {
+// Service implements DelegateService.Connect.
+type Service struct {
 	delegatev1.UnimplementedDelegateServiceServer
 	d   *dispatch.Dispatcher
 	log zerolog.Logger
@@ -35,9 +35,18 @@ type delegateService struct {
 	wg sync.WaitGroup
 }
 
+// New is the Connect handler over dispatcher d, logging with log.
+func New(d *dispatch.Dispatcher, log zerolog.Logger) *Service {
+	return &Service{d: d, log: log}
+}
+
+// Wait joins the senders and receivers of the streams, once the gRPC
+// server stopped (they end with their streams).
+func (s *Service) Wait() { s.wg.Wait() }
+
 // Connect serves one agent stream: Hello first, then credits, heartbeats,
 // results and draining from the agent, tasks, cancels and acks to it.
-func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServer) error {
+func (s *Service) Connect(stream delegatev1.DelegateService_ConnectServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
@@ -123,7 +132,7 @@ func (s *delegateService) Connect(stream delegatev1.DelegateService_ConnectServe
 
 // recvLoop handles the agent's messages until the stream ends. A message
 // that breaks the protocol ends it with a *protocolError.
-func (s *delegateService) recvLoop(stream delegatev1.DelegateService_ConnectServer, sess *dispatch.Session) error {
+func (s *Service) recvLoop(stream delegatev1.DelegateService_ConnectServer, sess *dispatch.Session) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
