@@ -125,6 +125,10 @@ type (
 	LimitsConfig   = dispatch.LimitsConfig
 )
 
+// PlatformTag is the selector of tasks the manager runs itself
+// (dispatch.PlatformTag).
+const PlatformTag = dispatch.PlatformTag
+
 // PlatformConfig configures tasks the manager runs itself (oidc
 // connectors with oidc_connectivity: platform).
 type PlatformConfig struct {

@@ -29,13 +29,12 @@ import (
 	"github.com/smdelegate/smdelegate/manager/api"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/platform"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
 	"github.com/smdelegate/smdelegate/manager/stream"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
-	"github.com/smdelegate/smdelegate/tasks"
-	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
 // Server is a running manager. Build it with New, start it with Start,
@@ -240,7 +239,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
-	policy, err := platformPolicy(s.cfg.Platform)
+	runner, err := platform.New(s.cfg.Platform.Endpoints.Allow, s.base)
 	if err != nil {
 		return fmt.Errorf("platform: %w", err)
 	}
@@ -249,8 +248,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.disp.Sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
-	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager", Policy: policy})
-	s.disp.StartPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.base, Pool: pool})}, s.cfg.Platform.Concurrency, &s.wg)
+	s.disp.StartPlatform(runCtx, runner, s.cfg.Platform.Concurrency, &s.wg)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
