@@ -30,6 +30,7 @@ import (
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/platform"
+	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
@@ -190,9 +191,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("oidc issuer: %w", err)
 	}
-	s.api = api.New(s.disp, s.store, s.sealer, s.issuer, s.limits, s.log)
-	s.disp.SetResolver(s.api.ResolvePayload)
-	if n, err := s.api.MigrateBindings(ctx); err != nil {
+	res := resolve.New(s.store, s.sealer, s.issuer, s.log)
+	s.api = api.New(s.disp, s.store, s.sealer, res, s.limits, s.log)
+	s.disp.SetResolver(res.Payload)
+	if n, err := res.MigrateBindings(ctx); err != nil {
 		return fmt.Errorf("bind the builtin credentials of stored connectors: %w", err)
 	} else if n > 0 {
 		s.log.Info().Int("connectors", n).Msg("bound the builtin credential references of connectors stored before bindings")

@@ -11,7 +11,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
-	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -23,16 +23,16 @@ type Service struct {
 	d      *dispatch.Dispatcher
 	cat    store.Catalog
 	sealer *seal.Sealer
-	issuer *oidc.Issuer
+	res    *resolve.Resolver
 	limits *dispatch.Limiter
 	log    zerolog.Logger
 }
 
 // New is the operator API over dispatcher d, the catalog cat (connectors,
-// credentials), the sealer of builtin credentials, the OIDC issuer and the
-// submission limits.
-func New(d *dispatch.Dispatcher, cat store.Catalog, sealer *seal.Sealer, issuer *oidc.Issuer, limits *dispatch.Limiter, log zerolog.Logger) *Service {
-	return &Service{d: d, cat: cat, sealer: sealer, issuer: issuer, limits: limits, log: log}
+// credentials), the sealer of builtin credentials, the resolver that binds
+// connectors' credential references, and the submission limits.
+func New(d *dispatch.Dispatcher, cat store.Catalog, sealer *seal.Sealer, res *resolve.Resolver, limits *dispatch.Limiter, log zerolog.Logger) *Service {
+	return &Service{d: d, cat: cat, sealer: sealer, res: res, limits: limits, log: log}
 }
 
 func (s *Service) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {

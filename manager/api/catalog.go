@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -11,6 +10,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
+	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/scopes"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -72,7 +72,7 @@ func (s *Service) CreateConnector(ctx context.Context, req *delegatev1.CreateCon
 		return nil, s.connectorErr(ctx, c, err)
 	}
 	s.log.Info().Str("connector", c.GetIdentifier()).Str("scope", connector.ScopeKey(c.GetScope())).Msg("connector created")
-	return operatorView(c), nil
+	return resolve.OperatorView(c), nil
 }
 
 func (s *Service) UpdateConnector(ctx context.Context, req *delegatev1.UpdateConnectorRequest) (*delegatev1.Connector, error) {
@@ -88,7 +88,7 @@ func (s *Service) UpdateConnector(ctx context.Context, req *delegatev1.UpdateCon
 	}
 	// Keep the created_at the API reported at creation: the store's own
 	// timestamp is taken a moment later (or on another clock).
-	prev, err := decodeConnector(old)
+	prev, err := resolve.DecodeConnector(old)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -102,7 +102,7 @@ func (s *Service) UpdateConnector(ctx context.Context, req *delegatev1.UpdateCon
 	if err := s.cat.UpdateConnector(ctx, sc); err != nil {
 		return nil, s.connectorErr(ctx, c, err)
 	}
-	return operatorView(c), nil
+	return resolve.OperatorView(c), nil
 }
 
 func (s *Service) GetConnector(ctx context.Context, req *delegatev1.GetConnectorRequest) (*delegatev1.Connector, error) {
@@ -113,7 +113,7 @@ func (s *Service) GetConnector(ctx context.Context, req *delegatev1.GetConnector
 	if err != nil {
 		return nil, err
 	}
-	return operatorView(c), nil
+	return resolve.OperatorView(c), nil
 }
 
 // lookupConnector finds the named connector (or the default one) from the
@@ -136,7 +136,7 @@ func (s *Service) lookupConnector(ctx context.Context, ref *delegatev1.Connector
 		if err != nil {
 			return nil, err
 		}
-		return decodeConnector(c)
+		return resolve.DecodeConnector(c)
 	}
 	c, err := connector.Lookup(ctx, scope, get, func(err error) bool { return errors.Is(err, store.ErrNotFound) })
 	switch {
@@ -148,14 +148,6 @@ func (s *Service) lookupConnector(ctx context.Context, ref *delegatev1.Connector
 		return nil, s.toStatus(err)
 	}
 	return c, nil
-}
-
-func decodeConnector(c *store.Connector) (*delegatev1.Connector, error) {
-	out := &delegatev1.Connector{}
-	if err := proto.Unmarshal(c.Data, out); err != nil {
-		return nil, fmt.Errorf("decode connector %s: %w", c.ID, err)
-	}
-	return out, nil
 }
 
 func (s *Service) ListConnectors(ctx context.Context, req *delegatev1.ListConnectorsRequest) (*delegatev1.ListConnectorsResponse, error) {
@@ -172,11 +164,11 @@ func (s *Service) ListConnectors(ctx context.Context, req *delegatev1.ListConnec
 			return nil, s.toStatus(err)
 		}
 		for _, c := range cs {
-			pc, err := decodeConnector(c)
+			pc, err := resolve.DecodeConnector(c)
 			if err != nil {
 				return nil, s.toStatus(err)
 			}
-			out.Connectors = append(out.Connectors, operatorView(pc))
+			out.Connectors = append(out.Connectors, resolve.OperatorView(pc))
 		}
 	}
 	return out, nil
@@ -201,11 +193,6 @@ func (s *Service) DeleteConnector(ctx context.Context, req *delegatev1.DeleteCon
 	return &delegatev1.DeleteConnectorResponse{}, nil
 }
 
-// credentialAAD binds a sealed credential to its scope and name.
-func credentialAAD(s store.Scope, name string) []byte {
-	return []byte("cred/" + s.String() + "/" + name)
-}
-
 func (s *Service) PutCredential(ctx context.Context, req *delegatev1.PutCredentialRequest) (*delegatev1.Credential, error) {
 	if err := validCredential(req.GetScope(), req.GetName(), req.GetValue(), true); err != nil {
 		return nil, Invalid(err)
@@ -215,7 +202,7 @@ func (s *Service) PutCredential(ctx context.Context, req *delegatev1.PutCredenti
 		return nil, outsideScope(ctx, "store a credential in", scope)
 	}
 	sc := scopes.FromProto(scope)
-	c := &store.Credential{Scope: sc, Name: req.GetName(), Sealed: s.sealer.Seal(req.GetValue(), credentialAAD(sc, req.GetName()))}
+	c := &store.Credential{Scope: sc, Name: req.GetName(), Sealed: s.sealer.Seal(req.GetValue(), resolve.CredentialAAD(sc, req.GetName()))}
 	if err := s.cat.PutCredential(ctx, c); err != nil {
 		return nil, s.toStatus(err)
 	}

@@ -159,3 +159,15 @@ func notFound(format string, args ...any) error {
 func denied(format string, args ...any) error {
 	return status.Errorf(codes.PermissionDenied, format, args...)
 }
+
+// bindConnector binds c's builtin credential references under the
+// request's token (resolve.Bind): a reference with no credential in reach
+// is InvalidArgument naming its field.
+func (s *Service) bindConnector(ctx context.Context, c *delegatev1.Connector) error {
+	err := s.res.Bind(ctx, c)
+	var fe *config.FieldError
+	if errors.As(err, &fe) {
+		return Invalid(err)
+	}
+	return s.toStatus(err)
+}

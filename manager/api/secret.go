@@ -2,15 +2,10 @@ package api
 
 import (
 	"context"
-	"errors"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/smdelegate/smdelegate/internal/config"
-	"github.com/smdelegate/smdelegate/manager/connector"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
-	"github.com/smdelegate/smdelegate/manager/oidc"
-	"github.com/smdelegate/smdelegate/manager/scopes"
+	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -40,7 +35,7 @@ func (s *Service) Secret(ctx context.Context, req *delegatev1.SecretRequest) (*d
 			return nil, s.toStatus(err)
 		}
 	}
-	return s.runSecret(ctx, req.GetConnector(), st, secretKind(st), mutation, req.GetAsync(), r)
+	return s.runSecret(ctx, req.GetConnector(), st, resolve.SecretKind(st), mutation, req.GetAsync(), r)
 }
 
 // SecretTaskOf returns the secret task req asks for, and whether it is a
@@ -83,38 +78,7 @@ func (s *Service) TestConnector(ctx context.Context, req *delegatev1.TestConnect
 		return nil, Invalid(err)
 	}
 	st := &delegatev1.SecretTask{Op: &delegatev1.SecretTask_TestConnection{TestConnection: &delegatev1.TestConnectionOp{}}}
-	return s.runSecret(ctx, req.GetRef(), st, secretKind(st), false, false, store.Request{})
-}
-
-// secretKind is the task kind of a secret task ("secret.get", ...,
-// "secret.test"): the kind tasks are listed and counted under, and the
-// operation in a task token's context claim.
-func secretKind(st *delegatev1.SecretTask) string {
-	switch st.GetOp().(type) {
-	case *delegatev1.SecretTask_Create:
-		return "secret.create"
-	case *delegatev1.SecretTask_Upsert:
-		return "secret.upsert"
-	case *delegatev1.SecretTask_Update:
-		return "secret.update"
-	case *delegatev1.SecretTask_Delete:
-		return "secret.delete"
-	case *delegatev1.SecretTask_Restore:
-		return "secret.restore"
-	case *delegatev1.SecretTask_Get:
-		return "secret.get"
-	case *delegatev1.SecretTask_List:
-		return "secret.list"
-	case *delegatev1.SecretTask_Describe:
-		return "secret.describe"
-	case *delegatev1.SecretTask_TestConnection:
-		return "secret.test"
-	case *delegatev1.SecretTask_Tag:
-		return "secret.tag"
-	case *delegatev1.SecretTask_Versions:
-		return "secret.versions"
-	}
-	return "secret"
+	return s.runSecret(ctx, req.GetRef(), st, resolve.SecretKind(st), false, false, store.Request{})
 }
 
 // runSecret submits a secret task: a mutation is stored (idempotent under
@@ -167,53 +131,4 @@ func (s *Service) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, s
 		}
 		return nil, s.toStatus(ctx.Err())
 	}
-}
-
-// ResolvePayload fills a secret task's connector settings: the connector
-// as stored now, the builtin credentials it is bound to decrypted
-// (boundCredential), and a fresh OIDC token.
-// It runs each time a task is sent, never for the store.
-func (s *Service) ResolvePayload(ctx context.Context, taskID string, p *delegatev1.TaskPayload) (*delegatev1.TaskPayload, error) {
-	ref := p.GetConnector()
-	sc, err := s.cat.GetConnector(ctx, scopes.FromProto(ref.GetScope()), ref.GetIdentifier())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, &dispatch.TaskError{Code: delegatev1.Code_NOT_FOUND, Msg: "connector " + ref.GetIdentifier() + " was deleted before the task ran"}
-	}
-	if err != nil {
-		return nil, err
-	}
-	c, err := decodeConnector(sc)
-	if err != nil {
-		return nil, err
-	}
-	token := ""
-	if c.GetCredentialType() == delegatev1.CredentialType_OIDC {
-		connectivity := oidc.ConnectivityDelegate
-		if c.GetOidcConnectivity() == delegatev1.OIDCConnectivity_PLATFORM {
-			connectivity = oidc.ConnectivityPlatform
-		}
-		token, err = s.issuer.Mint(oidc.Claims{
-			Account: c.GetScope().GetAccount(), Org: c.GetScope().GetOrg(), Project: c.GetScope().GetProject(),
-			Connector: c.GetIdentifier(), TaskID: taskID,
-			Context: map[string]string{
-				oidc.ContextOperation:    secretKind(p.GetSecret()),
-				oidc.ContextConnectivity: connectivity,
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	settings, err := connector.Settings(c, func(field, name string) (string, error) {
-		return s.boundCredential(ctx, c, field, name)
-	}, token)
-	if store.IsUnavailable(err) {
-		return nil, err // transient: the dispatch is tried again
-	}
-	if err != nil {
-		return nil, &dispatch.TaskError{Code: delegatev1.Code_CREDENTIALS, Msg: err.Error()}
-	}
-	out := proto.Clone(p).(*delegatev1.TaskPayload)
-	out.GetSecret().Connector = settings
-	return out, nil
 }
