@@ -13,37 +13,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/smdelegate/smdelegate/manager/connector"
-	"github.com/smdelegate/smdelegate/manager/store"
+	"github.com/smdelegate/smdelegate/manager/identity"
+	"github.com/smdelegate/smdelegate/manager/scopes"
 )
-
-// tokenKind separates delegate tokens from operator tokens: one cannot be
-// used as the other.
-type tokenKind int
-
-const (
-	kindDelegate tokenKind = iota + 1
-	kindOperator
-)
-
-// identity is who presented a token.
-type identity struct {
-	kind        tokenKind
-	name        string
-	allowedTags []string
-	// scope confines the token (TokenConfig.Scope); zero: unrestricted.
-	scope store.Scope
-}
-
-type identityKey struct{}
-
-func identityFrom(ctx context.Context) identity {
-	id, _ := ctx.Value(identityKey{}).(identity)
-	return id
-}
 
 type hashedToken struct {
 	sum [32]byte
-	id  identity
+	id  identity.Identity
 }
 
 // authenticator checks bearer tokens against the configured SHA-256 hashes.
@@ -53,21 +29,21 @@ type authenticator struct {
 
 func newAuthenticator(c AuthConfig) *authenticator {
 	a := &authenticator{}
-	add := func(kind tokenKind, ts []TokenConfig) {
+	add := func(kind identity.Kind, ts []TokenConfig) {
 		for _, t := range ts {
 			var h hashedToken
 			b, _ := hex.DecodeString(t.SHA256) // checked by Validate
 			copy(h.sum[:], b)
-			h.id = identity{kind: kind, name: t.Name, allowedTags: t.AllowedTags}
+			h.id = identity.Identity{Kind: kind, Name: t.Name, AllowedTags: t.AllowedTags}
 			if t.Scope != "" {
 				sc, _ := connector.ParseScope(t.Scope) // checked by Validate
-				h.id.scope = storeScope(sc)
+				h.id.Scope = scopes.FromProto(sc)
 			}
 			a.tokens = append(a.tokens, h)
 		}
 	}
-	add(kindDelegate, c.DelegateTokens)
-	add(kindOperator, c.OperatorTokens)
+	add(identity.Delegate, c.DelegateTokens)
+	add(identity.Operator, c.OperatorTokens)
 	return a
 }
 
@@ -79,18 +55,18 @@ func HashToken(token string) string {
 
 // check returns the identity for the request's bearer token. Messages name
 // the problem, never the token.
-func (a *authenticator) check(ctx context.Context, want tokenKind) (identity, error) {
+func (a *authenticator) check(ctx context.Context, want identity.Kind) (identity.Identity, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) == 0 {
-		return identity{}, status.Error(codes.Unauthenticated, "no token: send an 'authorization: Bearer <token>' header")
+		return identity.Identity{}, status.Error(codes.Unauthenticated, "no token: send an 'authorization: Bearer <token>' header")
 	}
 	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
 	if !ok || tok == "" {
-		return identity{}, status.Error(codes.Unauthenticated, "malformed authorization header: want 'Bearer <token>'")
+		return identity.Identity{}, status.Error(codes.Unauthenticated, "malformed authorization header: want 'Bearer <token>'")
 	}
 	sum := sha256.Sum256([]byte(tok))
-	var found *identity
+	var found *identity.Identity
 	for i := range a.tokens {
 		if subtle.ConstantTimeCompare(sum[:], a.tokens[i].sum[:]) == 1 {
 			found = &a.tokens[i].id
@@ -98,22 +74,22 @@ func (a *authenticator) check(ctx context.Context, want tokenKind) (identity, er
 	}
 	switch {
 	case found == nil:
-		return identity{}, status.Error(codes.Unauthenticated, "token not recognized by the manager")
-	case found.kind != want && want == kindDelegate:
-		return identity{}, status.Error(codes.PermissionDenied, "an operator token cannot connect as a delegate; use a delegate token")
-	case found.kind != want:
-		return identity{}, status.Error(codes.PermissionDenied, "a delegate token cannot call the operator API; use an operator token")
+		return identity.Identity{}, status.Error(codes.Unauthenticated, "token not recognized by the manager")
+	case found.Kind != want && want == identity.Delegate:
+		return identity.Identity{}, status.Error(codes.PermissionDenied, "an operator token cannot connect as a delegate; use a delegate token")
+	case found.Kind != want:
+		return identity.Identity{}, status.Error(codes.PermissionDenied, "a delegate token cannot call the operator API; use an operator token")
 	}
 	return *found, nil
 }
 
 // kindFor says which token a method needs; 0 means none (health checks).
-func kindFor(method string) tokenKind {
+func kindFor(method string) identity.Kind {
 	switch {
 	case strings.HasPrefix(method, "/delegate.v1.DelegateService/"):
-		return kindDelegate
+		return identity.Delegate
 	case strings.HasPrefix(method, "/delegate.v1.ManagerService/"):
-		return kindOperator
+		return identity.Operator
 	}
 	return 0
 }
@@ -127,7 +103,7 @@ func (a *authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServ
 	if err != nil {
 		return nil, err
 	}
-	return h(context.WithValue(ctx, identityKey{}, id), req)
+	return h(identity.With(ctx, id), req)
 }
 
 type wrappedStream struct {
@@ -146,5 +122,5 @@ func (a *authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	if err != nil {
 		return err
 	}
-	return h(srv, wrappedStream{ss, context.WithValue(ss.Context(), identityKey{}, id)})
+	return h(srv, wrappedStream{ss, identity.With(ss.Context(), id)})
 }

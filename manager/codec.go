@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/manager/api"
 )
 
 // A string field of a request that holds invalid UTF-8 cannot be decoded
@@ -235,7 +236,7 @@ func textError(msg any) error {
 		return nil
 	}
 	if f := notText(m.ProtoReflect(), ""); f != "" {
-		return invalid(config.Errf(f, "must be UTF-8 text"))
+		return api.Invalid(config.Errf(f, "must be UTF-8 text"))
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/internal/seal"
 	"github.com/smdelegate/smdelegate/manager/connector"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
 )
 
@@ -44,22 +45,6 @@ type Config struct {
 	// (smd task get/list) before they are pruned from the store.
 	TaskRetention config.Duration `yaml:"task_retention"`
 	Limits        LimitsConfig    `yaml:"limits"`
-}
-
-// LimitsConfig bounds what operators submit (limits.go has the rules).
-type LimitsConfig struct {
-	// SubmitRate is how many tasks a second one operator token may submit
-	// (Ping, Secret, TestConnector), sustained.
-	SubmitRate int `yaml:"submit_rate"`
-	// SubmitBurst is how many it may submit at once, from a full bucket.
-	SubmitBurst int `yaml:"submit_burst"`
-	// ScopeUnfinishedTasks caps the queued and running tasks of one scope.
-	ScopeUnfinishedTasks int `yaml:"scope_unfinished_tasks"`
-	// ScopePayloadBytes caps the payload bytes those tasks hold.
-	ScopePayloadBytes int `yaml:"scope_payload_bytes"`
-	// PingMaxSleep caps the sleep a ping may ask for; at most half of
-	// dispatch.task_deadline.
-	PingMaxSleep config.Duration `yaml:"ping_max_sleep"`
 }
 
 // Store drivers (StoreConfig.Driver).
@@ -116,25 +101,6 @@ type TokenConfig struct {
 	Scope string `yaml:"scope"`
 }
 
-// DispatchConfig holds the dispatch defaults of design §4.
-type DispatchConfig struct {
-	// LeaseDuration is how long a dispatched task's lease lasts without a heartbeat.
-	LeaseDuration config.Duration `yaml:"lease_duration"`
-	// HeartbeatInterval is how often agents send heartbeats.
-	HeartbeatInterval config.Duration `yaml:"heartbeat_interval"`
-	// QueueTimeout fails a task NO_ELIGIBLE_DELEGATE if no delegate takes it.
-	QueueTimeout config.Duration `yaml:"queue_timeout"`
-	// TaskDeadline fails a task TIMEOUT if it has not completed.
-	TaskDeadline config.Duration `yaml:"task_deadline"`
-	// MaxAttempts is how many dispatches a task gets before DELEGATE_LOST.
-	MaxAttempts int `yaml:"max_attempts"`
-	// MissedHeartbeats is how many heartbeat intervals a connected
-	// delegate may stay silent: after that the manager closes its stream
-	// and returns its tasks to the queue at once, without waiting for
-	// their leases to expire.
-	MissedHeartbeats int `yaml:"missed_heartbeats"`
-}
-
 // OIDCConfig configures the manager's OIDC issuer (for oidc connectors).
 type OIDCConfig struct {
 	// Listen, when set, is an HTTP listener of its own that serves only
@@ -151,6 +117,17 @@ type OIDCConfig struct {
 	// RotateAfter is the age at which the signing key is replaced.
 	RotateAfter config.Duration `yaml:"rotate_after"`
 }
+
+// The dispatcher's settings are its own (manager/dispatch); the manager's
+// Config holds them under these names.
+type (
+	DispatchConfig = dispatch.Config
+	LimitsConfig   = dispatch.LimitsConfig
+)
+
+// PlatformTag is the selector of tasks the manager runs itself
+// (dispatch.PlatformTag).
+const PlatformTag = dispatch.PlatformTag
 
 // PlatformConfig configures tasks the manager runs itself (oidc
 // connectors with oidc_connectivity: platform).
@@ -274,7 +251,7 @@ func (c *Config) Validate() error {
 			}
 			if t.Scope != "" {
 				if _, err := connector.ParseScope(t.Scope); err != nil {
-					for _, e := range flatten(err) {
+					for _, e := range config.Flatten(err) {
 						var fe *config.FieldError
 						if errors.As(e, &fe) {
 							// "scope.org" → "auth.delegate_tokens[0].scope.org"

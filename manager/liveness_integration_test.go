@@ -17,6 +17,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -144,7 +145,7 @@ func TestItem5UnreadStreamIsClosedAtItsBound(t *testing.T) {
 		t.Fatalf("sent %d heartbeats of %d unknown tasks (%d cancels) to a stream that is never read; the manager did not close it",
 			sent, capacity, sent*capacity)
 	}
-	limit := float64(manager.OutboxLimit(capacity))
+	limit := float64(dispatch.OutboxLimit(capacity))
 	waitFor(t, 5*time.Second, func() bool {
 		return livenessMetric(t, srv, `smd_delegate_streams_closed_total{reason="outbox_full"}`) == 1
 	}, "smd_delegate_streams_closed_total{reason=\"outbox_full\"} to be 1")

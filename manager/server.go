@@ -26,13 +26,16 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/smdelegate/smdelegate/internal/seal"
+	"github.com/smdelegate/smdelegate/manager/api"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/platform"
+	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
+	"github.com/smdelegate/smdelegate/manager/stream"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
-	"github.com/smdelegate/smdelegate/tasks"
-	"github.com/smdelegate/smdelegate/tasks/awsauth"
 )
 
 // Server is a running manager. Build it with New, start it with Start,
@@ -42,14 +45,14 @@ type Server struct {
 	base  zerolog.Logger // without a component: children name theirs
 	log   zerolog.Logger
 	store store.Store
-	disp  *Dispatcher
-	m     *metrics
+	disp  *dispatch.Dispatcher
+	m     *dispatch.Metrics
 
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
-	api    *managerService
-	limits *limiter
-	dsvc   *delegateService
+	api    *api.Service
+	limits *dispatch.Limiter
+	dsvc   *stream.Service
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -86,13 +89,13 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := newMetrics()
+	m := dispatch.NewMetrics()
 	s := &Server{sealer: sealer, cfg: cfg, base: log, log: log.With().Str("component", "manager").Logger(), store: st, m: m, ready: make(chan struct{})}
 	s.il.failed = make(chan struct{})
-	s.disp = newDispatcher(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
-	s.disp.sealer = sealer
-	s.limits = newLimiter(cfg.Limits, m)
-	s.disp.limits = s.limits
+	s.disp = dispatch.New(cfg.Dispatch, st, log.With().Str("component", "dispatcher").Logger(), m)
+	s.disp.SetSealer(sealer)
+	s.limits = dispatch.NewLimiter(cfg.Limits, m)
+	s.disp.SetLimiter(s.limits)
 	return s, nil
 }
 
@@ -134,7 +137,7 @@ func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
 
 // Start takes the store's manager lock (PostgreSQL: a manager already on
 // the database makes it fail, naming that one), binds the builtin
-// credentials of connectors stored before bindings (migrateBindings),
+// credentials of connectors stored before bindings (MigrateBindings),
 // recovers unfinished tasks, then listens on
 // cfg.Listen (gRPC), cfg.HTTPListen (health, metrics, and the OIDC
 // documents unless cfg.OIDC.Listen is set) and cfg.OIDC.Listen (only the
@@ -188,26 +191,27 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("oidc issuer: %w", err)
 	}
-	s.api = &managerService{d: s.disp, cat: s.store, sealer: s.sealer, issuer: s.issuer, limits: s.limits, log: s.log}
-	s.disp.resolve = s.api.resolvePayload
-	if n, err := s.api.migrateBindings(ctx); err != nil {
+	res := resolve.New(s.store, s.sealer, s.issuer, s.log)
+	s.api = api.New(s.disp, s.store, s.sealer, res, s.limits, s.log)
+	s.disp.SetResolver(res.Payload)
+	if n, err := res.MigrateBindings(ctx); err != nil {
 		return fmt.Errorf("bind the builtin credentials of stored connectors: %w", err)
 	} else if n > 0 {
 		s.log.Info().Int("connectors", n).Msg("bound the builtin credential references of connectors stored before bindings")
 	}
-	if err := s.disp.loadTags(ctx); err != nil {
+	if err := s.disp.LoadTags(ctx); err != nil {
 		return fmt.Errorf("load delegate tags: %w", err)
 	}
 	// Tasks an older manager finished keep their whole payload, secret
 	// values included: drop the values once, before anything else runs.
-	scrubbed, err := s.store.ScrubFinished(ctx, s.disp.scrubStored)
+	scrubbed, err := s.store.ScrubFinished(ctx, s.disp.ScrubStored)
 	if err != nil {
 		return fmt.Errorf("scrub finished tasks: %w", err)
 	}
 	if scrubbed > 0 {
 		s.log.Info().Int("tasks", scrubbed).Msg("dropped the secret values of tasks finished by an older version")
 	}
-	n, err := s.disp.recover(ctx)
+	n, err := s.disp.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover tasks: %w", err)
 	}
@@ -224,30 +228,29 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		// Text that is not UTF-8 is refused first, naming its field
 		// (codec.go); then the token is checked, then the limits.
 		grpc.ForceServerCodecV2(newWireCodec()),
-		grpc.ChainUnaryInterceptor(textUnary, auth.unary, s.limits.unary),
+		grpc.ChainUnaryInterceptor(textUnary, auth.unary, s.limits.Unary),
 		grpc.ChainStreamInterceptor(textStream, auth.stream),
 		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
 		// allow that, and probe idle agents ourselves.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	s.dsvc = &delegateService{d: s.disp}
+	s.dsvc = stream.New(s.disp, s.disp.Logger())
 	delegatev1.RegisterDelegateServiceServer(s.grpc, s.dsvc)
 	delegatev1.RegisterManagerServiceServer(s.grpc, s.api)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
-	policy, err := platformPolicy(s.cfg.Platform)
+	runner, err := platform.New(s.cfg.Platform.Endpoints.Allow, s.base)
 	if err != nil {
 		return fmt.Errorf("platform: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
-	go func() { defer s.wg.Done(); s.disp.sweep(runCtx, s.sweepEvery()) }()
+	go func() { defer s.wg.Done(); s.disp.Sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
-	pool := awsauth.NewPool(awsauth.PoolOptions{SessionName: "smd-manager", Policy: policy})
-	s.disp.startPlatform(runCtx, platformRunner{tasks.NewRunner(tasks.RunnerOptions{Logger: s.base, Pool: pool})}, s.cfg.Platform.Concurrency, &s.wg)
+	s.disp.StartPlatform(runCtx, runner, s.cfg.Platform.Concurrency, &s.wg)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -324,7 +327,7 @@ func (s *Server) httpHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		select {
-		case <-s.disp.stopping:
+		case <-s.disp.Stopping():
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		default:
@@ -340,7 +343,7 @@ func (s *Server) httpHandler() http.Handler {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 		}
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.Registry(), promhttp.HandlerOpts{}))
 	if s.olis == nil {
 		// No oidc.listen: the OIDC documents share this listener.
 		mux.Handle("GET /.well-known/", s.issuer.Handler())
@@ -388,7 +391,7 @@ func (s *Server) HTTPAddr() string {
 }
 
 // Dispatcher returns the server's dispatcher (for in-process callers).
-func (s *Server) Dispatcher() *Dispatcher { return s.disp }
+func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 
 // Close stops accepting, lets streams and calls finish within
 // cfg.ShutdownTimeout (then stops hard), closes the store, and then
@@ -398,7 +401,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.health != nil {
 		s.health.Shutdown()
 	}
-	s.disp.close()
+	s.disp.Close()
 	if s.grpc != nil {
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
@@ -414,7 +417,7 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		timer.Stop()
 		// Every stream has ended: their senders and receivers return.
-		s.dsvc.wg.Wait()
+		s.dsvc.Wait()
 	}
 	for _, h := range []*http.Server{s.http, s.oidcHTTP} {
 		if h != nil {
@@ -429,12 +432,12 @@ func (s *Server) Close(ctx context.Context) error {
 	s.wg.Wait()
 	// The dispatcher's store writes stop retrying on close; wait for
 	// them, so that none runs on a closed store.
-	s.disp.join()
+	s.disp.Join()
 	err := s.store.Close()
 	return errors.Join(err, s.releaseLock(ctx))
 }
 
 // StaleResults counts results discarded because their lease was not current.
 func (s *Server) StaleResults() int {
-	return int(testutilValue(s.m.staleResults))
+	return s.m.StaleResults()
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/smdelegate/smdelegate/manager"
+	managerapi "github.com/smdelegate/smdelegate/manager/api"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
 )
@@ -90,7 +90,7 @@ const noManagedKey = "\x00"
 // flag. Without the connector the CLI checks the name alone; the manager
 // checks it again under the connector's prefix.
 func checkSecret(req *delegatev1.SecretRequest) error {
-	st, _ := manager.SecretTaskOf(req)
+	st, _ := managerapi.SecretTaskOf(req)
 	if st == nil {
 		return nil
 	}

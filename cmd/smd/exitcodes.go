@@ -67,7 +67,7 @@ func exitFor(c delegatev1.Code) int {
 const requestIDReused = "REQUEST_ID_REUSED"
 
 // outcomeOfStatus is the outcome code a gRPC status from the manager
-// stands for: the inverse of the manager's grpcCode (manager/api_secret.go)
+// stands for: the inverse of the manager's grpcCode (manager/api/errors.go)
 // for the codes it produces, which also covers its other refusals (catalog
 // NotFound, token Unauthenticated, limits ResourceExhausted, shutdown
 // Unavailable). Where grpcCode sends several outcome codes as one gRPC

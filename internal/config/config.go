@@ -159,3 +159,16 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Rule }
 func Errf(field, format string, args ...any) error {
 	return &FieldError{Field: field, Rule: fmt.Sprintf(format, args...)}
 }
+
+// Flatten unwraps errors.Join trees into their leaves (the FieldErrors of
+// a Validate, each reported on its own).
+func Flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, Flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}

@@ -1,0 +1,429 @@
+package dispatch
+
+import (
+	"fmt"
+	"github.com/smdelegate/smdelegate/internal/outbox"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/smdelegate/smdelegate/internal/ids"
+	"github.com/smdelegate/smdelegate/manager/identity"
+	"github.com/smdelegate/smdelegate/manager/scopes"
+	"github.com/smdelegate/smdelegate/manager/store"
+	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
+)
+
+// delegate is one connected agent stream. Fields are guarded by
+// Dispatcher.mu, except out, which has its own lock, and those set by
+// connect and never changed (id, name, hostname, version, group,
+// declared, implicit, scope, token, instance, kicked, evicted, capacity,
+// since, internal), which the stream handler reads without it. tags,
+// opTags and unconfirmed change with operator tags (TagDelegate): read
+// them only under Dispatcher.mu.
+type delegate struct {
+	id       string
+	name     string
+	hostname string
+	version  string
+	group    string
+	declared []string
+	// implicit are the name, hostname and group tags (only the allowed
+	// ones under a restricted token).
+	implicit []string
+	tags     tagSet
+	// scope is its token's scope (zero: unrestricted); it runs only tasks
+	// it serves. Never what the agent declares, and fixed per stream.
+	scope store.Scope
+	// token is the name of its delegate token (never the token itself).
+	token string
+	// instance is the agent process's Hello.instance_id: only a stream of
+	// the same instance (and token and scope) may replace this one.
+	instance string
+	// kicked is closed when a newer stream of the same agent process
+	// replaces this one.
+	kicked   chan struct{}
+	capacity int
+	// credit is how many more tasks the agent said it can take.
+	credit    int
+	running   map[string]*task
+	draining  bool
+	since     time.Time
+	lastHeard time.Time
+	out       *outbox.Outbox[*delegatev1.ManagerMessage]
+	// pools are the dispatcher's pools this delegate is a member of, with
+	// its index in each one's heap (-1: not eligible now); see pools.go.
+	pools map[*pool]int
+	// internal marks the manager's own platform delegate: not listed.
+	internal bool
+	// opTags are the operator-assigned tags (smd delegate tag) it
+	// carries; unconfirmed are those it does not, because they were
+	// confirmed for another delegate token (optags.go).
+	opTags, unconfirmed []string
+	// lastHeard (above) is when its Hello or last heartbeat arrived:
+	// what the silent-delegate sweep watches. out (above) holds at most
+	// OutboxLimit(capacity) messages; a delegate that does not read its
+	// stream overflows it and is closed (liveness.go).
+	//
+	// evicted is closed when the manager closes this stream because the
+	// delegate misbehaved (liveness.go); evictErr, set just before, is
+	// the status the stream ends with.
+	evicted  chan struct{}
+	evictErr error
+}
+
+func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
+
+// matches reports whether dg may run a task of this scope with these
+// selectors: it serves the scope and carries every selector. The
+// manager's platform delegate runs only tasks that select it.
+func (dg *delegate) matches(scope store.Scope, selectors []string) bool {
+	if dg.internal && len(selectors) == 0 {
+		return false
+	}
+	return scopes.Serves(dg.scope, scope) && dg.tags.hasAll(selectors)
+}
+
+// connectedLocked counts the agents connected (not the platform delegate).
+func (d *Dispatcher) connectedLocked() int {
+	n := len(d.delegates)
+	if d.delegates[PlatformTag] != nil {
+		n--
+	}
+	return n
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// connect registers the delegate of a new stream, authenticated as id.
+// Every tag the Hello gives it is checked first (helloTags: a
+// *config.FieldError), then against the token's allowed_tags. A
+// delegate connected under the same name is replaced only by a new
+// stream of its own agent process (the same instance id, token and
+// scope: a reconnect), which keeps the leases of the tasks its Hello
+// says it still runs; any other claim of the name is a *NameHeldError,
+// so no stream can push out a connected delegate and take its tasks and
+// operator tags.
+func (d *Dispatcher) connect(h *delegatev1.Hello, id identity.Identity, out *outbox.Outbox[*delegatev1.ManagerMessage]) (*delegate, error) {
+	declared, implicit, err := helloTags(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(id.AllowedTags) > 0 {
+		// A restricted token confines every tag the delegate could be
+		// matched by: declared tags outside the list are refused, and the
+		// implicit name/hostname/group tags count only where allowed.
+		ok := newTagSet(id.AllowedTags)
+		for _, t := range declared {
+			if _, in := ok[t]; !in {
+				return nil, fmt.Errorf("tag %q is not allowed for this delegate token", t)
+			}
+		}
+		implicit = slices.DeleteFunc(implicit, func(t string) bool { _, in := ok[t]; return !in })
+	}
+	now := d.now()
+	dg := &delegate{
+		id:        ids.Random(),
+		name:      delegateName(h.GetName()),
+		hostname:  h.GetHostname(),
+		version:   h.GetVersion(),
+		group:     h.GetGroup(),
+		declared:  declared,
+		implicit:  implicit,
+		scope:     id.Scope,
+		token:     id.Name,
+		instance:  h.GetInstanceId(),
+		kicked:    make(chan struct{}),
+		evicted:   make(chan struct{}),
+		capacity:  int(h.GetCapacity()),
+		running:   map[string]*task{},
+		since:     now,
+		lastHeard: now,
+		out:       out,
+	}
+
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, ErrShuttingDown
+	}
+	if old := d.delegates[dg.name]; old != nil {
+		if !dg.reconnectOf(old) {
+			err := nameHeld(old, dg)
+			d.mu.Unlock()
+			d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Str("holder_token", old.token).
+				Msg("refused a stream claiming the name of a connected delegate of another agent process")
+			return nil, err
+		}
+		old.out.Close()
+		close(old.kicked)
+		d.leavePoolsLocked(old)
+		d.log.Info().Str("delegate", dg.name).Msg("delegate reconnected; replacing its previous stream")
+	}
+	d.delegates[dg.name] = dg
+	bind := d.applyOpTagsLocked(dg)
+	tags := dg.tags.sorted() // read under the lock: TagDelegate changes them
+	welcome := &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Welcome{Welcome: &delegatev1.Welcome{
+		DelegateId:        dg.id,
+		HeartbeatInterval: durationpb.New(d.cfg.HeartbeatInterval.D()),
+		LeaseDuration:     durationpb.New(d.cfg.LeaseDuration.D()),
+		Tags:              tags,
+		HeartbeatAcks:     true,
+	}}}
+	out.Push(welcome)
+	for _, r := range h.GetRunning() {
+		t := d.tasks[r.GetTaskId()]
+		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && scopes.Serves(dg.scope, t.scope) {
+			t.holder = dg.name
+			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
+			dg.running[t.id] = t
+			continue
+		}
+		// The manager no longer holds this lease for it: stop the work.
+		out.Push(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
+	}
+	dg.credit = max(dg.capacity-len(h.GetRunning()), 0)
+	d.joinPoolsLocked(dg)
+	d.metrics.delegates.Set(float64(d.connectedLocked()))
+	sends := d.dispatchForLocked(dg)
+	withheld := dg.unconfirmed
+	d.mu.Unlock()
+	d.log.Info().Str("delegate", dg.name).Strs("tags", tags).Str("scope", scopes.Text(dg.scope)).Int("capacity", dg.capacity).
+		Int("resumed", len(h.GetRunning())).Msg("delegate connected")
+	d.deliver(sends)
+	if len(withheld) > 0 {
+		d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Strs("operator_tags", withheld).
+			Msg("this delegate name's operator tags were confirmed for another delegate token: not applied until an operator runs smd delegate tag NAME --confirm")
+	}
+	if bind {
+		d.bindOpTags(tagKey{dg.scope, dg.name}, dg.token)
+	}
+	return dg, nil
+}
+
+// reconnectOf reports whether dg is a new stream of old's agent process:
+// the same instance id (an empty one, from an agent too old to send it,
+// matches nothing), delegate token and scope.
+func (dg *delegate) reconnectOf(old *delegate) bool {
+	return dg.instance != "" && dg.instance == old.instance && dg.token == old.token && dg.scope == old.scope
+}
+
+// NameHeldError refuses a stream that claims the name of a connected
+// delegate of another agent process. It wraps ErrNameInUse.
+type NameHeldError struct {
+	Name string
+	// HolderToken names the connected delegate's token (its name, never
+	// the token); empty when that delegate is of another scope than the
+	// claimant, whose operators must learn nothing of another tenant's
+	// tokens.
+	HolderToken string
+}
+
+func nameHeld(holder, claimant *delegate) *NameHeldError {
+	e := &NameHeldError{Name: holder.name}
+	if holder.scope == claimant.scope {
+		e.HolderToken = holder.token
+	}
+	return e
+}
+
+func (e *NameHeldError) Error() string {
+	who := "a connected delegate of another scope"
+	if e.HolderToken != "" {
+		who = fmt.Sprintf("a connected delegate of another agent process, with delegate token %q", e.HolderToken)
+	}
+	return fmt.Sprintf("delegate name %q is held by %s; names must be unique per manager (the name is free again once that delegate disconnects)", e.Name, who)
+}
+
+func (e *NameHeldError) Unwrap() error { return ErrNameInUse }
+
+// disconnect forgets dg's stream. Its leases stay until they expire or it
+// reconnects, so a brief disconnect does not re-dispatch its tasks.
+func (d *Dispatcher) disconnect(dg *delegate) {
+	dg.out.Close()
+	d.mu.Lock()
+	if d.delegates[dg.name] == dg {
+		delete(d.delegates, dg.name)
+		d.leavePoolsLocked(dg)
+	}
+	d.metrics.delegates.Set(float64(d.connectedLocked()))
+	d.notePeakLocked(dg)
+	d.mu.Unlock()
+}
+
+// liveLocked reports whether dg is still the registered stream of its name:
+// messages still arriving on a stream that was replaced or closed change
+// nothing (they must not renew leases nor take tasks).
+func (d *Dispatcher) liveLocked(dg *delegate) bool { return d.delegates[dg.name] == dg }
+
+// credit adds n task slots to dg and spends them on queued tasks.
+func (d *Dispatcher) credit(dg *delegate, n int) {
+	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
+	dg.credit = min(dg.credit+n, dg.capacity)
+	d.touchLocked(dg)
+	sends := d.dispatchForLocked(dg)
+	d.mu.Unlock()
+	d.deliver(sends)
+}
+
+// heartbeat renews the leases dg still holds; a task it runs under a lease
+// that is no longer valid is cancelled. A HeartbeatAck of seq follows the
+// cancels: the agent counts its fence from it (agent fencing, order.go).
+func (d *Dispatcher) heartbeat(dg *delegate, seq uint64, running []*delegatev1.RunningTask) {
+	now := d.now()
+	var cancels []*delegatev1.ManagerMessage
+	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
+	dg.lastHeard = now
+	for _, r := range running {
+		t := d.tasks[r.GetTaskId()]
+		if t != nil && t.state == store.StateLeased && t.leaseID == r.GetLeaseId() && scopes.Serves(dg.scope, t.scope) {
+			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
+			if t.holder != dg.name {
+				t.holder = dg.name
+			}
+			dg.running[t.id] = t
+			continue
+		}
+		cancels = append(cancels, cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
+	}
+	d.touchLocked(dg)
+	d.mu.Unlock()
+	for _, m := range cancels {
+		if dg.out.Push(m) != nil {
+			return // closed or overflowed: the stream ends
+		}
+	}
+	dg.out.Push(&delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_HeartbeatAck{
+		HeartbeatAck: &delegatev1.HeartbeatAck{Seq: seq}}})
+}
+
+// drain marks dg as draining: it gets no new tasks.
+func (d *Dispatcher) drain(dg *delegate) {
+	d.mu.Lock()
+	if !d.liveLocked(dg) {
+		d.mu.Unlock()
+		return
+	}
+	dg.draining = true
+	d.touchLocked(dg)
+	d.mu.Unlock()
+	d.log.Info().Str("delegate", dg.name).Msg("delegate is draining")
+}
+
+func cancelMsg(taskID, leaseID, reason string) *delegatev1.ManagerMessage {
+	return &delegatev1.ManagerMessage{Msg: &delegatev1.ManagerMessage_Cancel{Cancel: &delegatev1.Cancel{
+		TaskId: taskID, LeaseId: leaseID, Reason: reason,
+	}}}
+}
+
+// ListDelegates returns the connected delegates an operator of scope
+// viewer sees, by name: those whose scope overlaps viewer's (all of them
+// for an unscoped viewer), each listing only the running tasks viewer
+// may see.
+func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*delegatev1.DelegateInfo, 0, len(d.delegates))
+	for _, dg := range d.delegates {
+		if dg.internal || !scopes.Overlaps(viewer, dg.scope) {
+			continue
+		}
+		running := make([]string, 0, len(dg.running))
+		for id, t := range dg.running {
+			if scopes.Visible(viewer, t.scope) {
+				running = append(running, id)
+			}
+		}
+		slices.Sort(running)
+		out = append(out, &delegatev1.DelegateInfo{
+			Id: dg.id, Name: dg.name, Tags: dg.tags.sorted(), Version: dg.version,
+			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
+			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
+			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
+			Scope: scopes.Proto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed,
+		})
+		if scopes.Visible(viewer, dg.scope) {
+			out[len(out)-1].TokenName = dg.token
+		}
+	}
+	slices.SortFunc(out, func(a, b *delegatev1.DelegateInfo) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// DelegateScope returns the scope of the connected delegate named name,
+// and whether one is connected.
+func (d *Dispatcher) DelegateScope(name string) (store.Scope, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dg := d.delegates[delegateName(name)]
+	if dg == nil || dg.internal {
+		return store.Scope{}, false
+	}
+	return dg.scope, true
+}
+
+// connectedTagsLocked describes the connected delegates for the
+// NO_ELIGIBLE_DELEGATE message of a task of this scope: those whose scope
+// overlaps it, which are never more than its operator may list, so the
+// message names no other tenant's delegate.
+func (d *Dispatcher) connectedTagsLocked(scope store.Scope) string {
+	names := make([]string, 0, len(d.delegates))
+	for n, dg := range d.delegates {
+		if !dg.internal && scopes.Overlaps(scope, dg.scope) {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 && scope.IsZero() {
+		return "no delegates are connected"
+	}
+	if len(names) == 0 {
+		return "no delegates of scope " + scope.String() + " or of a scope above or below it are connected"
+	}
+	slices.Sort(names)
+	const maxListed = 20
+	s := "connected delegates:"
+	for i, n := range names {
+		if i == maxListed {
+			s += fmt.Sprintf(" … and %d more", len(names)-maxListed)
+			break
+		}
+		dg := d.delegates[n]
+		state := ""
+		if dg.draining {
+			state = " (draining)"
+		}
+		sc := ""
+		if !dg.scope.IsZero() {
+			sc = " scope " + dg.scope.String()
+		}
+		s += fmt.Sprintf(" %s%s%s [%s];", n, state, sc, strings.Join(dg.tags.sorted(), ", "))
+	}
+	return s[:len(s)-1]
+}
+
+// reservedPrefix starts the manager's own names and tags.
+const reservedPrefix = "smd:"
