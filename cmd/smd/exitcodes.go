@@ -67,10 +67,10 @@ func exitFor(c delegatev1.Code) int {
 const requestIDReused = "REQUEST_ID_REUSED"
 
 // outcomeOfStatus is the outcome code a gRPC status from the manager
-// stands for: the inverse of the manager's grpcCode (manager/api/errors.go)
+// stands for: the inverse of the manager's api.GRPCCode (manager/api/errors.go)
 // for the codes it produces, which also covers its other refusals (catalog
 // NotFound, token Unauthenticated, limits ResourceExhausted, shutdown
-// Unavailable). Where grpcCode sends several outcome codes as one gRPC
+// Unavailable). Where api.GRPCCode sends several outcome codes as one gRPC
 // code (PermissionDenied, Unavailable), they share an exit code.
 func outcomeOfStatus(st *status.Status) delegatev1.Code {
 	for _, d := range st.Details() {
@@ -90,7 +90,7 @@ func outcomeOfStatus(st *status.Status) delegatev1.Code {
 	case codes.AlreadyExists:
 		return delegatev1.Code_ALREADY_EXISTS
 	case codes.FailedPrecondition:
-		return delegatev1.Code_SCHEDULED_FOR_DELETION // grpcCode's only FailedPrecondition
+		return delegatev1.Code_SCHEDULED_FOR_DELETION // api.GRPCCode's only FailedPrecondition
 	case codes.Unauthenticated:
 		return delegatev1.Code_CREDENTIALS // the operator token was refused
 	case codes.PermissionDenied:

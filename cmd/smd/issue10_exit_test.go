@@ -14,27 +14,21 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/smdelegate/smdelegate/manager/api"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
-// managerStatus is the gRPC code the manager answers for each outcome
-// code when it refuses a call with it (manager grpcCode, which
-// TestIssue10GRPCCodeCoversEveryCode holds to the enum).
-var managerStatus = map[delegatev1.Code]codes.Code{
-	delegatev1.Code_INVALID_ARGUMENT:       codes.InvalidArgument,
-	delegatev1.Code_NOT_FOUND:              codes.NotFound,
-	delegatev1.Code_ALREADY_EXISTS:         codes.AlreadyExists,
-	delegatev1.Code_SCHEDULED_FOR_DELETION: codes.FailedPrecondition,
-	delegatev1.Code_ACCESS_DENIED:          codes.PermissionDenied,
-	delegatev1.Code_CREDENTIALS:            codes.PermissionDenied,
-	delegatev1.Code_THROTTLED:              codes.ResourceExhausted,
-	delegatev1.Code_UNAVAILABLE:            codes.Unavailable,
-	delegatev1.Code_NO_ELIGIBLE_DELEGATE:   codes.Unavailable,
-	delegatev1.Code_DELEGATE_LOST:          codes.Unavailable,
-	delegatev1.Code_TIMEOUT:                codes.DeadlineExceeded,
-	delegatev1.Code_CANCELLED:              codes.Canceled,
-	delegatev1.Code_INTERNAL:               codes.Internal,
-	delegatev1.Code_UNSUPPORTED:            codes.Unimplemented,
+// managerStatus is the gRPC code the manager answers for each failure
+// code when it refuses a call with it: its one table, api.GRPCCode
+// (TestIssue10GRPCCodeCoversEveryCode holds that to the enum).
+func managerStatus() map[delegatev1.Code]codes.Code {
+	m := map[delegatev1.Code]codes.Code{}
+	for _, c := range allCodes() {
+		if c != delegatev1.Code_OK {
+			m[c] = api.GRPCCode(c)
+		}
+	}
+	return m
 }
 
 // exitOfErr is the exit code smd ends with for err.
@@ -61,7 +55,7 @@ func allCodes() []delegatev1.Code {
 }
 
 // TestIssue10EveryCodeHasAnExit: the one table has an exit code for every
-// outcome code, and managerStatus a gRPC code for every failure code, so
+// outcome code, and the manager a gRPC code for every failure code, so
 // a new code without them fails here.
 func TestIssue10EveryCodeHasAnExit(t *testing.T) {
 	t.Parallel()
@@ -69,8 +63,8 @@ func TestIssue10EveryCodeHasAnExit(t *testing.T) {
 		if _, ok := outcomeExits[c]; !ok {
 			t.Errorf("outcomeExits has no exit code for %v", c)
 		}
-		if _, ok := managerStatus[c]; !ok && c != delegatev1.Code_OK {
-			t.Errorf("managerStatus has no gRPC code for %v: add the one manager grpcCode sends", c)
+		if gc := api.GRPCCode(c); gc == codes.Internal && c != delegatev1.Code_INTERNAL {
+			t.Errorf("api.GRPCCode has no gRPC code for %v", c)
 		}
 	}
 	if len(outcomeExits) != len(allCodes()) {
@@ -169,7 +163,7 @@ func TestIssue10READMEExitCodes(t *testing.T) {
 // task before it ran, a limit, a store outage).
 func TestIssue10SameExitOnBothPaths(t *testing.T) {
 	t.Parallel()
-	for c, gc := range managerStatus {
+	for c, gc := range managerStatus() {
 		if got := outcomeOfStatus(status.New(gc, "m")); exitFor(got) != exitFor(c) {
 			t.Errorf("the manager's %v for %v reads as %v", gc, c, got)
 		}

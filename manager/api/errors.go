@@ -35,7 +35,7 @@ func (s *Service) toStatus(err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &te):
-		return status.Error(grpcCode(te.Code), te.Msg)
+		return status.Error(GRPCCode(te.Code), te.Msg)
 	case errors.Is(err, dispatch.ErrTaskNotFound):
 		return status.Error(codes.NotFound, "task not found")
 	case errors.Is(err, dispatch.ErrShuttingDown):
@@ -69,8 +69,10 @@ func (s *Service) toStatus(err error) error {
 	return s.internal(err)
 }
 
-// grpcCode is the one table from task outcome codes to gRPC codes.
-func grpcCode(c delegatev1.Code) codes.Code {
+// GRPCCode is the one table from task outcome codes to gRPC codes; the
+// CLI reads it back (cmd/smd exitcodes.go) and its tests hold the two
+// together.
+func GRPCCode(c delegatev1.Code) codes.Code {
 	switch c {
 	case delegatev1.Code_OK:
 		return codes.OK
