@@ -1,14 +1,12 @@
 package manager_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/smdelegate/smdelegate/agent"
 	"github.com/smdelegate/smdelegate/internal/awsemu"
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/internal/harness"
 	"github.com/smdelegate/smdelegate/manager"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
@@ -56,28 +55,10 @@ const (
 	emuRoleARN = "arn:aws:iam::123456789012:role/smd-oidc"
 )
 
-// syncBuffer is an io.Writer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
 // bufferLogger logs everything, debug included, to a buffer the test can
 // search (and to the test log too when SMD_TEST_LOG is set).
-func bufferLogger(t testing.TB) (zerolog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func bufferLogger(t testing.TB) (zerolog.Logger, *harness.LogBuffer) {
+	buf := &harness.LogBuffer{}
 	var w io.Writer = buf
 	if os.Getenv("SMD_TEST_LOG") != "" {
 		w = io.MultiWriter(buf, zerolog.NewTestWriter(t))

@@ -1,7 +1,6 @@
 package tasks_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/smdelegate/smdelegate/internal/awsemu"
+	"github.com/smdelegate/smdelegate/internal/harness"
 	"github.com/smdelegate/smdelegate/tasks"
 	"github.com/smdelegate/smdelegate/tasks/awsauth"
 
@@ -138,7 +138,7 @@ type env struct {
 	emu    *awsemu.Server
 	url    string
 	runner *tasks.Runner
-	logs   *syncBuffer
+	logs   *harness.LogBuffer
 }
 
 type envOptions struct {
@@ -177,7 +177,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	logs := &syncBuffer{}
+	logs := &harness.LogBuffer{}
 	pc := testPolicy
 	if opts.policy != nil {
 		pc = *opts.policy
@@ -285,22 +285,4 @@ func (e *env) lastRequest(t testing.TB, action string) awsemu.Request {
 func param(r awsemu.Request, key string) string {
 	s, _ := r.Params[key].(string)
 	return s
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

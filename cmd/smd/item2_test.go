@@ -20,6 +20,7 @@ import (
 	"github.com/smdelegate/smdelegate/agent"
 	"github.com/smdelegate/smdelegate/internal/awsemu"
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/internal/harness"
 	"github.com/smdelegate/smdelegate/internal/ids"
 	"github.com/smdelegate/smdelegate/manager"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
@@ -105,7 +106,7 @@ func item2Manager(t *testing.T, delegateToken, operatorToken string) *manager.Se
 // item2Agent writes yaml to dir/NAME.yaml, loads it as `smd agent -c`
 // does and runs that agent, with the task handler smd agent wires, until
 // the test ends. Its log goes to logs.
-func item2Agent(t *testing.T, dir, name, yaml string, logs *syncBuffer) {
+func item2Agent(t *testing.T, dir, name, yaml string, logs *harness.LogBuffer) {
 	t.Helper()
 	path := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
@@ -132,24 +133,6 @@ func item2Agent(t *testing.T, dir, name, yaml string, logs *syncBuffer) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers (loggers).
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }
 
 // TestItem2AgentRefusesHostReferencesAndEndpoints performs issue 9 item 2
@@ -207,7 +190,7 @@ func TestItem2AgentRefusesHostReferencesAndEndpoints(t *testing.T) {
 	// Three delegate hosts. refs-denied allows the listener but no
 	// reference; endpoint-denied the references but no endpoint; open
 	// both, with globs that also match its own token and config files.
-	logs := &syncBuffer{}
+	logs := &harness.LogBuffer{}
 	base := "manager: " + srv.Addr() + "\ntoken_file: " + tokenFile + "\ntls: {insecure: true}\nconcurrency: 4\n"
 	item2Agent(t, dir, "refs-denied", base+"name: refs-denied\ntags: [refs-denied]\nendpoints: {allow: ['"+listener.URL+"']}\n", logs)
 	item2Agent(t, dir, "endpoint-denied", base+"name: endpoint-denied\ntags: [endpoint-denied]\n"+
