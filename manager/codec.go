@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -25,7 +26,14 @@ import (
 // anyway, keeping the bytes as they came, and the interceptors below (the
 // first of each chain) refuse every request with a string that is not
 // UTF-8 as InvalidArgument naming the field, before authentication or any
-// handler sees it.
+// handler sees it. Only messages the lenient decode produced can hold
+// such a string (every .proto file is proto3, whose strict decode refuses
+// invalid UTF-8), so the codec marks them (lenient) and the interceptors
+// walk only those: a well-formed request costs one map lookup.
+
+// lenient holds the messages decoded by unmarshalKeepingText until an
+// interceptor checks them (textError takes them out).
+var lenient sync.Map // proto.Message → struct{}
 
 // wireCodec is the server's codec: gRPC's proto codec, with a lenient
 // decode of requests whose only fault is invalid UTF-8 in a string.
@@ -45,7 +53,11 @@ func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return err
 	}
 	proto.Reset(m)
-	return unmarshalKeepingText(data.Materialize(), m.ProtoReflect())
+	if err := unmarshalKeepingText(data.Materialize(), m.ProtoReflect()); err != nil {
+		return err
+	}
+	lenient.Store(m, struct{}{})
+	return nil
 }
 
 // unmarshalKeepingText decodes b into m as proto.Unmarshal (with Merge)
@@ -229,10 +241,13 @@ func notText(m protoreflect.Message, path string) string {
 }
 
 // textError is the InvalidArgument of a message with a string that is not
-// UTF-8, or nil.
+// UTF-8, or nil. Only a message the codec decoded leniently can be one.
 func textError(msg any) error {
 	m, ok := msg.(proto.Message)
 	if !ok {
+		return nil
+	}
+	if _, was := lenient.LoadAndDelete(m); !was {
 		return nil
 	}
 	if f := notText(m.ProtoReflect(), ""); f != "" {
