@@ -178,6 +178,12 @@ type Task struct {
 	// AWS name): the unfinished tasks of one key run one at a time, in
 	// CreatedAt order. Empty for a task that is not ordered.
 	OrderKey string
+	// Owner is the replica whose dispatcher holds the task, "" while it
+	// waits to be pulled (cluster.go). A single manager leaves it empty.
+	Owner string
+	// LeaseExpiry is when the current lease lapses unless renewed
+	// (cluster.go: durable leases); zero when the store does not keep it.
+	LeaseExpiry time.Time
 }
 
 // Lease is a claim of a queued task by a delegate.

@@ -107,6 +107,14 @@ type Options struct {
 	// Logger receives the errors of the background prune. The zero value
 	// logs nothing.
 	Logger zerolog.Logger
+
+	// Replica, when set, opens the store for that replica of a cluster
+	// (store.Cluster): Claim and Requeue are fenced by the task's owner
+	// as well, and Claim stores the lease's expiry, LeaseDuration from
+	// the store's clock. Empty: a single manager's store.
+	Replica string
+	// LeaseDuration is the lease a Claim stores for Replica.
+	LeaseDuration time.Duration
 }
 
 // DB is a store.Store in a PostgreSQL database. Create it with Open; it is
@@ -121,8 +129,16 @@ type DB struct {
 	life store.Lifetime
 
 	// connCfg is what a session of the pool connects with, for the
-	// manager lock's session of its own (lock.go).
+	// manager lock's session of its own (lock.go) and the listener's
+	// (cluster.go).
 	connCfg *pgx.ConnConfig
+	// channel is the NOTIFY channel of this database and schema
+	// (cluster.go).
+	channel string
+	// replica and leaseDuration are Options.Replica and
+	// Options.LeaseDuration.
+	replica       string
+	leaseDuration time.Duration
 
 	// fence, when set, is the error every call fails with: the manager
 	// lock taken from this DB is lost (lock.go).
@@ -184,6 +200,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		callTimeout: opts.CallTimeout,
 		pruneChunk:  defaultPruneChunk,
 		scrubChunk:  defaultScrubChunk,
+		channel:     notifyChannel(cfg.ConnConfig.Database, opts.Schema),
+		replica:     opts.Replica,
+
+		leaseDuration: opts.LeaseDuration,
 	}
 	if db.callTimeout == 0 {
 		db.callTimeout = DefaultCallTimeout

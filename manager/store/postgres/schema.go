@@ -114,6 +114,44 @@ INSERT INTO manager_lock (epoch, owner) VALUES (0, '');
 	`
 ALTER TABLE tasks ADD COLUMN order_key text COLLATE "C" NOT NULL DEFAULT '';
 `,
+	// 5: replicas of one cluster (store.Cluster, cluster.go): a task's
+	// owner and its lease's expiry, the replicas' heartbeat rows, and
+	// the delegates connected anywhere in the cluster. Tasks of version
+	// 4 are unowned, with no stored expiry.
+	`
+ALTER TABLE tasks ADD COLUMN owner text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN lease_expiry timestamptz;
+CREATE INDEX tasks_pull_idx ON tasks (created_at, id) WHERE state = 'queued' AND owner = '';
+CREATE INDEX tasks_lease_expiry_idx ON tasks (lease_expiry) WHERE state = 'leased';
+CREATE INDEX tasks_order_idx ON tasks (order_key, created_at, id) WHERE order_key <> '' AND state IN ('queued', 'leased');
+CREATE TABLE replicas (
+	id         text COLLATE "C" PRIMARY KEY,
+	cluster    text COLLATE "C" NOT NULL,
+	advertise  text NOT NULL,
+	host       text NOT NULL,
+	pid        integer NOT NULL,
+	started_at timestamptz NOT NULL,
+	last_seen  timestamptz NOT NULL
+);
+CREATE TABLE delegates (
+	name         text COLLATE "C" PRIMARY KEY,
+	replica      text COLLATE "C" NOT NULL,
+	instance_id  text NOT NULL,
+	token_name   text NOT NULL,
+	scope_account text COLLATE "C" NOT NULL,
+	scope_org    text COLLATE "C" NOT NULL,
+	scope_project text COLLATE "C" NOT NULL,
+	tags         text[] NOT NULL,
+	capacity     integer NOT NULL,
+	running      integer NOT NULL,
+	draining     boolean NOT NULL,
+	version      text NOT NULL,
+	hostname     text NOT NULL,
+	connected_at timestamptz NOT NULL,
+	updated_at   timestamptz NOT NULL
+);
+CREATE INDEX delegates_replica_idx ON delegates (replica);
+`,
 }
 
 // schemaVersion is the layout version this package writes: Open migrates
