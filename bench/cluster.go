@@ -77,17 +77,41 @@ type manager struct {
 	AgentEndpoints []string
 }
 
+// managerSetup is what a manager's config holds beyond its addresses:
+// its tokens and master key (replicas of one cluster share them) and
+// config sections to add (store, cluster).
+type managerSetup struct {
+	DelegateToken, OperatorToken string
+	MasterKeyFile                string
+	Extra                        map[string]any
+}
+
+// newSetup makes fresh tokens and a master key in dir.
+func newSetup(dir string) (managerSetup, error) {
+	su := managerSetup{DelegateToken: harness.RandomToken("smdd_"), OperatorToken: harness.RandomToken("smdo_"),
+		MasterKeyFile: filepath.Join(dir, "master.key")}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return su, err
+	}
+	return su, harness.WriteMasterKey(su.MasterKeyFile)
+}
+
 // startManager writes a config into dir and starts `smd manager`, then
 // waits for /readyz and dials clients API connections.
 func startManager(bin, dir, name string, clients int) (*manager, error) {
+	su, err := newSetup(dir)
+	if err != nil {
+		return nil, err
+	}
+	return startManagerWith(bin, dir, name, clients, su)
+}
+
+// startManagerWith is startManager with the given setup.
+func startManagerWith(bin, dir, name string, clients int, su managerSetup) (*manager, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		return nil, err
 	}
-	m := &manager{dir: dir, DelegateToken: harness.RandomToken("smdd_"), OperatorToken: harness.RandomToken("smdo_")}
-	keyPath := filepath.Join(dir, "master.key")
-	if err := harness.WriteMasterKey(keyPath); err != nil {
-		return nil, err
-	}
+	m := &manager{dir: dir, DelegateToken: su.DelegateToken, OperatorToken: su.OperatorToken}
 	var err error
 	if m.Addr, err = harness.FreeAddr(); err != nil {
 		return nil, err
@@ -96,7 +120,7 @@ func startManager(bin, dir, name string, clients int) (*manager, error) {
 		return nil, err
 	}
 	cfg := harness.Manager{
-		Addr: m.Addr, HTTPAddr: m.HTTPAddr, DataDir: filepath.Join(dir, "data"), MasterKeyFile: keyPath,
+		Addr: m.Addr, HTTPAddr: m.HTTPAddr, DataDir: filepath.Join(dir, "data"), MasterKeyFile: su.MasterKeyFile,
 		DelegateTokens: []harness.Token{{Name: "bench", Token: m.DelegateToken}},
 		OperatorTokens: []harness.Token{{Name: "bench", Token: m.OperatorToken}},
 		LogLevel:       "warn",
@@ -110,6 +134,17 @@ func startManager(bin, dir, name string, clients int) (*manager, error) {
 		"submit_burst":           1000000,
 		"scope_unfinished_tasks": 1000000,
 		"scope_payload_bytes":    16 << 30,
+	}
+	for k, v := range su.Extra {
+		cfg[k] = v
+	}
+	if c, ok := su.Extra["cluster"].(map[string]any); ok {
+		// A replica's peers dial the address it listens on.
+		own := map[string]any{"advertise": m.Addr}
+		for k, v := range c {
+			own[k] = v
+		}
+		cfg["cluster"] = own
 	}
 	cfgPath := filepath.Join(dir, "manager.yaml")
 	if err := harness.WriteYAML(cfgPath, cfg); err != nil {
@@ -132,6 +167,12 @@ func startManager(bin, dir, name string, clients int) (*manager, error) {
 		m.apis = append(m.apis, delegatev1.NewManagerServiceClient(conn))
 	}
 	return m, nil
+}
+
+// apiSource hands out API clients: one manager's pool, or the replicas of
+// a cluster in turn.
+type apiSource interface {
+	API() delegatev1.ManagerServiceClient
 }
 
 // API returns the next client of the pool (round robin).

@@ -12,7 +12,7 @@ import (
 
 // pingCall submits one sync ping task with selectors and checks that it
 // succeeded.
-func pingCall(m *manager, selectors ...string) call {
+func pingCall(m apiSource, selectors ...string) call {
 	return func(ctx context.Context, _ int) error {
 		info, err := m.API().Ping(ctx, &delegatev1.PingRequest{Selectors: selectors})
 		if err != nil {

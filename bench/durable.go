@@ -34,7 +34,7 @@ type durableResult struct {
 // async update of each, through the manager with the bolt store syncing
 // every acknowledged task to disk; it waits for all of them at AWS and
 // counts what arrived there.
-func benchDurable(ctx context.Context, m *manager, emu *awsemu.Server, o options) (durableResult, error) {
+func benchDurable(ctx context.Context, m apiSource, emu *awsemu.Server, o options) (durableResult, error) {
 	r := durableResult{Workers: o.durableWorkers}
 	n := o.durableTasks
 	name := func(i int) string { return fmt.Sprintf("durable/s%06d", i) }
@@ -93,7 +93,7 @@ func benchDurable(ctx context.Context, m *manager, emu *awsemu.Server, o options
 }
 
 // finalStates waits for every task to be final and counts their states.
-func finalStates(ctx context.Context, m *manager, ids []string) (map[delegatev1.TaskState]int, error) {
+func finalStates(ctx context.Context, m apiSource, ids []string) (map[delegatev1.TaskState]int, error) {
 	var (
 		mu     sync.Mutex
 		counts = map[delegatev1.TaskState]int{}

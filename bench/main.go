@@ -1,6 +1,6 @@
 // Command bench is smdelegate's benchmark harness: it starts a manager, N
 // agents (the real smd binary, built first) and internal/awsemu, all on
-// 127.0.0.1, and measures seven things:
+// 127.0.0.1, and measures eight things:
 //
 //  1. dispatch overhead: ping tasks' submit-to-result latency at offered
 //     rates of 100/s, 1,000/s and 10,000/s, and the highest sustained rate;
@@ -12,7 +12,10 @@
 //  5. manager scale: 1,000 and 10,000 simulated delegate streams;
 //  6. STS calls and new TCP connections per 10,000 tasks on one
 //     assume-role connector;
-//  7. what a delegate that never reads its stream costs the manager.
+//  7. what a delegate that never reads its stream costs the manager;
+//  8. replicas: sustained pings and durable mutations with one and three
+//     managers on one PostgreSQL server, and a sync get forwarded to
+//     another replica beside one served locally.
 //
 // Usage, from the module root:
 //
@@ -111,7 +114,7 @@ func main() {
 	}
 }
 
-// results are the seven sections.
+// results are the eight sections.
 type results struct {
 	started   time.Time
 	took      time.Duration
@@ -122,6 +125,7 @@ type results struct {
 	scale     scaleResult
 	sts       stsResult
 	deaf      deafResult
+	replicas  replicasResult
 }
 
 func run(ctx context.Context, o options) error {
@@ -224,6 +228,12 @@ func run(ctx context.Context, o options) error {
 	if o.runs(7) {
 		o.logf("7. a delegate that never reads its stream (heartbeats of unknown tasks)")
 		if res.deaf, err = benchDeaf(ctx, bin, dir+"/deaf", 3*time.Second, o); err != nil {
+			return err
+		}
+	}
+	if o.runs(8) {
+		o.logf("8. replicas on one PostgreSQL server (1 and 3 managers, %d agents)", 3)
+		if res.replicas, err = benchReplicas(ctx, bin, dir+"/replicas", agentEnv, o); err != nil {
 			return err
 		}
 	}

@@ -116,6 +116,22 @@ func printReport(w io.Writer, r results, o options) {
 			dr.Heartbeats, dr.Closed, dr.ClosedIn.Round(time.Millisecond), mib(dr.RSSBefore), mib(dr.Peak), mib(dr.RSSHeld))
 	}
 
+	if rr := r.replicas; rr.Skipped != "" {
+		fmt.Fprintf(w, "\n8. Replicas: not run (%s)\n", rr.Skipped)
+	} else if len(rr.Runs) > 0 {
+		fmt.Fprintf(w, "\n8. Replicas on one PostgreSQL server (%d agents, one per replica; callers spread over the replicas)\n", rr.Agents)
+		for _, run := range rr.Runs {
+			fmt.Fprintf(w, "   %d replica(s): pings %6.0f/s sustained (p50 %s, p99 %s)", run.Replicas, run.Sustained.throughputPerSecond,
+				ms(run.Sustained.P50), ms(run.Sustained.P99))
+			for _, m := range run.Durable.Runs {
+				fmt.Fprintf(w, "; %s %6.0f persisted submits/s, lost %d, duplicates %d", m.Kind, m.submitRate(), m.Lost, m.Duplicates)
+			}
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "   sync get, delegate on the replica taking the call: p50 %s p99 %s; forwarded to another replica: p50 %s p99 %s\n",
+			ms(rr.LocalGet.P50), ms(rr.LocalGet.P99), ms(rr.RemoteGet.P50), ms(rr.RemoteGet.P99))
+	}
+
 	fmt.Fprintf(w, "\nTargets\n")
 	for _, tg := range targets(r) {
 		verdict := "met"
@@ -165,6 +181,17 @@ func markdown(r results, o options) string {
 		}
 		row("manager RSS before / peak, one delegate that never reads (heartbeats of 10,000 unknown tasks)",
 			mib(dr.RSSBefore)+" / "+mib(dr.Peak)+"; "+closed, "–")
+	}
+	for _, run := range r.replicas.Runs {
+		cells := fmt.Sprintf("%.0f/s", run.Sustained.throughputPerSecond)
+		for _, m := range run.Durable.Runs {
+			cells += fmt.Sprintf("; %s %.0f/s (lost %d, duplicates %d)", m.Kind, m.submitRate(), m.Lost, m.Duplicates)
+		}
+		row(fmt.Sprintf("%d replica(s) on PostgreSQL: sustained pings; durable mutations", run.Replicas), cells, "–")
+	}
+	if rr := r.replicas; rr.LocalGet.N > 0 {
+		row("sync get p50 / p99, delegate on the same replica vs on another", fmt.Sprintf("%s / %s vs %s / %s",
+			ms(rr.LocalGet.P50), ms(rr.LocalGet.P99), ms(rr.RemoteGet.P50), ms(rr.RemoteGet.P99)), "–")
 	}
 	_ = o
 	return b.String()

@@ -61,7 +61,7 @@ func directClient(awsURL string) *secretsmanager.Client {
 }
 
 // getViaSmd gets the get-target secret through the manager and a delegate.
-func getViaSmd(m *manager, connectorID, want string) call {
+func getViaSmd(m apiSource, connectorID, want string) call {
 	return func(ctx context.Context, _ int) error {
 		info, err := m.API().Secret(ctx, &delegatev1.SecretRequest{
 			Connector: &delegatev1.ConnectorRef{Identifier: connectorID},
