@@ -11,12 +11,14 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -68,6 +70,9 @@ type Agent struct {
 
 	taskCtx    context.Context // parent of every task; cancelled by CancelRunning
 	cancelRuns context.CancelFunc
+
+	// resolver looks up the manager's host names (net.DefaultResolver).
+	resolver Resolver
 }
 
 // run is one running task.
@@ -88,6 +93,7 @@ func New(cfg Config, log zerolog.Logger, h Handler, version string) *Agent {
 		cfg: cfg, log: log, handler: h, version: version, hostname: host, instance: ids.Random(),
 		running: map[string]*run{}, pending: map[string]*delegatev1.TaskResult{},
 		changed: make(chan struct{}), taskCtx: ctx, cancelRuns: cancel,
+		resolver: net.DefaultResolver,
 	}
 }
 
@@ -143,22 +149,21 @@ func (a *Agent) drained() (bool, <-chan struct{}) {
 }
 
 // Run connects and serves until ctx is done (hard stop), a drain
-// completes (nil), or the manager refuses the agent (*FatalError).
+// completes (nil), or the manager refuses the agent (*FatalError). Each
+// attempt dials the next address of the rotation (managers.go): after a
+// lost stream, or an address that refused or timed out, the agent tries
+// another manager, waiting the backoff between attempts; the backoff
+// starts again once a stream was welcomed.
 func (a *Agent) Run(ctx context.Context) error {
-	creds, err := a.transportCreds()
+	endpoints, err := parseManagers(a.cfg.Manager)
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(a.cfg.Manager,
-		grpc.WithTransportCredentials(creds),
-		// Ping below the typical 60 s idle timeout of load balancers.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	tlsBase, err := a.tlsConfig()
 	if err != nil {
-		return fmt.Errorf("manager: %w", err)
+		return err
 	}
-	defer conn.Close()
-	client := delegatev1.NewDelegateServiceClient(conn)
+	rot := newRotation(endpoints, a.resolver, rand.IntN)
 
 	fctx, stopFence := context.WithCancel(context.Background())
 	fenced := make(chan struct{})
@@ -168,7 +173,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var drainTimer <-chan time.Time
 	failures := 0
 	for {
-		welcomed, err := a.session(ctx, client)
+		t := rot.Next(ctx)
+		welcomed, err := a.attempt(ctx, t, tlsBase)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -184,12 +190,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		failures++
 		wait := a.backoff(failures)
+		l := a.log.Warn().Err(err).Str("manager", t.endpoint).Str("address", t.addr).Dur("retry_in", wait)
 		if status.Code(err) == codes.AlreadyExists {
 			// Another agent process holds the name, or the manager has
 			// not noticed yet that our previous process is gone.
-			a.log.Warn().Err(err).Dur("retry_in", wait).Msg("manager refused the name: another connected delegate holds it; retrying")
+			l.Msg("manager refused the name: another connected delegate holds it; retrying")
 		} else {
-			a.log.Warn().Err(err).Dur("retry_in", wait).Msg("stream to manager lost; reconnecting")
+			// Also when the address refused or timed out: the next
+			// attempt goes to the next address.
+			l.Msg("stream to manager lost; reconnecting")
 		}
 		if a.isDraining() && drainTimer == nil && a.cfg.DrainTimeout.D() > 0 {
 			drainTimer = time.After(a.cfg.DrainTimeout.D())
@@ -204,6 +213,40 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// connectTimeout bounds the TCP and TLS handshakes of one attempt (gRPC's
+// default, said here because docs/architecture.md states it).
+const connectTimeout = 20 * time.Second
+
+// attempt dials t and runs one stream on it until it ends. welcomed says
+// whether the manager accepted the Hello.
+func (a *Agent) attempt(ctx context.Context, t target, tlsBase *tls.Config) (welcomed bool, err error) {
+	if t.err != nil {
+		return false, t.err
+	}
+	creds := insecure.NewCredentials()
+	if tlsBase != nil {
+		tc := tlsBase.Clone()
+		if tc.ServerName == "" { // tls.server_name overrides every address's
+			tc.ServerName = t.serverName
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	// passthrough: t.addr is already resolved; gRPC must not resolve it
+	// again, nor spread the stream over addresses itself.
+	conn, err := grpc.NewClient("passthrough:///"+t.addr,
+		grpc.WithTransportCredentials(creds),
+		// Ping below the typical 60 s idle timeout of load balancers.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// An address that does not answer fails the attempt after this.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
+	)
+	if err != nil {
+		return false, fmt.Errorf("manager %s: %w", t.addr, err)
+	}
+	defer conn.Close()
+	return a.session(ctx, delegatev1.NewDelegateServiceClient(conn), t)
 }
 
 func (a *Agent) isDraining() bool {
@@ -251,9 +294,11 @@ func fatal(err error) *FatalError {
 	return nil
 }
 
-func (a *Agent) transportCreds() (credentials.TransportCredentials, error) {
+// tlsConfig is the TLS configuration every address is dialed with (nil
+// when tls.insecure); attempt sets the server name per address.
+func (a *Agent) tlsConfig() (*tls.Config, error) {
 	if a.cfg.TLS.Insecure {
-		return insecure.NewCredentials(), nil
+		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: a.cfg.TLS.ServerName}
 	if a.cfg.TLS.CAFile != "" {
@@ -274,5 +319,5 @@ func (a *Agent) transportCreds() (credentials.TransportCredentials, error) {
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
-	return credentials.NewTLS(tc), nil
+	return tc, nil
 }

@@ -7,14 +7,22 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/smdelegate/smdelegate/internal/allowlist"
 	"github.com/smdelegate/smdelegate/internal/config"
 )
 
 // Config is the agent's configuration (configs/agent.yaml).
 type Config struct {
-	// Manager is the manager's gRPC address, host:port.
-	Manager string `yaml:"manager"`
+	// Manager is the manager's gRPC address, host:port, or several
+	// separated by commas (the replicas of one cluster; a host name may
+	// resolve to several addresses): the agent connects to one and fails
+	// over to the others (managers.go). In the YAML file it may also be a
+	// list. The key is decoded by Config.UnmarshalYAML and SMD_MANAGER
+	// read by LoadConfig: yaml:"-" keeps the generic decoder, which cannot
+	// take a list into a string, off it.
+	Manager string `yaml:"-"`
 	// Token is the delegate token. Prefer TokenFile or SMD_TOKEN.
 	Token string `yaml:"token"`
 	// TokenFile holds the delegate token (read at start, trimmed).
@@ -128,6 +136,9 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return c, err
 	}
+	if v, ok := os.LookupEnv("SMD_MANAGER"); ok { // comma-separated, as in the file
+		c.Manager = v
+	}
 	c.ConfigFile = path
 	return c, nil
 }
@@ -137,8 +148,8 @@ func LoadConfig(path string) (Config, error) {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
-	if c.Manager == "" {
-		add(config.Errf("manager", "must not be empty (host:port of the manager)"))
+	if _, err := parseManagers(c.Manager); err != nil {
+		add(err)
 	}
 	if c.TokenFile != "" && c.Token == "" { // token (or SMD_TOKEN) wins over token_file
 		b, err := os.ReadFile(c.TokenFile)
@@ -206,4 +217,46 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// UnmarshalYAML decodes the agent's YAML file: every key as the generic
+// decoder does (unknown keys refused, through the same strict decoder),
+// and manager, which is one address, several separated by commas, or a
+// list of addresses.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Config // Config's fields without this method
+	w := struct {
+		plain   `yaml:",inline"`
+		Manager managerKey `yaml:"manager"`
+	}{plain: plain(*c), Manager: managerKey{value: c.Manager}}
+	if err := unmarshal(&w); err != nil {
+		return err
+	}
+	*c = Config(w.plain)
+	c.Manager = w.Manager.value
+	return nil
+}
+
+// managerKey is the manager key of the YAML file, held as Config.Manager
+// holds it: the addresses separated by commas.
+type managerKey struct{ value string }
+
+// UnmarshalYAML takes a string or a list of strings, one address each.
+func (k *managerKey) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		k.value = n.Value
+		return nil
+	case yaml.SequenceNode:
+		addrs := make([]string, 0, len(n.Content))
+		for i, item := range n.Content {
+			if item.Kind != yaml.ScalarNode || strings.Contains(item.Value, ",") {
+				return fmt.Errorf("line %d: manager[%d]: must be one host:port address", item.Line, i)
+			}
+			addrs = append(addrs, item.Value)
+		}
+		k.value = strings.Join(addrs, ",")
+		return nil
+	}
+	return fmt.Errorf("line %d: manager: must be a host:port address or a list of them", n.Line)
 }

@@ -27,6 +27,12 @@ func TestConfigValidate(t *testing.T) {
 		want  string
 	}{
 		{"no token", func(c *agent.Config) { c.Token = "" }, "token: a delegate token is required"},
+		{"issue11 no manager", func(c *agent.Config) { c.Manager = " " }, "manager: must not be empty"},
+		{"issue11 one manager without port", func(c *agent.Config) { c.Manager = "smd.example" }, `manager: "smd.example" must be host:port`},
+		{"issue11 second manager without port", func(c *agent.Config) { c.Manager = "a.example:7070,b.example" },
+			`manager[1]: "b.example" must be host:port`},
+		{"issue11 manager repeated", func(c *agent.Config) { c.Manager = "a.example:7070,a.example:7070" },
+			"manager[1]: a.example:7070 repeats manager[0]"},
 		{"empty tag", func(c *agent.Config) { c.Tags = []string{"a", " "} }, "tags[1]: must not be empty"},
 		{"zero concurrency", func(c *agent.Config) { c.Concurrency = 0 }, "concurrency: must be between 1 and 10000"},
 		{"bad retry mode", func(c *agent.Config) { c.AWS.RetryMode = "fast" }, "aws.retry_mode: must be standard or adaptive"},
@@ -69,5 +75,33 @@ func TestTokenFileIsReadAndNeverEchoed(t *testing.T) {
 	}
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
 		t.Errorf("Validate() = %v; want an error that does not contain the token", err)
+	}
+}
+
+// TestIssue11LoadConfigManagers: the file's manager list is kept as the
+// addresses separated by commas; SMD_MANAGER, comma-separated, wins over
+// the file.
+func TestIssue11LoadConfigManagers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, []byte("manager:\n  - a.example:7070\n  - b.example:7070\ntoken: t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("LoadConfig(%q) = %v", path, err)
+	}
+	if want := "a.example:7070,b.example:7070"; c.Manager != want {
+		t.Errorf("LoadConfig(%q).Manager = %q, want %q", path, c.Manager, want)
+	}
+	t.Setenv("SMD_MANAGER", "c.example:7070, d.example:7070")
+	if c, err = agent.LoadConfig(path); err != nil {
+		t.Fatalf("LoadConfig(%q) with SMD_MANAGER = %v", path, err)
+	}
+	if want := "c.example:7070, d.example:7070"; c.Manager != want {
+		t.Errorf("LoadConfig(%q).Manager with SMD_MANAGER = %q, want %q", path, c.Manager, want)
+	}
+	c.Name = "n"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() of SMD_MANAGER's two addresses = %v", err)
 	}
 }

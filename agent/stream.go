@@ -51,7 +51,7 @@ func (s *session) push(m *delegatev1.AgentMessage) { s.out.Push(m) }
 
 // session runs one stream until it ends. welcomed says whether the manager
 // accepted the Hello (a healthy stream resets the backoff).
-func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceClient) (welcomed bool, err error) {
+func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceClient, t target) (welcomed bool, err error) {
 	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.cfg.Token))
 	defer cancel()
 	stream, err := client.Connect(sctx)
@@ -143,7 +143,7 @@ func (a *Agent) session(ctx context.Context, client delegatev1.DelegateServiceCl
 		return false, status.Error(codes.Internal, "manager did not answer hello with welcome")
 	}
 	a.welcomed(s, w)
-	a.log.Info().Str("manager", a.cfg.Manager).Str("delegate_id", w.GetDelegateId()).Strs("tags", w.GetTags()).
+	a.log.Info().Str("manager", t.endpoint).Str("address", t.addr).Str("delegate_id", w.GetDelegateId()).Strs("tags", w.GetTags()).
 		Int("resumed", len(hello.Running)).Msg("connected to manager")
 
 	wg.Add(2)

@@ -92,7 +92,7 @@ type agentFlags struct {
 
 func (o *agentFlags) register(f *pflag.FlagSet) {
 	f.StringVarP(&o.path, "config", "c", "", "config file (YAML); see configs/agent.yaml")
-	f.StringVar(&o.mgr, "manager", "", "manager gRPC address (manager, SMD_MANAGER)")
+	f.StringVar(&o.mgr, "manager", "", "manager gRPC address host:port, or several comma-separated (manager, SMD_MANAGER)")
 	f.StringVar(&o.name, "name", "", "delegate name, default the hostname (name)")
 	f.StringSliceVar(&o.tags, "tags", nil, "delegate tags, comma-separated (tags, SMD_TAGS)")
 	f.IntVar(&o.concurrency, "concurrency", 0, "tasks run at once (concurrency)")

@@ -329,6 +329,11 @@ type agentOpts struct {
 	Concurrency int
 	// Manager overrides the address the agent connects to (a proxy).
 	Manager string
+	// Managers, when set, is the manager key as a YAML list (failover
+	// between managers); the agent is not waited for (NoWait).
+	Managers []string
+	// LogLevel is the agent's log level; "" is info.
+	LogLevel string
 	// Token overrides the delegate token.
 	Token string
 	// TokenEnv passes the token in SMD_TOKEN instead of the config file.
@@ -365,7 +370,14 @@ func startAgent(t testing.TB, m *manager, name string, opts agentOpts) *proc {
 	} else {
 		ac.Token = opts.Token
 	}
+	if opts.LogLevel != "" {
+		ac.LogLevel = opts.LogLevel
+	}
 	c := ac.YAML()
+	if len(opts.Managers) > 0 {
+		c["manager"] = opts.Managers
+		opts.NoWait = true
+	}
 	c["drain_timeout"] = "30s"
 	c["reconnect"] = map[string]any{"initial": "100ms", "max": "1s"}
 	writeYAML(t, cfg, c)
