@@ -170,6 +170,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("postgres: open: schema %q must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes): %w",
 			opts.Schema, errInvalid)
 	}
+	if opts.Replica != "" && opts.LeaseDuration <= 0 {
+		return nil, fmt.Errorf("postgres: open: replica %q needs a positive lease duration: %w", opts.Replica, errInvalid)
+	}
 	cfg, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
