@@ -35,7 +35,7 @@ const (
 	// requeue, a lease taken back, a new chain head).
 	restartQueue = `queue_deadline = now() + queue_timeout`
 	// restartDeadline starts a task's deadline again (a new chain head).
-	restartDeadline = `deadline = deadline`
+	restartDeadline = `deadline = now() + task_timeout`
 
 	// chainLockClass is the first key of an order chain's advisory
 	// lock ("smdo"); the second is the order key's hashtext. Two-key
