@@ -43,9 +43,10 @@ const (
 	chainLockClass = 0x736d646f
 
 	// isHead holds for a task t that is the head of its order chain, or
-	// not ordered.
+	// not ordered. (e.order_key <> '' lets the planner use
+	// tasks_order_idx, whose predicate it is.)
 	isHead = `(t.order_key = '' OR NOT EXISTS (
-		SELECT 1 FROM tasks e WHERE e.order_key = t.order_key AND e.state IN ('queued', 'leased')
+		SELECT 1 FROM tasks e WHERE e.order_key = t.order_key AND e.order_key <> '' AND e.state IN ('queued', 'leased')
 			AND (e.created_at, e.id) < (t.created_at, t.id)))`
 )
 
@@ -108,12 +109,12 @@ func (db *DB) finished(ctx context.Context, tx pgx.Tx, id, key string) error {
 			UPDATE tasks SET `+restartDeadline+`, `+restartQueue+`
 			WHERE state = 'queued' AND id = (
 				SELECT h.id FROM tasks h, tasks x
-				WHERE x.id = $2 AND h.order_key = $1 AND h.state IN ('queued', 'leased')
+				WHERE x.id = $2 AND h.order_key = $1 AND h.order_key <> '' AND h.state IN ('queued', 'leased')
 					AND (h.created_at, h.id) > (x.created_at, x.id)
 				ORDER BY h.created_at, h.id LIMIT 1)
 			AND NOT EXISTS (
 				SELECT 1 FROM tasks e, tasks x
-				WHERE x.id = $2 AND e.order_key = $1 AND e.state IN ('queued', 'leased')
+				WHERE x.id = $2 AND e.order_key = $1 AND e.order_key <> '' AND e.state IN ('queued', 'leased')
 					AND (e.created_at, e.id) < (x.created_at, x.id))
 			RETURNING owner)
 		SELECT count(*) FROM head LEFT JOIN LATERAL (SELECT pg_notify($3, 'q') WHERE head.owner = '') n ON true`,

@@ -47,6 +47,17 @@ func RunClusterConformance(t *testing.T, open ClusterOpenFunc) {
 		{"CompleteAnyReplica", testClusterCompleteAnyReplica},
 		{"ChainHead", testClusterChainHead},
 		{"SingleManager", testClusterSingleManager},
+		{"Pull", testClusterPull},
+		{"PullRace", testClusterPullRace},
+		{"Disown", testClusterDisown},
+		{"Adopt", testClusterAdopt},
+		{"RenewLeases", testClusterRenewLeases},
+		{"ExpireLeases", testClusterExpireLeases},
+		{"ExpireQueued", testClusterExpireQueued},
+		{"ConnectDelegate", testClusterConnectDelegate},
+		{"ConnectRace", testClusterConnectRace},
+		{"UpdateDelegates", testClusterUpdateDelegates},
+		{"DropReplica", testClusterDropReplica},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
