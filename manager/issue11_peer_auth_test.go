@@ -121,7 +121,9 @@ func TestIssue11PeerTokenConfinedToPeerService(t *testing.T) {
 // client, even with the peer token, gets nothing from a TLS replica.
 func TestIssue11PeerLinkTLS(t *testing.T) {
 	caFile, certFile, keyFile := writeCerts(t, t.TempDir())
-	tlsCfg := func(cfg *manager.Config) { cfg.TLS.Insecure, cfg.TLS.CertFile, cfg.TLS.KeyFile = false, certFile, keyFile }
+	tlsCfg := func(cfg *manager.Config) {
+		cfg.TLS.Insecure, cfg.TLS.CertFile, cfg.TLS.KeyFile = false, certFile, keyFile
+	}
 	ctls, err := peer.ClientTLS(certFile, keyFile, caFile)
 	if err != nil {
 		t.Fatal(err)
