@@ -14,6 +14,8 @@ import (
 	"github.com/smdelegate/smdelegate/manager"
 	"github.com/smdelegate/smdelegate/manager/peer"
 	"github.com/smdelegate/smdelegate/manager/store"
+	"github.com/smdelegate/smdelegate/manager/store/postgres"
+	"github.com/smdelegate/smdelegate/manager/store/postgres/pgtest"
 )
 
 // The replicas of issue 11's peer link in one process: real managers
@@ -271,4 +273,25 @@ func newReplicaManager(t testing.TB, tweak func(*manager.Config), log zerolog.Lo
 		t.Fatalf("manager.New: %v", err)
 	}
 	return srv
+}
+
+// sharedStore is a store several in-process replicas open on one
+// PostgreSQL schema, without the exclusive manager lock (which
+// cluster.name replaces with the cluster's shared lock): only Store's
+// methods are visible.
+type sharedStore struct{ store.Store }
+
+// mustSharedSchema opens n stores on one new PostgreSQL database.
+func mustSharedSchema(t *testing.T, n int) []store.Store {
+	t.Helper()
+	dsn, _ := pgtest.Database(t)
+	var out []store.Store
+	for range n {
+		db, err := postgres.Open(t.Context(), dsn, postgres.Options{})
+		if err != nil {
+			t.Fatalf("postgres.Open: %v", err)
+		}
+		out = append(out, sharedStore{db}) // the manager closes it
+	}
+	return out
 }

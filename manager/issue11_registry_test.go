@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -137,4 +138,50 @@ func TestIssue11ListDelegatesAcrossReplicas(t *testing.T) {
 		return err == nil && len(r.GetDelegates()) > 0 && r.GetDelegates()[0].GetRunning() == 1
 	}, "replica B to list acme-1 running one task")
 	wa.result(task)
+}
+
+// Operator tags changed on one replica reach every replica: the replica
+// holding the delegate re-applies them (EventTags) and dispatches what it
+// now matches, the others forward to it and list them, and --confirm
+// finds a delegate connected to another replica.
+func TestIssue11OperatorTagsAcrossReplicas(t *testing.T) {
+	sts := mustSharedSchema(t, 2)
+	c := newFakeCluster()
+	short := func(cfg *manager.Config) { cfg.Dispatch.QueueTimeout = config.Duration(500 * time.Millisecond) }
+	a := mustReplica(t, c, "replica-a", replicaOpts{cfg: short, store: sts[0]})
+	b := mustReplica(t, c, "replica-b", replicaOpts{cfg: short, store: sts[1]})
+	far := startAgent(t, b.srv.Addr(), "far", nil, 2, nil)
+	waitListed(t, a.srv.Addr(), 1)
+
+	apiA, ctxA := operator(t, a.srv.Addr())
+	if _, err := apiA.TagDelegate(ctxA, &delegatev1.TagDelegateRequest{Name: "far", Add: []string{"gold"}}); err != nil {
+		t.Fatalf("TagDelegate(far, +gold) on replica A = %v", err)
+	}
+	// Replica B applies it: a ping there selecting gold runs on far.
+	waitFor(t, 10*time.Second, func() bool {
+		apiB, ctxB := operator(t, b.srv.Addr())
+		info, err := apiB.Ping(ctxB, &delegatev1.PingRequest{Selectors: []string{"gold"}})
+		return err == nil && info.GetOutcome().GetCode() == delegatev1.Code_OK && far.count(info.GetId()) == 1
+	}, "replica B to run a ping selecting gold on far")
+	// Replica A lists it and forwards to it.
+	got := waitListed(t, a.srv.Addr(), 1)
+	if !slices.Equal(got[0].GetOperatorTags(), []string{"gold"}) {
+		t.Errorf("ListDelegates on replica A: far's operator tags = %v, want [gold]", got[0].GetOperatorTags())
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		info, err := apiA.Ping(ctxA, &delegatev1.PingRequest{Selectors: []string{"gold"}})
+		return err == nil && info.GetOutcome().GetCode() == delegatev1.Code_OK && far.count(info.GetId()) == 1
+	}, "replica A to forward a ping selecting gold to far")
+	if _, err := apiA.TagDelegate(ctxA, &delegatev1.TagDelegateRequest{Name: "far", Confirm: true}); err != nil {
+		t.Errorf("TagDelegate(far, --confirm) on replica A, far on replica B = %v, want it confirmed", err)
+	}
+
+	if _, err := apiA.TagDelegate(ctxA, &delegatev1.TagDelegateRequest{Name: "far", Remove: []string{"gold"}}); err != nil {
+		t.Fatalf("TagDelegate(far, -gold) = %v", err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		apiB, ctxB := operator(t, b.srv.Addr())
+		info, err := apiB.Ping(ctxB, &delegatev1.PingRequest{Selectors: []string{"gold"}})
+		return err == nil && info.GetOutcome().GetCode() == delegatev1.Code_NO_ELIGIBLE_DELEGATE
+	}, "replica B to drop gold from far")
 }

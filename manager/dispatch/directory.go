@@ -78,7 +78,7 @@ type directory struct {
 
 	// Guarded by Dispatcher.mu:
 	// remote are the records other replicas hold, as last read.
-	remote []store.DelegateRecord
+	remote []remoteDelegate
 	// inflight counts the sync tasks forwarded to each replica that have
 	// not ended (forward.go): load the records do not show yet.
 	inflight map[string]int
@@ -90,6 +90,13 @@ type directory struct {
 	// sent is what UpdateDelegates last stored per local delegate name
 	// (touched only by the directory loop).
 	sent map[string]store.DelegateRecord
+}
+
+// remoteDelegate is a record another replica holds, with its tags as a
+// set (matched against every forwardable task's selectors).
+type remoteDelegate struct {
+	store.DelegateRecord
+	tags tagSet
 }
 
 // nameLock serializes the connects and disconnects of one name.
@@ -327,11 +334,11 @@ func (d *Dispatcher) dirRefresh(ctx context.Context) {
 		return
 	}
 	byName := make(map[string]*store.DelegateRecord, len(recs))
-	remote := make([]store.DelegateRecord, 0, len(recs))
+	remote := make([]remoteDelegate, 0, len(recs))
 	for i := range recs {
 		byName[recs[i].Name] = &recs[i]
 		if recs[i].Replica != d.dir.replica {
-			remote = append(remote, recs[i])
+			remote = append(remote, remoteDelegate{recs[i], newTagSet(recs[i].Tags)})
 		}
 	}
 	var lost []*delegate
@@ -406,7 +413,7 @@ func (d *Dispatcher) remoteLocked() []store.DelegateRecord {
 	out := make([]store.DelegateRecord, 0, len(d.dir.remote))
 	for _, r := range d.dir.remote {
 		if d.dir.members.Alive(r.Replica) {
-			out = append(out, r)
+			out = append(out, r.DelegateRecord)
 		}
 	}
 	return out

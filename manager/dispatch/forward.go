@@ -98,9 +98,17 @@ func (d *Dispatcher) forwardTargetsLocked(t *task, forwarded bool) []string {
 		running, capacity int
 	}
 	by := map[string]*load{}
+	alive := map[string]bool{} // asked once per replica
 	for _, r := range d.dir.remote {
-		if r.Draining || r.Capacity < 1 || !scopes.Serves(r.Scope, t.scope) || !newTagSet(r.Tags).hasAll(t.selectors) ||
-			!d.dir.members.Alive(r.Replica) {
+		if r.Draining || r.Capacity < 1 || !scopes.Serves(r.Scope, t.scope) || !r.tags.hasAll(t.selectors) {
+			continue
+		}
+		up, known := alive[r.Replica]
+		if !known {
+			up = d.dir.members.Alive(r.Replica)
+			alive[r.Replica] = up
+		}
+		if !up {
 			continue
 		}
 		l := by[r.Replica]
