@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/smdelegate/smdelegate/internal/awsemu"
 	"github.com/smdelegate/smdelegate/internal/config"
+	"github.com/smdelegate/smdelegate/internal/ids"
 	"github.com/smdelegate/smdelegate/manager"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
@@ -174,5 +177,56 @@ func TestIssue11ForwardPeerUnreachable(t *testing.T) {
 	info := pingOn(t, a.srv.Addr(), nil, "blue")
 	if o := info.GetOutcome(); o.GetCode() != delegatev1.Code_UNAVAILABLE || !o.GetRetryable() || !strings.Contains(o.GetMessage(), "replica-b") {
 		t.Errorf("ping [blue] with replica B unreachable = %v, want UNAVAILABLE, retryable, naming replica-b", o)
+	}
+}
+
+// A secret read whose connector selects a delegate of another replica is
+// forwarded, resolved there (credentials do not cross the peer link),
+// and its value reaches the caller; neither replica's log holds the
+// value, the credential, or the peer token.
+func TestIssue11ForwardedSecretGetLogsNoValue(t *testing.T) {
+	sts := mustSharedSchema(t, 2)
+	keyID, keySecret := "AKIAPEER"+ids.Random()[:8], "peer-cred-"+ids.Random()
+	emu, emuURL := mustEmu(t, awsemu.Options{Region: emuRegion, Credentials: map[string]string{keyID: keySecret}})
+	value := "planted-" + ids.Random()
+	emu.PutSecretDirect("db-password", value, map[string]string{"managed-by": "smdelegate"})
+	logA, bufA := bufferLogger(t)
+	logB, bufB := bufferLogger(t)
+	c := newFakeCluster()
+	a := mustReplica(t, c, "replica-a", replicaOpts{store: sts[0], log: &logA})
+	b := mustReplica(t, c, "replica-b", replicaOpts{store: sts[1], log: &logB})
+	far := startSecretAgent(t, b.srv.Addr(), "far", []string{"aws"}, zerolog.Nop(), nil)
+	waitListed(t, a.srv.Addr(), 1)
+
+	api, ctx := operator(t, a.srv.Addr())
+	if _, err := api.PutCredential(ctx, &delegatev1.PutCredentialRequest{Name: "k", Value: []byte(keySecret)}); err != nil {
+		t.Fatalf("PutCredential: %v", err)
+	}
+	if _, err := api.CreateConnector(ctx, &delegatev1.CreateConnectorRequest{Connector: &delegatev1.Connector{
+		Identifier: "c", Name: "c", CredentialType: delegatev1.CredentialType_ACCESS_KEY,
+		AccessKeyId: keyID, SecretAccessKey: "builtin:k", Region: emuRegion, EndpointUrl: emuURL,
+		DelegateSelectors: []string{"aws"},
+	}}); err != nil {
+		t.Fatalf("CreateConnector: %v", err)
+	}
+	info, err := api.Secret(ctx, &delegatev1.SecretRequest{Connector: &delegatev1.ConnectorRef{Identifier: "c"},
+		Op: &delegatev1.SecretRequest_Get{Get: &delegatev1.GetSecretOp{Name: "db-password"}}})
+	if err != nil || info.GetOutcome().GetSecret().GetValue().GetStringValue() != value {
+		t.Fatalf("Secret(get) on replica A = %v, %v; want the planted value", info.GetOutcome().GetCode(), err)
+	}
+	if far.count(info.GetId()) != 1 {
+		t.Errorf("far ran the get %d times, want once", far.count(info.GetId()))
+	}
+	a.srv.Close(context.Background())
+	b.srv.Close(context.Background())
+	if !strings.Contains(bufB.String(), "delegate connected") {
+		t.Fatal("replica B's log buffer caught nothing: the search below would prove nothing")
+	}
+	for name, buf := range map[string]string{"A": bufA.String(), "B": bufB.String()} {
+		for what, s := range map[string]string{"secret value": value, "credential": keySecret, "peer token": peerToken} {
+			if strings.Contains(buf, s) {
+				t.Errorf("replica %s's log holds the %s", name, what)
+			}
+		}
 	}
 }
