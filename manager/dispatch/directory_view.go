@@ -27,7 +27,7 @@ func (d *Dispatcher) remoteInfosLocked(viewer store.Scope, recs []store.Delegate
 		info := &delegatev1.DelegateInfo{
 			Name: r.Name, Tags: r.Tags, Version: r.Version, Hostname: r.Hostname,
 			ConnectedSince: timestamp(r.ConnectedAt), LastHeartbeat: timestamp(r.UpdatedAt),
-			Capacity: int32(r.Capacity), Running: int32(r.Running), RunningTasks: []string{},
+			Capacity: int32(r.Capacity), RunningTasks: []string{},
 			Draining: r.Draining, Connected: true, Scope: scopes.Proto(r.Scope), Replica: r.Replica,
 		}
 		if rec := d.opTags[tagKey{r.Scope, r.Name}]; rec != nil {
@@ -38,7 +38,9 @@ func (d *Dispatcher) remoteInfosLocked(viewer store.Scope, recs []store.Delegate
 			}
 		}
 		if scopes.Visible(viewer, r.Scope) {
-			info.TokenName = r.TokenName
+			// Every task it runs is of its scope or below: viewer's to
+			// see. Otherwise the count would tell of other tenants' work.
+			info.TokenName, info.Running = r.TokenName, int32(r.Running)
 		}
 		out = append(out, info)
 	}

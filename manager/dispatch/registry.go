@@ -414,7 +414,7 @@ func (d *Dispatcher) ListDelegates(ctx context.Context, viewer store.Scope) ([]*
 			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
 			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
 			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
-			Scope: scopes.Proto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed, Running: int32(len(dg.running)),
+			Scope: scopes.Proto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed, Running: int32(len(running)),
 		})
 		if d.dir != nil {
 			out[len(out)-1].Replica = d.dir.replica

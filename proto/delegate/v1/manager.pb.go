@@ -53,9 +53,11 @@ type DelegateInfo struct {
 	// stream, when the manager runs as a replica of a cluster (cluster.name);
 	// empty for a single manager.
 	Replica string `protobuf:"bytes,17,opt,name=replica,proto3" json:"replica,omitempty"`
-	// running is how many tasks the delegate runs. For a delegate of
-	// another replica, running_tasks is empty and running is as of that
-	// replica's last update (about once a second).
+	// running is how many of the tasks the delegate runs the caller may see
+	// (the length of running_tasks). For a delegate of another replica,
+	// running_tasks is empty and running, as of that replica's last update
+	// (about once a second), is set only for a caller whose scope contains
+	// the delegate's.
 	Running       int32 `protobuf:"varint,18,opt,name=running,proto3" json:"running,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
