@@ -30,7 +30,8 @@ var errFake = errors.New("not in the fake cluster")
 
 // fakeCluster is a store.Cluster holding only what the peer link uses:
 // delegate records with ConnectDelegate's rules, and events delivered to
-// every subscriber at once. It also plays the membership: replicas are
+// every subscriber at once (EventDelegate sent by the record changes that
+// send it in PostgreSQL: connect, disconnect, tags or draining updated). It also plays the membership: replicas are
 // alive until marked dead.
 type fakeCluster struct {
 	mu   sync.Mutex // guards everything below
@@ -53,35 +54,47 @@ func (c *fakeCluster) record(name string) (store.DelegateRecord, bool) {
 	return r, ok
 }
 
-func (c *fakeCluster) ConnectDelegate(_ context.Context, d store.DelegateRecord, dead []string) (*store.DelegateRecord, error) {
+func (c *fakeCluster) ConnectDelegate(ctx context.Context, d store.DelegateRecord, dead []string) (*store.DelegateRecord, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if old, ok := c.recs[d.Name]; ok && !slices.Contains(dead, old.Replica) &&
 		(d.InstanceID == "" || d.InstanceID != old.InstanceID || d.TokenName != old.TokenName || d.Scope != old.Scope) {
+		c.mu.Unlock()
 		return &old, store.ErrExists
 	}
 	d.ConnectedAt, d.UpdatedAt = time.Now(), time.Now()
 	c.recs[d.Name] = d
-	return &d, nil
+	c.mu.Unlock()
+	return &d, c.Notify(ctx, store.Event{Kind: store.EventDelegate, Name: d.Name})
 }
 
-func (c *fakeCluster) UpdateDelegates(_ context.Context, replica string, ds []store.DelegateRecord) error {
+func (c *fakeCluster) UpdateDelegates(ctx context.Context, replica string, ds []store.DelegateRecord) error {
+	var changed []string
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, d := range ds {
 		if r, ok := c.recs[d.Name]; ok && r.Replica == replica {
+			if r.Draining != d.Draining || !slices.Equal(r.Tags, d.Tags) {
+				changed = append(changed, d.Name)
+			}
 			r.Running, r.Draining, r.Tags, r.UpdatedAt = d.Running, d.Draining, d.Tags, time.Now()
 			c.recs[d.Name] = r
 		}
 	}
+	c.mu.Unlock()
+	for _, n := range changed {
+		c.Notify(ctx, store.Event{Kind: store.EventDelegate, Name: n})
+	}
 	return nil
 }
 
-func (c *fakeCluster) DisconnectDelegate(_ context.Context, replica, name string) error {
+func (c *fakeCluster) DisconnectDelegate(ctx context.Context, replica, name string) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if r, ok := c.recs[name]; ok && r.Replica == replica {
+	r, ok := c.recs[name]
+	if ok && r.Replica == replica {
 		delete(c.recs, name)
+	}
+	c.mu.Unlock()
+	if ok && r.Replica == replica {
+		return c.Notify(ctx, store.Event{Kind: store.EventDelegate, Name: name})
 	}
 	return nil
 }

@@ -222,8 +222,7 @@ func (d *Dispatcher) dirConnect(dg *delegate, rec store.DelegateRecord) error {
 			d.dir.seq++
 			dg.dirSeq = d.dir.seq
 			d.mu.Unlock()
-			d.dirNotify(dg.name)
-			return nil
+			return nil // the store sent EventDelegate
 		case errors.Is(err, store.ErrExists) && holder != nil && holder.Replica == d.dir.replica && try == 0 && !d.holdsLocal(holder):
 			// This replica's own record, of a stream that ended here
 			// (its disconnect did not reach the store): stale.
@@ -263,18 +262,6 @@ func (d *Dispatcher) dirDisconnect(name string) {
 	defer cancel()
 	if err := d.dir.st.DisconnectDelegate(ctx, d.dir.replica, name); err != nil {
 		d.log.Warn().Err(err).Str("delegate", name).Msg("could not remove the delegate's record from the cluster")
-		return
-	}
-	d.dirNotify(name)
-}
-
-// dirNotify tells the other replicas that name's record changed. Best
-// effort: they read the records every refresh interval anyway.
-func (d *Dispatcher) dirNotify(name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), dirTimeout)
-	defer cancel()
-	if err := d.dir.st.Notify(ctx, store.Event{Kind: store.EventDelegate, Name: name}); err != nil {
-		d.log.Debug().Err(err).Str("delegate", name).Msg("could not notify the replicas of a delegate's change")
 	}
 }
 
