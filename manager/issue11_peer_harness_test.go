@@ -294,17 +294,19 @@ func newReplicaManager(t testing.TB, tweak func(*manager.Config), log zerolog.Lo
 // methods are visible.
 type sharedStore struct{ store.Store }
 
-// mustSharedSchema opens n stores on one new PostgreSQL database.
-func mustSharedSchema(t *testing.T, n int) []store.Store {
+// mustSharedSchema opens n stores on one new PostgreSQL database: each
+// as the manager sees it (sharedStore) and as the cluster's store.
+func mustSharedSchema(t *testing.T, n int) ([]store.Store, []*postgres.DB) {
 	t.Helper()
 	dsn, _ := pgtest.Database(t)
-	var out []store.Store
+	var sts []store.Store
+	var dbs []*postgres.DB
 	for range n {
 		db, err := postgres.Open(t.Context(), dsn, postgres.Options{})
 		if err != nil {
 			t.Fatalf("postgres.Open: %v", err)
 		}
-		out = append(out, sharedStore{db}) // the manager closes it
+		sts, dbs = append(sts, sharedStore{db}), append(dbs, db) // the manager closes it
 	}
-	return out
+	return sts, dbs
 }

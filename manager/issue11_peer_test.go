@@ -185,7 +185,7 @@ func TestIssue11ForwardPeerUnreachable(t *testing.T) {
 // and its value reaches the caller; neither replica's log holds the
 // value, the credential, or the peer token.
 func TestIssue11ForwardedSecretGetLogsNoValue(t *testing.T) {
-	sts := mustSharedSchema(t, 2)
+	sts, _ := mustSharedSchema(t, 2)
 	keyID, keySecret := "AKIAPEER"+ids.Random()[:8], "peer-cred-"+ids.Random()
 	emu, emuURL := mustEmu(t, awsemu.Options{Region: emuRegion, Credentials: map[string]string{keyID: keySecret}})
 	value := "planted-" + ids.Random()

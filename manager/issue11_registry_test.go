@@ -145,7 +145,7 @@ func TestIssue11ListDelegatesAcrossReplicas(t *testing.T) {
 // now matches, the others forward to it and list them, and --confirm
 // finds a delegate connected to another replica.
 func TestIssue11OperatorTagsAcrossReplicas(t *testing.T) {
-	sts := mustSharedSchema(t, 2)
+	sts, _ := mustSharedSchema(t, 2)
 	c := newFakeCluster()
 	short := func(cfg *manager.Config) { cfg.Dispatch.QueueTimeout = config.Duration(500 * time.Millisecond) }
 	a := mustReplica(t, c, "replica-a", replicaOpts{cfg: short, store: sts[0]})
