@@ -185,3 +185,35 @@ func TestIssue11OperatorTagsAcrossReplicas(t *testing.T) {
 		return err == nil && info.GetOutcome().GetCode() == delegatev1.Code_NO_ELIGIBLE_DELEGATE
 	}, "replica B to drop gold from far")
 }
+
+// A replica found dead: its delegates are neither listed nor forwarded
+// to, and another process may take their names. A replica that was
+// dropped while alive (a long pause) records its delegates again.
+func TestIssue11DeadReplicaDelegates(t *testing.T) {
+	c := newFakeCluster()
+	short := func(cfg *manager.Config) { cfg.Dispatch.QueueTimeout = config.Duration(300 * time.Millisecond) }
+	a := mustReplica(t, c, "replica-a", replicaOpts{cfg: short})
+	b := mustReplica(t, c, "replica-b", replicaOpts{cfg: short})
+	mustWire(t, b.srv.Addr(), delegateToken, &delegatev1.Hello{Name: "far", Capacity: 1, InstanceId: "i1", Tags: []string{"blue"}})
+	waitListed(t, a.srv.Addr(), 1)
+
+	// Dropped while alive: B records far again.
+	if err := c.DropReplica(t.Context(), "replica-b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { r, ok := c.record("far"); return ok && r.Replica == "replica-b" },
+		"replica B to record far again")
+
+	c.mu.Lock()
+	c.dead["replica-b"] = true
+	c.mu.Unlock()
+	waitListed(t, a.srv.Addr(), 0)
+	if info := pingOn(t, a.srv.Addr(), nil, "blue"); info.GetOutcome().GetCode() != delegatev1.Code_NO_ELIGIBLE_DELEGATE {
+		t.Errorf("ping [blue] with far's replica dead = %v, want NO_ELIGIBLE_DELEGATE", info.GetOutcome())
+	}
+	// Another process takes the name of the dead replica's delegate.
+	mustWire(t, a.srv.Addr(), delegateToken, &delegatev1.Hello{Name: "far", Capacity: 1, InstanceId: "i2"})
+	if r, _ := c.record("far"); r.Replica != "replica-a" || r.InstanceID != "i2" {
+		t.Errorf("far's record = %+v, want replica-a's i2", r)
+	}
+}
