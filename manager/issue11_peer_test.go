@@ -230,3 +230,26 @@ func TestIssue11ForwardedSecretGetLogsNoValue(t *testing.T) {
 		}
 	}
 }
+
+// A sync task queued for want of an eligible delegate anywhere goes to
+// the replica where one connects while it waits.
+func TestIssue11ForwardWhenDelegateAppearsLater(t *testing.T) {
+	c := newFakeCluster()
+	a := mustReplica(t, c, "replica-a", replicaOpts{})
+	b := mustReplica(t, c, "replica-b", replicaOpts{})
+	api, ctx := operator(t, a.srv.Addr())
+	done := make(chan *delegatev1.TaskInfo, 1)
+	go func() {
+		info, _ := api.Ping(ctx, &delegatev1.PingRequest{Selectors: []string{"late"}})
+		done <- info
+	}()
+	// Let the ping queue on replica A first. Not an assertion: were the
+	// agent faster, the ping would be forwarded at once and still pass;
+	// without the re-forward it fails after queue_timeout.
+	time.Sleep(200 * time.Millisecond)
+	far := startAgent(t, b.srv.Addr(), "late-agent", []string{"late"}, 1, nil)
+	info := <-done
+	if info.GetOutcome().GetCode() != delegatev1.Code_OK || info.GetOutcome().GetPing().GetDelegateName() != "late-agent" || far.count(info.GetId()) != 1 {
+		t.Errorf("ping [late] queued on replica A, then late-agent connected to B = %v, want OK from late-agent", info.GetOutcome())
+	}
+}

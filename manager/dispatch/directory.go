@@ -82,6 +82,10 @@ type directory struct {
 	// inflight counts the sync tasks forwarded to each replica that have
 	// not ended (forward.go): load the records do not show yet.
 	inflight map[string]int
+	// waiting are sync tasks queued here that no replica's delegate could
+	// take when submitted: each refresh forwards those another replica's
+	// delegate can take now (reforwardLocked).
+	waiting map[string]*task
 	// seq counts completed ConnectDelegate calls; a delegate's dirSeq is
 	// the count after its own, so a refresh acts only on delegates whose
 	// record was written before it read the records.
@@ -116,7 +120,7 @@ func (d *Dispatcher) SetDirectory(c DirectoryConfig) {
 	d.dir = &directory{
 		replica: c.Replica, st: c.Store, members: c.Members, refresh: c.Refresh,
 		kick: make(chan struct{}, 1), tags: make(chan struct{}, 1),
-		names: map[string]*nameLock{}, inflight: map[string]int{}, sent: map[string]store.DelegateRecord{},
+		names: map[string]*nameLock{}, inflight: map[string]int{}, waiting: map[string]*task{}, sent: map[string]store.DelegateRecord{},
 	}
 }
 
@@ -331,6 +335,7 @@ func (d *Dispatcher) dirRefresh(ctx context.Context) {
 	var lost []*delegate
 	d.mu.Lock()
 	d.dir.remote = remote
+	runs := d.reforwardLocked()
 	for _, dg := range d.delegates {
 		if dg.internal || dg.dirSeq > seq {
 			continue
@@ -345,6 +350,9 @@ func (d *Dispatcher) dirRefresh(ctx context.Context) {
 		}
 	}
 	d.mu.Unlock()
+	for _, run := range runs {
+		d.spawn(run)
+	}
 	for _, dg := range lost {
 		d.reclaim(dg)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,6 +71,10 @@ type task struct {
 	// and stop ends that call with its cause; "" for a task run here.
 	remote string
 	stop   context.CancelCauseFunc
+	// fwdReq is the request of a sync task queued here for want of an
+	// eligible delegate in the cluster, unresolved, for a later forward
+	// (forward.go, reforwardLocked); nil otherwise.
+	fwdReq *SubmitRequest
 }
 
 // queue is the FIFO of queued tasks with one scope and selector set.
@@ -260,6 +265,10 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 			held = false // given back when the task leaves memory
 			return t, nil
 		}
+		if d.dir != nil && req.forwardedID == "" && !slices.Contains(t.selectors, PlatformTag) {
+			keep := req // queued here: forwarded if a delegate shows up elsewhere
+			t.fwdReq = &keep
+		}
 	}
 	if !req.Async && d.needsResolve(req.Payload) {
 		// Sync tasks live only in memory: resolve once, now.
@@ -309,6 +318,9 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 	var sends []send
 	if !t.waiting {
 		sends = d.dispatchTaskLocked(t)
+	}
+	if t.fwdReq != nil && t.state == store.StateQueued {
+		d.dir.waiting[t.id] = t
 	}
 	d.mu.Unlock()
 	d.deliver(sends)

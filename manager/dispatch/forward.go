@@ -167,31 +167,65 @@ func (d *Dispatcher) localMatchLocked(t *task) bool {
 // startForward puts sync task t in memory as forwarded (leased to no
 // local delegate, busy) and forwards it in the background.
 func (d *Dispatcher) startForward(ctx context.Context, t *task, req SubmitRequest, targets []string) error {
-	fctx, stop := context.WithCancelCause(ctx)
-	fctx, stopDL := context.WithDeadlineCause(fctx, t.deadline, &TaskError{Code: delegatev1.Code_TIMEOUT,
-		Msg: fmt.Sprintf("task did not complete within its deadline of %s", d.cfg.TaskDeadline)})
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		stopDL()
-		stop(nil)
 		return ErrShuttingDown
 	}
+	d.tasks[t.id] = t
+	run := d.beginForwardLocked(ctx, t, req, targets)
+	d.mu.Unlock()
+	d.metrics.submitted.WithLabelValues(t.kind).Inc()
+	d.spawn(run)
+	return nil
+}
+
+// beginForwardLocked marks t forwarded to targets[0] and returns the
+// forwarding to run (spawned) after the lock. The call ends with ctx,
+// the task deadline, Cancel or the dispatcher closing (stop).
+func (d *Dispatcher) beginForwardLocked(ctx context.Context, t *task, req SubmitRequest, targets []string) func() {
+	fctx, stop := context.WithCancelCause(ctx)
+	fctx, stopDL := context.WithDeadlineCause(fctx, t.deadline, &TaskError{Code: delegatev1.Code_TIMEOUT,
+		Msg: fmt.Sprintf("task did not complete within its deadline of %s", d.cfg.TaskDeadline)})
 	t.state = store.StateLeased
-	t.attempt = 1
+	t.attempt++
+	t.updatedAt = d.now()
 	t.busy = true // the sweep, results and close leave it to the forwarding goroutine
 	t.remote = targets[0]
 	t.stop = stop
+	t.fwdReq = nil
 	d.dir.inflight[t.remote]++
-	d.tasks[t.id] = t
 	d.notifyLocked(t)
-	d.mu.Unlock()
-	d.metrics.submitted.WithLabelValues(t.kind).Inc()
-	d.spawn(func() {
+	return func() {
 		defer stopDL()
 		d.runForward(fctx, t, req, targets)
-	})
-	return nil
+	}
+}
+
+// reforwardLocked forwards the sync tasks queued here for want of an
+// eligible delegate anywhere (submit kept their request unresolved,
+// fwdReq) that a delegate of another replica can take now: one that
+// connected since, or that this replica's records did not show yet. It
+// returns the forwardings to spawn after the lock. The caller's
+// deadline does not follow such a task (its call is not at hand); the
+// caller going away cancels it (Cancel), and the task deadline bounds it.
+func (d *Dispatcher) reforwardLocked() []func() {
+	var runs []func()
+	for id, t := range d.dir.waiting {
+		if d.tasks[id] != t || t.state != store.StateQueued || t.busy || t.fwdReq == nil {
+			delete(d.dir.waiting, id)
+			continue
+		}
+		targets := d.forwardTargetsLocked(t, false)
+		if len(targets) == 0 {
+			continue
+		}
+		delete(d.dir.waiting, id)
+		req := *t.fwdReq
+		d.dequeueLocked(t)
+		runs = append(runs, d.beginForwardLocked(context.Background(), t, req, targets))
+	}
+	return runs
 }
 
 // runForward offers t to targets in turn until one takes it, and ends t
