@@ -131,6 +131,11 @@ func newDelegateCmd() *cobra.Command {
 
 // printDelegates is the table of smd delegate list.
 func printDelegates(w io.Writer, resp *delegatev1.ListDelegatesResponse) error {
+	// REPLICA appears when the manager is a replica of a cluster.
+	replicas := false
+	for _, d := range resp.GetDelegates() {
+		replicas = replicas || d.GetReplica() != ""
+	}
 	rows := [][]string{}
 	for _, d := range resp.GetDelegates() {
 		state := "connected"
@@ -141,11 +146,21 @@ func printDelegates(w io.Writer, resp *delegatev1.ListDelegatesResponse) error {
 		if d.GetScope() != nil {
 			scope = connector.ScopeKey(d.GetScope())
 		}
-		rows = append(rows, []string{d.GetName(), state, scope, strings.Join(d.GetTags(), ","),
-			fmt.Sprintf("%d/%d", len(d.GetRunningTasks()), d.GetCapacity()), orDash(d.GetVersion()),
-			ago(d.GetConnectedSince()), ago(d.GetLastHeartbeat())})
+		// Another replica's delegate lists no task ids, only a count.
+		running := max(len(d.GetRunningTasks()), int(d.GetRunning()))
+		row := []string{d.GetName(), state, scope, strings.Join(d.GetTags(), ","),
+			fmt.Sprintf("%d/%d", running, d.GetCapacity()), orDash(d.GetVersion()),
+			ago(d.GetConnectedSince()), ago(d.GetLastHeartbeat())}
+		if replicas {
+			row = append(row, orDash(d.GetReplica()))
+		}
+		rows = append(rows, row)
 	}
-	return table(w, []string{"NAME", "STATE", "SCOPE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}, rows)
+	header := []string{"NAME", "STATE", "SCOPE", "TAGS", "RUNNING", "VERSION", "CONNECTED", "LAST SEEN"}
+	if replicas {
+		header = append(header, "REPLICA")
+	}
+	return table(w, header, rows)
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }
