@@ -2,7 +2,7 @@ package cluster_test
 
 import (
 	"context"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
