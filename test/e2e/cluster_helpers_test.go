@@ -15,7 +15,7 @@ import (
 
 // Timers of the test clusters: a replica is found dead within seconds.
 const (
-	clusterBeat     = 100 * time.Millisecond
+	clusterBeat      = 100 * time.Millisecond
 	clusterDeadAfter = 1500 * time.Millisecond
 )
 
