@@ -1,11 +1,15 @@
 package manager_test
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager"
@@ -130,5 +134,74 @@ func TestIssue11PeerTokenSources(t *testing.T) {
 	}
 	if lc.Cluster.Name != "prod" || lc.Cluster.DeadAfter.D() != 20*time.Second || lc.Cluster.PeerToken != plantedPeerToken {
 		t.Errorf("LoadConfig: cluster = name %q dead_after %s, token from the file: %v", lc.Cluster.Name, lc.Cluster.DeadAfter, lc.Cluster.PeerToken == plantedPeerToken)
+	}
+}
+
+// TestIssue11KubernetesManifestConfig: the manager.yaml of the shipped
+// Kubernetes manifest (configs/kubernetes/manager-replicas.yaml) is a
+// valid replica config with what the manifest puts in the environment:
+// the Secret's variables and the StatefulSet's SMD_CLUSTER_ADVERTISE.
+func TestIssue11KubernetesManifestConfig(t *testing.T) {
+	b, err := os.ReadFile("../configs/kubernetes/manager-replicas.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var managerYAML, advertise string
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Env []struct{ Name, Value string } `yaml:"env"`
+						} `yaml:"containers"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		switch doc.Kind {
+		case "ConfigMap":
+			managerYAML = doc.Data["manager.yaml"]
+		case "StatefulSet":
+			for _, c := range doc.Spec.Template.Spec.Containers {
+				for _, e := range c.Env {
+					if e.Name == "SMD_CLUSTER_ADVERTISE" {
+						advertise = strings.ReplaceAll(e.Value, "$(POD_NAME)", "smd-manager-0")
+					}
+				}
+			}
+		}
+	}
+	if managerYAML == "" || advertise == "" {
+		t.Fatalf("manifest: manager.yaml %d bytes, SMD_CLUSTER_ADVERTISE %q; want both", len(managerYAML), advertise)
+	}
+	path := filepath.Join(t.TempDir(), "manager.yaml")
+	if err := os.WriteFile(path, []byte(managerYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SMD_STORE_DSN", "postgres://smd:pw@db.internal:5432/smd?sslmode=verify-full")
+	t.Setenv("SMD_CLUSTER_PEER_TOKEN", plantedPeerToken)
+	t.Setenv("SMD_CLUSTER_ADVERTISE", advertise)
+	c, err := manager.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.MasterKey = testMasterKey
+	if err := c.LoadPeerToken(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("the manifest's manager.yaml: %v", err)
+	}
+	if c.Cluster.Name == "" || c.AdvertiseAddr() != "smd-manager-0.smd-manager-peers.smd.svc.cluster.local:7070" {
+		t.Errorf("the manifest's replica: cluster %q advertising %q", c.Cluster.Name, c.AdvertiseAddr())
 	}
 }
