@@ -2,6 +2,8 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/ids"
 	"github.com/smdelegate/smdelegate/manager/cluster"
+	"github.com/smdelegate/smdelegate/manager/peer"
 	"github.com/smdelegate/smdelegate/manager/store"
 )
 
@@ -24,6 +27,9 @@ import (
 type replica struct {
 	id  string
 	mem *cluster.Membership
+	// node is the peer link startReplica built and runs (nil when
+	// SetPeer gave one: its caller runs it).
+	node *peer.Node
 
 	// cancel stops the membership's Run; done is closed when it returned.
 	// Set by startReplica, cleared by stopReplica.
@@ -89,11 +95,20 @@ func (s *Server) startReplica(ctx context.Context, addr string) error {
 		return fmt.Errorf("cluster metrics: %w", err)
 	}
 	// Wiring point (i11queue, not merged yet): the dispatcher's shared
-	// queue, before Recover, and the store's events:
+	// queue, before Recover, and the store's events (beside the peer
+	// link's, below):
 	//	s.disp.SetCluster(dispatch.ClusterConfig{Replica: r.id, Store: cs, Members: r.mem,
 	//		PollInterval: s.cfg.Cluster.PollInterval.D()})
 	//	r.mem.Subscribe(s.disp.OnEvent)
 	s.api.SetCluster(s.cfg.Cluster.Name, r.mem)
+	if s.peer == nil {
+		n, err := s.newPeer(cs, r)
+		if err != nil {
+			return err
+		}
+		s.peer, r.node = n, n
+	}
+	r.mem.Subscribe(s.peer.OnEvent)
 	if err := r.mem.Join(ctx); err != nil {
 		return fmt.Errorf("join cluster %q: %w", s.cfg.Cluster.Name, err)
 	}
@@ -101,12 +116,19 @@ func (s *Server) startReplica(ctx context.Context, addr string) error {
 	r.mu.Lock()
 	r.cancel, r.done = cancel, make(chan struct{})
 	r.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
-		defer close(r.done)
+		defer wg.Done()
 		if err := r.mem.Run(runCtx); err != nil {
 			s.log.Error().Err(err).Msg("cluster membership stopped")
 		}
 	}()
+	if r.node != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.node.Run(runCtx) }()
+	}
+	go func() { wg.Wait(); close(r.done) }()
 	s.log.Info().Str("cluster", s.cfg.Cluster.Name).Str("replica", r.id).Str("advertise", addr).Msg("joined the cluster")
 	return nil
 }
@@ -132,9 +154,32 @@ func (s *Server) stopReplica(ctx context.Context) error {
 	cancel()
 	<-done
 	if err != nil {
-		return fmt.Errorf("leave cluster %q: %w", s.cfg.Cluster.Name, err)
+		err = fmt.Errorf("leave cluster %q: %w", s.cfg.Cluster.Name, err)
 	}
-	return nil
+	if r.node != nil {
+		err = errors.Join(err, r.node.Close())
+	}
+	return err
+}
+
+// newPeer builds the replica's peer link (manager/peer): its PeerService,
+// registered by Start, and the dispatcher's forwarding of sync tasks and
+// cluster-wide delegate records. Calls to peers use the listener's TLS
+// files (the peers' certificates verified against the system roots and
+// tls.cert_file's chain); plaintext only under tls.insecure.
+func (s *Server) newPeer(cs store.Cluster, r *replica) (*peer.Node, error) {
+	var tc *tls.Config
+	if !s.cfg.TLS.Insecure {
+		var err error
+		if tc, err = peer.ClientTLS(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile, ""); err != nil {
+			return nil, fmt.Errorf("cluster peer link: %w", err)
+		}
+	}
+	n, err := peer.New(peer.Config{Replica: r.id, Token: s.cfg.Cluster.PeerToken, TLS: tc, Store: cs, Members: r.mem}, s.disp, s.base)
+	if err != nil {
+		return nil, fmt.Errorf("cluster peer link: %w", err)
+	}
+	return n, nil
 }
 
 // advertise is the address this replica's peers dial: cluster.advertise,

@@ -29,6 +29,7 @@ import (
 	"github.com/smdelegate/smdelegate/manager/api"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
+	"github.com/smdelegate/smdelegate/manager/peer"
 	"github.com/smdelegate/smdelegate/manager/platform"
 	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/store"
@@ -69,6 +70,9 @@ type Server struct {
 	// rep is this manager as a replica of a cluster (replica.go); nil for
 	// a single manager.
 	rep *replica
+	// peer is the link to the other replicas of a cluster (SetPeer, or
+	// built by startReplica); nil for a single manager.
+	peer *peer.Node
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -262,6 +266,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.dsvc = stream.New(s.disp, s.disp.Logger())
 	delegatev1.RegisterDelegateServiceServer(s.grpc, s.dsvc)
 	delegatev1.RegisterManagerServiceServer(s.grpc, s.api)
+	if s.peer != nil {
+		s.peer.Register(s.grpc) // it checks the peer token itself
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
@@ -413,6 +420,10 @@ func (s *Server) HTTPAddr() string {
 	}
 	return s.hlis.Addr().String()
 }
+
+// SetPeer makes the server serve n's PeerService (a replica of a
+// cluster; n is built on Dispatcher()). Call it before Start.
+func (s *Server) SetPeer(n *peer.Node) { s.peer = n }
 
 // Dispatcher returns the server's dispatcher (for in-process callers).
 func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }

@@ -41,7 +41,11 @@ func New(d *dispatch.Dispatcher, cat store.Catalog, sealer *seal.Sealer, res *re
 }
 
 func (s *Service) ListDelegates(ctx context.Context, _ *delegatev1.ListDelegatesRequest) (*delegatev1.ListDelegatesResponse, error) {
-	return &delegatev1.ListDelegatesResponse{Delegates: s.d.ListDelegates(tokenScope(ctx))}, nil
+	ds, err := s.d.ListDelegates(ctx, tokenScope(ctx))
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &delegatev1.ListDelegatesResponse{Delegates: ds}, nil
 }
 
 func (s *Service) Ping(ctx context.Context, req *delegatev1.PingRequest) (*delegatev1.TaskInfo, error) {

@@ -66,6 +66,10 @@ type task struct {
 	// waiting is set while an ordered task waits behind an earlier task
 	// of its key: queued in the store, but in no queue and without timers.
 	waiting bool
+	// remote is the replica a sync task was forwarded to (forward.go),
+	// and stop ends that call with its cause; "" for a task run here.
+	remote string
+	stop   context.CancelCauseFunc
 }
 
 // queue is the FIFO of queued tasks with one scope and selector set.
@@ -91,6 +95,11 @@ type Dispatcher struct {
 	sealer *seal.Sealer
 	// limits counts the unfinished tasks of each scope (nil: no limits).
 	limits *Limiter
+	// fwd forwards sync tasks to other replicas (forward.go) and dir is
+	// the cluster-wide registry of delegates (directory.go); both nil for
+	// a single manager.
+	fwd Forwarder
+	dir *directory
 
 	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (optags.go)
 
@@ -191,14 +200,22 @@ type SubmitRequest struct {
 	// and ID gets the task the first one made (if the Hash is the same)
 	// or a RequestReusedError. Sync tasks ignore it.
 	Request store.Request
+
+	// forwardedID is set on a sync task another replica forwarded
+	// (RunForwarded): it runs under that id, here, never forwarded again.
+	forwardedID string
 }
 
 // submit is Submit, returning the task itself (for the dispatcher and its
 // tests).
 func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, error) {
 	now := d.now()
+	id := req.forwardedID
+	if id == "" {
+		id = ids.New()
+	}
 	t := &task{
-		id:          ids.New(),
+		id:          id,
 		kind:        req.Kind,
 		selectors:   normalizeTags(req.Selectors),
 		scope:       taskScope(req.Scope, req.Payload),
@@ -217,7 +234,10 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 		t.orderKey = req.OrderKey
 	}
 	t.size = proto.Size(req.Payload)
-	if err := d.limits.reserve(ctx, t.scope, t.size); err != nil {
+	if req.forwardedID != "" {
+		// Reserved by the replica that forwarded it: counted, never refused.
+		d.limits.add(t.scope, t.size)
+	} else if err := d.limits.reserve(ctx, t.scope, t.size); err != nil {
 		return nil, err
 	}
 	held := true // the reservation, until the task is in memory
@@ -226,6 +246,21 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 			d.limits.release(t.scope, t.size)
 		}
 	}()
+	if !req.Async && d.fwd != nil {
+		d.mu.Lock()
+		targets := d.forwardTargetsLocked(t, req.forwardedID != "")
+		d.mu.Unlock()
+		if len(targets) > 0 {
+			// No local delegate is eligible now; another replica's is.
+			// The payload is forwarded unresolved: credentials never
+			// cross the peer link.
+			if err := d.startForward(ctx, t, req, targets); err != nil {
+				return nil, err
+			}
+			held = false // given back when the task leaves memory
+			return t, nil
+		}
+	}
 	if !req.Async && d.needsResolve(req.Payload) {
 		// Sync tasks live only in memory: resolve once, now.
 		p, err := d.resolve(ctx, t.id, req.Payload)

@@ -390,6 +390,10 @@ func (d *Dispatcher) requeueLocal(t *task, why string) {
 // cancel ends a task whose caller gave up (sync tasks).
 func (d *Dispatcher) cancel(t *task, why string) {
 	d.mu.Lock()
+	if !t.state.Final() && stopForwardLocked(t, &TaskError{Code: delegatev1.Code_CANCELLED, Msg: why}) {
+		d.mu.Unlock()
+		return // the forwarding goroutine ends it
+	}
 	if t.state.Final() || t.busy {
 		d.mu.Unlock()
 		return
@@ -470,6 +474,9 @@ func (d *Dispatcher) close() {
 	d.closed = true
 	var sync []*task
 	for _, t := range d.tasks {
+		if !t.async && stopForwardLocked(t, &TaskError{Code: delegatev1.Code_UNAVAILABLE, Msg: "manager is shutting down"}) {
+			continue // the forwarding goroutine ends it
+		}
 		if !t.async && !t.busy {
 			t.busy = true
 			d.dequeueLocked(t)

@@ -143,10 +143,7 @@ func (d *Dispatcher) TagDelegate(ctx context.Context, c TagChange) (tags []strin
 	defer d.tagMu.Unlock()
 	d.mu.Lock()
 	cur := d.opTags[key]
-	holder := ""
-	if dg := d.holderLocked(key); dg != nil {
-		holder = dg.token
-	}
+	holder := d.holderTokenLocked(key) // here or on another replica
 	d.mu.Unlock()
 	if c.Confirm && holder == "" {
 		who := fmt.Sprintf("delegate %q", key.name)
@@ -173,6 +170,7 @@ func (d *Dispatcher) TagDelegate(ctx context.Context, c TagChange) (tags []strin
 		return nil, "", err
 	}
 	d.setOpTags(key, next)
+	d.tagsChanged(ctx)
 	if c.Confirm {
 		d.log.Info().Str("delegate", key.name).Str("token", holder).Msg("operator tags confirmed for the connected delegate's token")
 	}
@@ -211,6 +209,8 @@ func (d *Dispatcher) bindOpTags(key tagKey, token string) {
 	defer cancel()
 	if err := d.store.SetDelegateTags(ctx, key.storeKey(), next.stored()); err != nil {
 		d.log.Warn().Err(err).Str("delegate", key.name).Msg("could not store which delegate token the operator tags are confirmed for")
+	} else {
+		d.tagsChanged(ctx)
 	}
 	// Another token may have connected under the name meanwhile: the
 	// tags are re-applied, and it loses them.

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"fmt"
 	"github.com/smdelegate/smdelegate/internal/outbox"
 	"slices"
@@ -73,6 +74,9 @@ type delegate struct {
 	// the status the stream ends with.
 	evicted  chan struct{}
 	evictErr error
+	// dirSeq orders its cluster-wide record's write among the refreshes
+	// of the directory (directory.go); 0 for a single manager.
+	dirSeq uint64
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
@@ -150,9 +154,21 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity.Identity, out *out
 		out:       out,
 	}
 
+	if d.dir != nil {
+		// A replica of a cluster: the name must be free in the whole
+		// cluster (directory.go) before the stream is registered here.
+		unlock := d.lockName(dg.name)
+		defer unlock()
+		if err := d.claimName(dg); err != nil {
+			return nil, err
+		}
+	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
+		if d.dir != nil {
+			d.dirDisconnect(dg.name)
+		}
 		return nil, ErrShuttingDown
 	}
 	if old := d.delegates[dg.name]; old != nil {
@@ -209,6 +225,28 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity.Identity, out *out
 	return dg, nil
 }
 
+// claimName checks, for a replica of a cluster, that dg may hold its name
+// here and in the cluster, and records it (dirConnect). Call with the
+// name locked.
+func (d *Dispatcher) claimName(dg *delegate) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return ErrShuttingDown
+	}
+	if old := d.delegates[dg.name]; old != nil && !dg.reconnectOf(old) {
+		err := nameHeld(old, dg)
+		d.mu.Unlock()
+		d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Str("holder_token", old.token).
+			Msg("refused a stream claiming the name of a connected delegate of another agent process")
+		return err
+	}
+	d.applyOpTagsLocked(dg) // its tags, for the record; applied again when registered
+	rec := d.recordOfLocked(dg)
+	d.mu.Unlock()
+	return d.dirConnect(dg, rec)
+}
+
 // reconnectOf reports whether dg is a new stream of old's agent process:
 // the same instance id (an empty one, from an agent too old to send it,
 // matches nothing), delegate token and scope.
@@ -225,6 +263,8 @@ type NameHeldError struct {
 	// claimant, whose operators must learn nothing of another tenant's
 	// tokens.
 	HolderToken string
+	// Replica is the replica holding it, when not this one (a cluster).
+	Replica string
 }
 
 func nameHeld(holder, claimant *delegate) *NameHeldError {
@@ -240,7 +280,10 @@ func (e *NameHeldError) Error() string {
 	if e.HolderToken != "" {
 		who = fmt.Sprintf("a connected delegate of another agent process, with delegate token %q", e.HolderToken)
 	}
-	return fmt.Sprintf("delegate name %q is held by %s; names must be unique per manager (the name is free again once that delegate disconnects)", e.Name, who)
+	if e.Replica != "" {
+		who += " connected to manager replica " + e.Replica
+	}
+	return fmt.Sprintf("delegate name %q is held by %s; names must be unique per manager (or cluster of managers; the name is free again once that delegate disconnects)", e.Name, who)
 }
 
 func (e *NameHeldError) Unwrap() error { return ErrNameInUse }
@@ -249,14 +292,20 @@ func (e *NameHeldError) Unwrap() error { return ErrNameInUse }
 // reconnects, so a brief disconnect does not re-dispatch its tasks.
 func (d *Dispatcher) disconnect(dg *delegate) {
 	dg.out.Close()
+	unlock := d.lockName(dg.name)
+	defer unlock()
 	d.mu.Lock()
-	if d.delegates[dg.name] == dg {
+	registered := d.delegates[dg.name] == dg
+	if registered {
 		delete(d.delegates, dg.name)
 		d.leavePoolsLocked(dg)
 	}
 	d.metrics.delegates.Set(float64(d.connectedLocked()))
 	d.notePeakLocked(dg)
 	d.mu.Unlock()
+	if registered && d.dir != nil && !dg.internal {
+		d.dirDisconnect(dg.name)
+	}
 }
 
 // liveLocked reports whether dg is still the registered stream of its name:
@@ -335,11 +384,20 @@ func cancelMsg(taskID, leaseID, reason string) *delegatev1.ManagerMessage {
 // ListDelegates returns the connected delegates an operator of scope
 // viewer sees, by name: those whose scope overlaps viewer's (all of them
 // for an unscoped viewer), each listing only the running tasks viewer
-// may see.
-func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInfo {
+// may see. A replica of a cluster lists every live replica's delegates,
+// as the store records them (directory.go), and says which replica holds
+// each; it fails only when the store cannot be read.
+func (d *Dispatcher) ListDelegates(ctx context.Context, viewer store.Scope) ([]*delegatev1.DelegateInfo, error) {
+	var recs []store.DelegateRecord
+	if d.dir != nil {
+		var err error
+		if recs, err = d.dir.st.Delegates(ctx); err != nil {
+			return nil, err
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]*delegatev1.DelegateInfo, 0, len(d.delegates))
+	out := make([]*delegatev1.DelegateInfo, 0, len(d.delegates)+len(recs))
 	for _, dg := range d.delegates {
 		if dg.internal || !scopes.Overlaps(viewer, dg.scope) {
 			continue
@@ -356,12 +414,16 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 			Hostname: dg.hostname, Group: dg.group, ConnectedSince: timestamp(dg.since),
 			LastHeartbeat: timestamp(dg.lastHeard), Capacity: int32(dg.capacity),
 			RunningTasks: running, Draining: dg.draining, Connected: true, OperatorTags: dg.opTags,
-			Scope: scopes.Proto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed,
+			Scope: scopes.Proto(dg.scope), UnconfirmedOperatorTags: dg.unconfirmed, Running: int32(len(dg.running)),
 		})
+		if d.dir != nil {
+			out[len(out)-1].Replica = d.dir.replica
+		}
 		if scopes.Visible(viewer, dg.scope) {
 			out[len(out)-1].TokenName = dg.token
 		}
 	}
+	out = append(out, d.remoteInfosLocked(viewer, recs)...)
 	slices.SortFunc(out, func(a, b *delegatev1.DelegateInfo) int {
 		if a.Name < b.Name {
 			return -1
@@ -371,7 +433,7 @@ func (d *Dispatcher) ListDelegates(viewer store.Scope) []*delegatev1.DelegateInf
 		}
 		return 0
 	})
-	return out
+	return out, nil
 }
 
 // DelegateScope returns the scope of the connected delegate named name,
@@ -381,6 +443,11 @@ func (d *Dispatcher) DelegateScope(name string) (store.Scope, bool) {
 	defer d.mu.Unlock()
 	dg := d.delegates[delegateName(name)]
 	if dg == nil || dg.internal {
+		for _, r := range d.remoteLocked() {
+			if r.Name == delegateName(name) {
+				return r.Scope, true
+			}
+		}
 		return store.Scope{}, false
 	}
 	return dg.scope, true
@@ -391,36 +458,51 @@ func (d *Dispatcher) DelegateScope(name string) (store.Scope, bool) {
 // overlaps it, which are never more than its operator may list, so the
 // message names no other tenant's delegate.
 func (d *Dispatcher) connectedTagsLocked(scope store.Scope) string {
-	names := make([]string, 0, len(d.delegates))
+	type entry struct {
+		name     string
+		draining bool
+		scope    store.Scope
+		tags     []string
+		replica  string // another replica's delegate (a cluster)
+	}
+	var list []entry
 	for n, dg := range d.delegates {
 		if !dg.internal && scopes.Overlaps(scope, dg.scope) {
-			names = append(names, n)
+			list = append(list, entry{n, dg.draining, dg.scope, dg.tags.sorted(), ""})
 		}
 	}
-	if len(names) == 0 && scope.IsZero() {
+	for _, r := range d.remoteLocked() {
+		if scopes.Overlaps(scope, r.Scope) {
+			list = append(list, entry{r.Name, r.Draining, r.Scope, r.Tags, r.Replica})
+		}
+	}
+	if len(list) == 0 && scope.IsZero() {
 		return "no delegates are connected"
 	}
-	if len(names) == 0 {
+	if len(list) == 0 {
 		return "no delegates of scope " + scope.String() + " or of a scope above or below it are connected"
 	}
-	slices.Sort(names)
+	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 	const maxListed = 20
 	s := "connected delegates:"
-	for i, n := range names {
+	for i, e := range list {
 		if i == maxListed {
-			s += fmt.Sprintf(" … and %d more", len(names)-maxListed)
+			s += fmt.Sprintf(" … and %d more", len(list)-maxListed)
 			break
 		}
-		dg := d.delegates[n]
 		state := ""
-		if dg.draining {
+		if e.draining {
 			state = " (draining)"
 		}
 		sc := ""
-		if !dg.scope.IsZero() {
-			sc = " scope " + dg.scope.String()
+		if !e.scope.IsZero() {
+			sc = " scope " + e.scope.String()
 		}
-		s += fmt.Sprintf(" %s%s%s [%s];", n, state, sc, strings.Join(dg.tags.sorted(), ", "))
+		at := ""
+		if e.replica != "" {
+			at = " on replica " + e.replica
+		}
+		s += fmt.Sprintf(" %s%s%s%s [%s];", e.name, state, sc, at, strings.Join(e.tags, ", "))
 	}
 	return s[:len(s)-1]
 }

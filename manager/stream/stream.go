@@ -16,6 +16,7 @@ import (
 	"github.com/smdelegate/smdelegate/internal/outbox"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/identity"
+	"github.com/smdelegate/smdelegate/manager/store"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
@@ -77,6 +78,10 @@ func (s *Service) Connect(stream delegatev1.DelegateService_ConnectServer) error
 			return status.Error(codes.AlreadyExists, err.Error())
 		case errors.As(err, &fe):
 			return status.Error(codes.InvalidArgument, err.Error())
+		case store.IsUnavailable(err):
+			// A replica of a cluster records the name in the store first.
+			s.log.Warn().Err(err).Str("delegate", h.GetName()).Msg("could not register the delegate in the cluster: the store is unavailable")
+			return status.Error(codes.Unavailable, "the manager could not register the delegate (its store is unavailable); try again")
 		}
 		return status.Error(codes.PermissionDenied, err.Error())
 	}

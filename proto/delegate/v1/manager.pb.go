@@ -49,8 +49,16 @@ type DelegateInfo struct {
 	// delegate token than this stream's: not applied until an operator
 	// confirms them (smd delegate tag NAME --confirm).
 	UnconfirmedOperatorTags []string `protobuf:"bytes,16,rep,name=unconfirmed_operator_tags,json=unconfirmedOperatorTags,proto3" json:"unconfirmed_operator_tags,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// replica is the ID of the manager replica holding the delegate's
+	// stream, when the manager runs as a replica of a cluster (cluster.name);
+	// empty for a single manager.
+	Replica string `protobuf:"bytes,17,opt,name=replica,proto3" json:"replica,omitempty"`
+	// running is how many tasks the delegate runs. For a delegate of
+	// another replica, running_tasks is empty and running is as of that
+	// replica's last update (about once a second).
+	Running       int32 `protobuf:"varint,18,opt,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DelegateInfo) Reset() {
@@ -193,6 +201,20 @@ func (x *DelegateInfo) GetUnconfirmedOperatorTags() []string {
 		return x.UnconfirmedOperatorTags
 	}
 	return nil
+}
+
+func (x *DelegateInfo) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *DelegateInfo) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
 }
 
 type ListDelegatesRequest struct {
@@ -874,7 +896,7 @@ var File_delegate_v1_manager_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xbf\x04\n" +
+	"\x19delegate/v1/manager.proto\x12\vdelegate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xf3\x04\n" +
 	"\fDelegateInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -893,7 +915,9 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\x05scope\x18\x0e \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x12\x1d\n" +
 	"\n" +
 	"token_name\x18\x0f \x01(\tR\ttokenName\x12:\n" +
-	"\x19unconfirmed_operator_tags\x18\x10 \x03(\tR\x17unconfirmedOperatorTags\"\x16\n" +
+	"\x19unconfirmed_operator_tags\x18\x10 \x03(\tR\x17unconfirmedOperatorTags\x12\x18\n" +
+	"\areplica\x18\x11 \x01(\tR\areplica\x12\x18\n" +
+	"\arunning\x18\x12 \x01(\x05R\arunning\"\x16\n" +
 	"\x14ListDelegatesRequest\"P\n" +
 	"\x15ListDelegatesResponse\x127\n" +
 	"\tdelegates\x18\x01 \x03(\v2\x19.delegate.v1.DelegateInfoR\tdelegates\"\xbb\x01\n" +
