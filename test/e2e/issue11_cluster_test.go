@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,12 +127,19 @@ func TestIssue11ReplicasShareOneSchema(t *testing.T) {
 // TestIssue11DeadReplicaDropped: a replica SIGKILLed (no Leave) is found
 // dead by the others once its heartbeat is cluster.dead_after old, and
 // dropped: it leaves their `smd cluster list`, and one of them logs it.
+// A replica stopped with SIGTERM leaves by itself: exit 0, gone from the
+// list, and nobody finds it dead.
 func TestIssue11DeadReplicaDropped(t *testing.T) {
 	rs := startReplicas(t, 3, managerOpts{})
-	var victim string
+	var victim, leaver string
 	waitFor(t, 30*time.Second, "the victim to list all three", func() error {
 		var err error
 		victim, err = seesReplicas(t, rs[2], pids(rs)...)
+		return err
+	})
+	waitFor(t, 30*time.Second, "the leaver to list all three", func() error {
+		var err error
+		leaver, err = seesReplicas(t, rs[1], pids(rs)...)
 		return err
 	})
 	rs[2].proc.kill(t)
@@ -143,5 +151,17 @@ func TestIssue11DeadReplicaDropped(t *testing.T) {
 	}
 	if n := countLines(rs[0].proc.log()+rs[1].proc.log(), "replica found dead", victim); n < 1 {
 		t.Errorf("no survivor logged finding %s dead", victim)
+	}
+
+	rs[1].proc.signal(t, syscall.SIGTERM)
+	if code := rs[1].proc.wait(t, 60*time.Second); code != 0 {
+		t.Errorf("replica stopped with SIGTERM exited %d, want 0", code)
+	}
+	waitFor(t, 30*time.Second, "the stopped replica to leave the list", func() error {
+		_, err := seesReplicas(t, rs[0], rs[0].proc.pid())
+		return err
+	})
+	if n := countLines(rs[0].proc.log(), "replica found dead", leaver); n != 0 {
+		t.Errorf("the survivor found the replica stopped with SIGTERM dead (%d lines), want it to have left", n)
 	}
 }
