@@ -45,6 +45,8 @@ type Config struct {
 	// (smd task get/list) before they are pruned from the store.
 	TaskRetention config.Duration `yaml:"task_retention"`
 	Limits        LimitsConfig    `yaml:"limits"`
+	// Cluster makes the manager a replica of a cluster (clusterconfig.go).
+	Cluster ClusterConfig `yaml:"cluster"`
 }
 
 // Store drivers (StoreConfig.Driver).
@@ -179,6 +181,7 @@ func DefaultConfig() Config {
 			ScopeUnfinishedTasks: 1000, ScopePayloadBytes: 64 << 20,
 			PingMaxSleep: config.Duration(10 * time.Second),
 		},
+		Cluster: defaultClusterConfig(),
 	}
 }
 
@@ -347,5 +350,6 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout.D() < 0 {
 		add(config.Errf("shutdown_timeout", "must not be negative"))
 	}
+	c.validateCluster(add)
 	return errors.Join(errs...)
 }

@@ -44,21 +44,35 @@ func lockOwner() string {
 	return fmt.Sprintf("smd manager %s pid %d", host, os.Getpid())
 }
 
-// takeLock takes the store's manager lock, if it has one. A manager
-// already holding it makes this one refuse to start, with an error that
-// names it.
+// takeLock takes the store's manager lock, if it has one: exclusive for a
+// single manager, shared with the other replicas of its cluster for a
+// replica (cluster.name). A manager already holding it (or, for a replica,
+// a single manager or replicas of another cluster) makes this one refuse
+// to start, with an error that names them.
 func (s *Server) takeLock(ctx context.Context) error {
-	l, ok := s.store.(store.InstanceLocker)
-	if !ok {
-		return nil
-	}
 	owner := lockOwner()
-	lock, err := l.LockInstance(ctx, owner)
+	var (
+		lock store.InstanceLock
+		err  error
+	)
+	if name := s.cfg.Cluster.Name; name != "" {
+		l, ok := s.store.(clusterLocker)
+		if !ok {
+			return fmt.Errorf("cluster.name: the store has no lock that replicas of a cluster can share (needs store.driver: postgres)")
+		}
+		lock, err = l.LockCluster(ctx, owner, name)
+	} else {
+		l, ok := s.store.(store.InstanceLocker)
+		if !ok {
+			return nil
+		}
+		lock, err = l.LockInstance(ctx, owner)
+	}
 	if err != nil {
 		return err
 	}
 	s.il.lock = lock
-	s.log.Info().Str("owner", owner).Msg("took the store's manager lock")
+	s.log.Info().Str("owner", owner).Str("cluster", s.cfg.Cluster.Name).Msg("took the store's manager lock")
 	return nil
 }
 

@@ -67,8 +67,11 @@ type Server struct {
 
 	// il is the store's manager lock (instancelock.go).
 	il instanceLock
-	// peer is the link to the other replicas of a cluster (SetPeer); nil
-	// for a single manager.
+	// rep is this manager as a replica of a cluster (replica.go); nil for
+	// a single manager.
+	rep *replica
+	// peer is the link to the other replicas of a cluster (SetPeer, or
+	// built by startReplica); nil for a single manager.
 	peer *peer.Node
 
 	cancel context.CancelFunc
@@ -77,15 +80,19 @@ type Server struct {
 }
 
 // New validates cfg and opens the store cfg.Store names (bolt under
-// cfg.DataDir, or PostgreSQL) unless st is given. Nothing listens until
-// Start.
+// cfg.DataDir, or PostgreSQL; for a replica of a cluster, opened for its
+// new replica ID) unless st is given. Nothing listens until Start.
 func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var replicaID string
+	if cfg.Cluster.Name != "" {
+		replicaID = newReplicaID()
+	}
 	if st == nil {
 		var err error
-		if st, err = openStore(cfg, log); err != nil {
+		if st, err = openStore(cfg, replicaID, log); err != nil {
 			return nil, err
 		}
 	}
@@ -100,6 +107,11 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	s.disp.SetSealer(sealer)
 	s.limits = dispatch.NewLimiter(cfg.Limits, m)
 	s.disp.SetLimiter(s.limits)
+	if replicaID != "" {
+		if err := s.newReplica(replicaID); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -108,17 +120,21 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 const storeOpenTimeout = 30 * time.Second
 
 // openStore opens the store cfg.Store names, with the retention of
-// cfg.TaskRetention. Neither its log lines nor its errors hold the DSN,
-// which may carry a password: they name the server and database only.
-func openStore(cfg Config, log zerolog.Logger) (store.Store, error) {
+// cfg.TaskRetention; for replica (cluster.name set, else ""), a
+// PostgreSQL store fenced by that replica's ownership of tasks. Neither
+// its log lines nor its errors hold the DSN, which may carry a password:
+// they name the server and database only.
+func openStore(cfg Config, replica string, log zerolog.Logger) (store.Store, error) {
 	slog := log.With().Str("component", "store").Logger()
 	switch cfg.Store.Driver {
 	case StorePostgres:
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
 		defer cancel()
 		db, err := postgres.Open(ctx, cfg.Store.DSN, postgres.Options{
-			KeepFinished: cfg.TaskRetention.D(),
-			Logger:       slog,
+			KeepFinished:  cfg.TaskRetention.D(),
+			Logger:        slog,
+			Replica:       replica,
+			LeaseDuration: cfg.Dispatch.LeaseDuration.D(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -215,6 +231,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if scrubbed > 0 {
 		s.log.Info().Int("tasks", scrubbed).Msg("dropped the secret values of tasks finished by an older version")
 	}
+	if err := s.startReplica(ctx, s.advertise()); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.stopReplica(context.Background())
+		}
+	}()
 	n, err := s.disp.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover tasks: %w", err)
@@ -405,9 +429,10 @@ func (s *Server) SetPeer(n *peer.Node) { s.peer = n }
 func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 
 // Close stops accepting, lets streams and calls finish within
-// cfg.ShutdownTimeout (then stops hard), closes the store, and then
-// releases the store's manager lock. Async tasks stay in the store for the
-// next start.
+// cfg.ShutdownTimeout (then stops hard), leaves the cluster (a replica),
+// closes the store, and then releases the store's manager lock. Async
+// tasks stay in the store for the next start (or, in a cluster, for the
+// other replicas).
 func (s *Server) Close(ctx context.Context) error {
 	if s.health != nil {
 		s.health.Shutdown()
@@ -444,7 +469,9 @@ func (s *Server) Close(ctx context.Context) error {
 	// The dispatcher's store writes stop retrying on close; wait for
 	// them, so that none runs on a closed store.
 	s.disp.Join()
-	err := s.store.Close()
+	// A replica leaves its cluster once its dispatcher gave its queued
+	// tasks back, and before the store closes.
+	err := errors.Join(s.stopReplica(ctx), s.store.Close())
 	return errors.Join(err, s.releaseLock(ctx))
 }
 

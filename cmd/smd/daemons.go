@@ -44,6 +44,9 @@ func newManagerCmd() *cobra.Command {
 			if err := cfg.LoadMasterKey(); err != nil {
 				return usageErr(err)
 			}
+			if err := cfg.LoadPeerToken(); err != nil {
+				return usageErr(err)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErr(fmt.Errorf("invalid configuration:\n%w", err))
 			}

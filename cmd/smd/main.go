@@ -34,6 +34,7 @@ func newRoot() *cobra.Command {
 		newAgentCmd(),
 		newVersionCmd(),
 		newDelegateCmd(),
+		newClusterCmd(),
 		newTaskCmd(),
 		newTokenCmd(),
 		newConnectorCmd(),

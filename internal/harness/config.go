@@ -181,3 +181,35 @@ func Dial(addr, token string) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(Bearer(token)))
 }
+
+// Cluster is the cluster: section of a replica's config: several
+// managers on one PostgreSQL database and schema, each with this section
+// (the same Name and peer token), their own listeners and data dir, and
+// the same master key and tokens.
+type Cluster struct {
+	Name string
+	// PeerTokenFile holds the peer token (WritePeerToken).
+	PeerTokenFile string
+	// Zero durations are left to the manager's defaults.
+	BeatInterval, DeadAfter, PollInterval time.Duration
+}
+
+// YAML is the section as a map, for the "cluster" key of a manager's
+// config.
+func (c Cluster) YAML() map[string]any {
+	m := map[string]any{"name": c.Name, "peer_token_file": c.PeerTokenFile}
+	for key, d := range map[string]time.Duration{"beat_interval": c.BeatInterval, "dead_after": c.DeadAfter, "poll_interval": c.PollInterval} {
+		if d > 0 {
+			m[key] = d.String()
+		}
+	}
+	return m
+}
+
+// WritePeerToken writes a new random peer token (48 bytes, base64) to
+// path, for the replicas' cluster.peer_token_file.
+func WritePeerToken(path string) error {
+	b := make([]byte, 48)
+	_, _ = rand.Read(b)
+	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600)
+}

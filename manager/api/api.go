@@ -26,6 +26,11 @@ type Service struct {
 	res    *resolve.Resolver
 	limits *dispatch.Limiter
 	log    zerolog.Logger
+
+	// clusterName and replicas are set by SetCluster (cluster.go) for a
+	// replica of a cluster; nil replicas: a single manager.
+	clusterName string
+	replicas    Replicas
 }
 
 // New is the operator API over dispatcher d, the catalog cat (connectors,

@@ -157,6 +157,12 @@ func notFound(format string, args ...any) error {
 	return status.Errorf(codes.NotFound, format, args...)
 }
 
+// notReplica is the FailedPrecondition of a cluster call to a manager
+// that runs alone.
+func notReplica() error {
+	return status.Error(codes.FailedPrecondition, "this manager runs alone: it is not a replica of a cluster (cluster.name is not set)")
+}
+
 // denied is the PermissionDenied status of an action the token may not take.
 func denied(format string, args ...any) error {
 	return status.Errorf(codes.PermissionDenied, format, args...)

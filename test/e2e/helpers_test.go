@@ -152,6 +152,9 @@ type managerOpts struct {
 	// database (store.driver postgres in the file, the DSN in
 	// SMD_STORE_DSN) instead of bolt under its data dir.
 	PostgresDSN string
+	// Cluster, when set, makes the manager a replica of that cluster
+	// (with PostgresDSN); its siblings are replicas (cluster_helpers_test.go).
+	Cluster *harness.Cluster
 }
 
 // tokenOpt is one more token of a test manager, with its scope.
@@ -236,6 +239,9 @@ func startManager(t testing.TB, opts managerOpts) *manager {
 			DelegateTokens: delegateTokens, OperatorTokens: operatorTokens, LogLevel: "info",
 		}.YAML()
 		cfg["store"] = storeCfg
+		if opts.Cluster != nil {
+			cfg["cluster"] = opts.Cluster.YAML()
+		}
 		cfg["shutdown_timeout"] = "2s"
 		cfg["dispatch"] = map[string]any{
 			"lease_duration":     opts.Lease.String(),

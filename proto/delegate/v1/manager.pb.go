@@ -688,6 +688,212 @@ func (x *ListTasksResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ListReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasRequest) Reset() {
+	*x = ListReplicasRequest{}
+	mi := &file_delegate_v1_manager_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasRequest) ProtoMessage() {}
+
+func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_manager_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_manager_proto_rawDescGZIP(), []int{8}
+}
+
+type ListReplicasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cluster is the cluster's name (cluster.name).
+	Cluster string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// replicas, oldest first.
+	Replicas      []*ReplicaInfo `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicasResponse) Reset() {
+	*x = ListReplicasResponse{}
+	mi := &file_delegate_v1_manager_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicasResponse) ProtoMessage() {}
+
+func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_manager_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_manager_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListReplicasResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ListReplicasResponse) GetReplicas() []*ReplicaInfo {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// ReplicaInfo is one manager process of a cluster.
+type ReplicaInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the replica's ID, new at every start (host-pid-random).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// advertise is the host:port the other replicas dial to reach it.
+	Advertise string                 `protobuf:"bytes,2,opt,name=advertise,proto3" json:"advertise,omitempty"`
+	Host      string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Pid       int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	Started   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started,proto3" json:"started,omitempty"`
+	// last_seen is its latest heartbeat (the database's clock).
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// alive: its latest heartbeat is within cluster.dead_after. A replica
+	// found dead is dropped by the others and leaves the list.
+	Alive bool `protobuf:"varint,7,opt,name=alive,proto3" json:"alive,omitempty"`
+	// delegates is how many delegates are connected to it.
+	Delegates int32 `protobuf:"varint,8,opt,name=delegates,proto3" json:"delegates,omitempty"`
+	// self: the replica that answered this call.
+	Self          bool `protobuf:"varint,9,opt,name=self,proto3" json:"self,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaInfo) Reset() {
+	*x = ReplicaInfo{}
+	mi := &file_delegate_v1_manager_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaInfo) ProtoMessage() {}
+
+func (x *ReplicaInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_manager_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaInfo.ProtoReflect.Descriptor instead.
+func (*ReplicaInfo) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_manager_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReplicaInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaInfo) GetAdvertise() string {
+	if x != nil {
+		return x.Advertise
+	}
+	return ""
+}
+
+func (x *ReplicaInfo) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ReplicaInfo) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ReplicaInfo) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *ReplicaInfo) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *ReplicaInfo) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+func (x *ReplicaInfo) GetDelegates() int32 {
+	if x != nil {
+		return x.Delegates
+	}
+	return 0
+}
+
+func (x *ReplicaInfo) GetSelf() bool {
+	if x != nil {
+		return x.Self
+	}
+	return false
+}
+
 var File_delegate_v1_manager_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_manager_proto_rawDesc = "" +
@@ -750,7 +956,22 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"h\n" +
 	"\x11ListTasksResponse\x12+\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x15.delegate.v1.TaskInfoR\x05tasks\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf8\t\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x15\n" +
+	"\x13ListReplicasRequest\"f\n" +
+	"\x14ListReplicasResponse\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x124\n" +
+	"\breplicas\x18\x02 \x03(\v2\x18.delegate.v1.ReplicaInfoR\breplicas\"\x98\x02\n" +
+	"\vReplicaInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tadvertise\x18\x02 \x01(\tR\tadvertise\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x124\n" +
+	"\astarted\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x127\n" +
+	"\tlast_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x14\n" +
+	"\x05alive\x18\a \x01(\bR\x05alive\x12\x1c\n" +
+	"\tdelegates\x18\b \x01(\x05R\tdelegates\x12\x12\n" +
+	"\x04self\x18\t \x01(\bR\x04self2\xcd\n" +
+	"\n" +
 	"\x0eManagerService\x12V\n" +
 	"\rListDelegates\x12!.delegate.v1.ListDelegatesRequest\x1a\".delegate.v1.ListDelegatesResponse\x127\n" +
 	"\x04Ping\x12\x18.delegate.v1.PingRequest\x1a\x15.delegate.v1.TaskInfo\x12=\n" +
@@ -767,7 +988,8 @@ const file_delegate_v1_manager_proto_rawDesc = "" +
 	"\rPutCredential\x12!.delegate.v1.PutCredentialRequest\x1a\x17.delegate.v1.Credential\x12\\\n" +
 	"\x0fListCredentials\x12#.delegate.v1.ListCredentialsRequest\x1a$.delegate.v1.ListCredentialsResponse\x12_\n" +
 	"\x10DeleteCredential\x12$.delegate.v1.DeleteCredentialRequest\x1a%.delegate.v1.DeleteCredentialResponse\x12;\n" +
-	"\x06Secret\x12\x1a.delegate.v1.SecretRequest\x1a\x15.delegate.v1.TaskInfoB?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
+	"\x06Secret\x12\x1a.delegate.v1.SecretRequest\x1a\x15.delegate.v1.TaskInfo\x12S\n" +
+	"\fListReplicas\x12 .delegate.v1.ListReplicasRequest\x1a!.delegate.v1.ListReplicasResponseB?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
 
 var (
 	file_delegate_v1_manager_proto_rawDescOnce sync.Once
@@ -781,7 +1003,7 @@ func file_delegate_v1_manager_proto_rawDescGZIP() []byte {
 	return file_delegate_v1_manager_proto_rawDescData
 }
 
-var file_delegate_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_delegate_v1_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_delegate_v1_manager_proto_goTypes = []any{
 	(*DelegateInfo)(nil),             // 0: delegate.v1.DelegateInfo
 	(*ListDelegatesRequest)(nil),     // 1: delegate.v1.ListDelegatesRequest
@@ -791,81 +1013,89 @@ var file_delegate_v1_manager_proto_goTypes = []any{
 	(*GetTaskRequest)(nil),           // 5: delegate.v1.GetTaskRequest
 	(*ListTasksRequest)(nil),         // 6: delegate.v1.ListTasksRequest
 	(*ListTasksResponse)(nil),        // 7: delegate.v1.ListTasksResponse
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
-	(*Scope)(nil),                    // 9: delegate.v1.Scope
-	(*durationpb.Duration)(nil),      // 10: google.protobuf.Duration
-	(TaskState)(0),                   // 11: delegate.v1.TaskState
-	(*Outcome)(nil),                  // 12: delegate.v1.Outcome
-	(*TagDelegateRequest)(nil),       // 13: delegate.v1.TagDelegateRequest
-	(*CreateConnectorRequest)(nil),   // 14: delegate.v1.CreateConnectorRequest
-	(*UpdateConnectorRequest)(nil),   // 15: delegate.v1.UpdateConnectorRequest
-	(*GetConnectorRequest)(nil),      // 16: delegate.v1.GetConnectorRequest
-	(*ListConnectorsRequest)(nil),    // 17: delegate.v1.ListConnectorsRequest
-	(*DeleteConnectorRequest)(nil),   // 18: delegate.v1.DeleteConnectorRequest
-	(*TestConnectorRequest)(nil),     // 19: delegate.v1.TestConnectorRequest
-	(*PutCredentialRequest)(nil),     // 20: delegate.v1.PutCredentialRequest
-	(*ListCredentialsRequest)(nil),   // 21: delegate.v1.ListCredentialsRequest
-	(*DeleteCredentialRequest)(nil),  // 22: delegate.v1.DeleteCredentialRequest
-	(*SecretRequest)(nil),            // 23: delegate.v1.SecretRequest
-	(*TagDelegateResponse)(nil),      // 24: delegate.v1.TagDelegateResponse
-	(*Connector)(nil),                // 25: delegate.v1.Connector
-	(*ListConnectorsResponse)(nil),   // 26: delegate.v1.ListConnectorsResponse
-	(*DeleteConnectorResponse)(nil),  // 27: delegate.v1.DeleteConnectorResponse
-	(*Credential)(nil),               // 28: delegate.v1.Credential
-	(*ListCredentialsResponse)(nil),  // 29: delegate.v1.ListCredentialsResponse
-	(*DeleteCredentialResponse)(nil), // 30: delegate.v1.DeleteCredentialResponse
+	(*ListReplicasRequest)(nil),      // 8: delegate.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),     // 9: delegate.v1.ListReplicasResponse
+	(*ReplicaInfo)(nil),              // 10: delegate.v1.ReplicaInfo
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
+	(*Scope)(nil),                    // 12: delegate.v1.Scope
+	(*durationpb.Duration)(nil),      // 13: google.protobuf.Duration
+	(TaskState)(0),                   // 14: delegate.v1.TaskState
+	(*Outcome)(nil),                  // 15: delegate.v1.Outcome
+	(*TagDelegateRequest)(nil),       // 16: delegate.v1.TagDelegateRequest
+	(*CreateConnectorRequest)(nil),   // 17: delegate.v1.CreateConnectorRequest
+	(*UpdateConnectorRequest)(nil),   // 18: delegate.v1.UpdateConnectorRequest
+	(*GetConnectorRequest)(nil),      // 19: delegate.v1.GetConnectorRequest
+	(*ListConnectorsRequest)(nil),    // 20: delegate.v1.ListConnectorsRequest
+	(*DeleteConnectorRequest)(nil),   // 21: delegate.v1.DeleteConnectorRequest
+	(*TestConnectorRequest)(nil),     // 22: delegate.v1.TestConnectorRequest
+	(*PutCredentialRequest)(nil),     // 23: delegate.v1.PutCredentialRequest
+	(*ListCredentialsRequest)(nil),   // 24: delegate.v1.ListCredentialsRequest
+	(*DeleteCredentialRequest)(nil),  // 25: delegate.v1.DeleteCredentialRequest
+	(*SecretRequest)(nil),            // 26: delegate.v1.SecretRequest
+	(*TagDelegateResponse)(nil),      // 27: delegate.v1.TagDelegateResponse
+	(*Connector)(nil),                // 28: delegate.v1.Connector
+	(*ListConnectorsResponse)(nil),   // 29: delegate.v1.ListConnectorsResponse
+	(*DeleteConnectorResponse)(nil),  // 30: delegate.v1.DeleteConnectorResponse
+	(*Credential)(nil),               // 31: delegate.v1.Credential
+	(*ListCredentialsResponse)(nil),  // 32: delegate.v1.ListCredentialsResponse
+	(*DeleteCredentialResponse)(nil), // 33: delegate.v1.DeleteCredentialResponse
 }
 var file_delegate_v1_manager_proto_depIdxs = []int32{
-	8,  // 0: delegate.v1.DelegateInfo.connected_since:type_name -> google.protobuf.Timestamp
-	8,  // 1: delegate.v1.DelegateInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	9,  // 2: delegate.v1.DelegateInfo.scope:type_name -> delegate.v1.Scope
+	11, // 0: delegate.v1.DelegateInfo.connected_since:type_name -> google.protobuf.Timestamp
+	11, // 1: delegate.v1.DelegateInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	12, // 2: delegate.v1.DelegateInfo.scope:type_name -> delegate.v1.Scope
 	0,  // 3: delegate.v1.ListDelegatesResponse.delegates:type_name -> delegate.v1.DelegateInfo
-	10, // 4: delegate.v1.PingRequest.sleep:type_name -> google.protobuf.Duration
-	9,  // 5: delegate.v1.PingRequest.scope:type_name -> delegate.v1.Scope
-	11, // 6: delegate.v1.TaskInfo.state:type_name -> delegate.v1.TaskState
-	8,  // 7: delegate.v1.TaskInfo.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: delegate.v1.TaskInfo.updated_at:type_name -> google.protobuf.Timestamp
-	12, // 9: delegate.v1.TaskInfo.outcome:type_name -> delegate.v1.Outcome
-	9,  // 10: delegate.v1.TaskInfo.scope:type_name -> delegate.v1.Scope
-	11, // 11: delegate.v1.ListTasksRequest.state:type_name -> delegate.v1.TaskState
+	13, // 4: delegate.v1.PingRequest.sleep:type_name -> google.protobuf.Duration
+	12, // 5: delegate.v1.PingRequest.scope:type_name -> delegate.v1.Scope
+	14, // 6: delegate.v1.TaskInfo.state:type_name -> delegate.v1.TaskState
+	11, // 7: delegate.v1.TaskInfo.created_at:type_name -> google.protobuf.Timestamp
+	11, // 8: delegate.v1.TaskInfo.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 9: delegate.v1.TaskInfo.outcome:type_name -> delegate.v1.Outcome
+	12, // 10: delegate.v1.TaskInfo.scope:type_name -> delegate.v1.Scope
+	14, // 11: delegate.v1.ListTasksRequest.state:type_name -> delegate.v1.TaskState
 	4,  // 12: delegate.v1.ListTasksResponse.tasks:type_name -> delegate.v1.TaskInfo
-	1,  // 13: delegate.v1.ManagerService.ListDelegates:input_type -> delegate.v1.ListDelegatesRequest
-	3,  // 14: delegate.v1.ManagerService.Ping:input_type -> delegate.v1.PingRequest
-	5,  // 15: delegate.v1.ManagerService.GetTask:input_type -> delegate.v1.GetTaskRequest
-	6,  // 16: delegate.v1.ManagerService.ListTasks:input_type -> delegate.v1.ListTasksRequest
-	5,  // 17: delegate.v1.ManagerService.WatchTask:input_type -> delegate.v1.GetTaskRequest
-	13, // 18: delegate.v1.ManagerService.TagDelegate:input_type -> delegate.v1.TagDelegateRequest
-	14, // 19: delegate.v1.ManagerService.CreateConnector:input_type -> delegate.v1.CreateConnectorRequest
-	15, // 20: delegate.v1.ManagerService.UpdateConnector:input_type -> delegate.v1.UpdateConnectorRequest
-	16, // 21: delegate.v1.ManagerService.GetConnector:input_type -> delegate.v1.GetConnectorRequest
-	17, // 22: delegate.v1.ManagerService.ListConnectors:input_type -> delegate.v1.ListConnectorsRequest
-	18, // 23: delegate.v1.ManagerService.DeleteConnector:input_type -> delegate.v1.DeleteConnectorRequest
-	19, // 24: delegate.v1.ManagerService.TestConnector:input_type -> delegate.v1.TestConnectorRequest
-	20, // 25: delegate.v1.ManagerService.PutCredential:input_type -> delegate.v1.PutCredentialRequest
-	21, // 26: delegate.v1.ManagerService.ListCredentials:input_type -> delegate.v1.ListCredentialsRequest
-	22, // 27: delegate.v1.ManagerService.DeleteCredential:input_type -> delegate.v1.DeleteCredentialRequest
-	23, // 28: delegate.v1.ManagerService.Secret:input_type -> delegate.v1.SecretRequest
-	2,  // 29: delegate.v1.ManagerService.ListDelegates:output_type -> delegate.v1.ListDelegatesResponse
-	4,  // 30: delegate.v1.ManagerService.Ping:output_type -> delegate.v1.TaskInfo
-	4,  // 31: delegate.v1.ManagerService.GetTask:output_type -> delegate.v1.TaskInfo
-	7,  // 32: delegate.v1.ManagerService.ListTasks:output_type -> delegate.v1.ListTasksResponse
-	4,  // 33: delegate.v1.ManagerService.WatchTask:output_type -> delegate.v1.TaskInfo
-	24, // 34: delegate.v1.ManagerService.TagDelegate:output_type -> delegate.v1.TagDelegateResponse
-	25, // 35: delegate.v1.ManagerService.CreateConnector:output_type -> delegate.v1.Connector
-	25, // 36: delegate.v1.ManagerService.UpdateConnector:output_type -> delegate.v1.Connector
-	25, // 37: delegate.v1.ManagerService.GetConnector:output_type -> delegate.v1.Connector
-	26, // 38: delegate.v1.ManagerService.ListConnectors:output_type -> delegate.v1.ListConnectorsResponse
-	27, // 39: delegate.v1.ManagerService.DeleteConnector:output_type -> delegate.v1.DeleteConnectorResponse
-	4,  // 40: delegate.v1.ManagerService.TestConnector:output_type -> delegate.v1.TaskInfo
-	28, // 41: delegate.v1.ManagerService.PutCredential:output_type -> delegate.v1.Credential
-	29, // 42: delegate.v1.ManagerService.ListCredentials:output_type -> delegate.v1.ListCredentialsResponse
-	30, // 43: delegate.v1.ManagerService.DeleteCredential:output_type -> delegate.v1.DeleteCredentialResponse
-	4,  // 44: delegate.v1.ManagerService.Secret:output_type -> delegate.v1.TaskInfo
-	29, // [29:45] is the sub-list for method output_type
-	13, // [13:29] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	10, // 13: delegate.v1.ListReplicasResponse.replicas:type_name -> delegate.v1.ReplicaInfo
+	11, // 14: delegate.v1.ReplicaInfo.started:type_name -> google.protobuf.Timestamp
+	11, // 15: delegate.v1.ReplicaInfo.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 16: delegate.v1.ManagerService.ListDelegates:input_type -> delegate.v1.ListDelegatesRequest
+	3,  // 17: delegate.v1.ManagerService.Ping:input_type -> delegate.v1.PingRequest
+	5,  // 18: delegate.v1.ManagerService.GetTask:input_type -> delegate.v1.GetTaskRequest
+	6,  // 19: delegate.v1.ManagerService.ListTasks:input_type -> delegate.v1.ListTasksRequest
+	5,  // 20: delegate.v1.ManagerService.WatchTask:input_type -> delegate.v1.GetTaskRequest
+	16, // 21: delegate.v1.ManagerService.TagDelegate:input_type -> delegate.v1.TagDelegateRequest
+	17, // 22: delegate.v1.ManagerService.CreateConnector:input_type -> delegate.v1.CreateConnectorRequest
+	18, // 23: delegate.v1.ManagerService.UpdateConnector:input_type -> delegate.v1.UpdateConnectorRequest
+	19, // 24: delegate.v1.ManagerService.GetConnector:input_type -> delegate.v1.GetConnectorRequest
+	20, // 25: delegate.v1.ManagerService.ListConnectors:input_type -> delegate.v1.ListConnectorsRequest
+	21, // 26: delegate.v1.ManagerService.DeleteConnector:input_type -> delegate.v1.DeleteConnectorRequest
+	22, // 27: delegate.v1.ManagerService.TestConnector:input_type -> delegate.v1.TestConnectorRequest
+	23, // 28: delegate.v1.ManagerService.PutCredential:input_type -> delegate.v1.PutCredentialRequest
+	24, // 29: delegate.v1.ManagerService.ListCredentials:input_type -> delegate.v1.ListCredentialsRequest
+	25, // 30: delegate.v1.ManagerService.DeleteCredential:input_type -> delegate.v1.DeleteCredentialRequest
+	26, // 31: delegate.v1.ManagerService.Secret:input_type -> delegate.v1.SecretRequest
+	8,  // 32: delegate.v1.ManagerService.ListReplicas:input_type -> delegate.v1.ListReplicasRequest
+	2,  // 33: delegate.v1.ManagerService.ListDelegates:output_type -> delegate.v1.ListDelegatesResponse
+	4,  // 34: delegate.v1.ManagerService.Ping:output_type -> delegate.v1.TaskInfo
+	4,  // 35: delegate.v1.ManagerService.GetTask:output_type -> delegate.v1.TaskInfo
+	7,  // 36: delegate.v1.ManagerService.ListTasks:output_type -> delegate.v1.ListTasksResponse
+	4,  // 37: delegate.v1.ManagerService.WatchTask:output_type -> delegate.v1.TaskInfo
+	27, // 38: delegate.v1.ManagerService.TagDelegate:output_type -> delegate.v1.TagDelegateResponse
+	28, // 39: delegate.v1.ManagerService.CreateConnector:output_type -> delegate.v1.Connector
+	28, // 40: delegate.v1.ManagerService.UpdateConnector:output_type -> delegate.v1.Connector
+	28, // 41: delegate.v1.ManagerService.GetConnector:output_type -> delegate.v1.Connector
+	29, // 42: delegate.v1.ManagerService.ListConnectors:output_type -> delegate.v1.ListConnectorsResponse
+	30, // 43: delegate.v1.ManagerService.DeleteConnector:output_type -> delegate.v1.DeleteConnectorResponse
+	4,  // 44: delegate.v1.ManagerService.TestConnector:output_type -> delegate.v1.TaskInfo
+	31, // 45: delegate.v1.ManagerService.PutCredential:output_type -> delegate.v1.Credential
+	32, // 46: delegate.v1.ManagerService.ListCredentials:output_type -> delegate.v1.ListCredentialsResponse
+	33, // 47: delegate.v1.ManagerService.DeleteCredential:output_type -> delegate.v1.DeleteCredentialResponse
+	4,  // 48: delegate.v1.ManagerService.Secret:output_type -> delegate.v1.TaskInfo
+	9,  // 49: delegate.v1.ManagerService.ListReplicas:output_type -> delegate.v1.ListReplicasResponse
+	33, // [33:50] is the sub-list for method output_type
+	16, // [16:33] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_manager_proto_init() }
@@ -881,7 +1111,7 @@ func file_delegate_v1_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_delegate_v1_manager_proto_rawDesc), len(file_delegate_v1_manager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

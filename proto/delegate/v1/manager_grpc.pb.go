@@ -35,6 +35,7 @@ const (
 	ManagerService_ListCredentials_FullMethodName  = "/delegate.v1.ManagerService/ListCredentials"
 	ManagerService_DeleteCredential_FullMethodName = "/delegate.v1.ManagerService/DeleteCredential"
 	ManagerService_Secret_FullMethodName           = "/delegate.v1.ManagerService/Secret"
+	ManagerService_ListReplicas_FullMethodName     = "/delegate.v1.ManagerService/ListReplicas"
 )
 
 // ManagerServiceClient is the client API for ManagerService service.
@@ -67,6 +68,12 @@ type ManagerServiceClient interface {
 	// Secret runs a secret operation: reads are sync; mutations are
 	// persisted and, unless async, waited for.
 	Secret(ctx context.Context, in *SecretRequest, opts ...grpc.CallOption) (*TaskInfo, error)
+	// ListReplicas lists the replicas of the cluster the manager belongs to
+	// (cluster.name): every replica's heartbeat row, live or found dead and
+	// not dropped yet. FailedPrecondition on a manager that runs alone;
+	// PermissionDenied for an operator token with a scope (replicas serve
+	// every scope).
+	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
 }
 
 type managerServiceClient struct {
@@ -246,6 +253,16 @@ func (c *managerServiceClient) Secret(ctx context.Context, in *SecretRequest, op
 	return out, nil
 }
 
+func (c *managerServiceClient) ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReplicasResponse)
+	err := c.cc.Invoke(ctx, ManagerService_ListReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ManagerServiceServer is the server API for ManagerService service.
 // All implementations must embed UnimplementedManagerServiceServer
 // for forward compatibility.
@@ -276,6 +293,12 @@ type ManagerServiceServer interface {
 	// Secret runs a secret operation: reads are sync; mutations are
 	// persisted and, unless async, waited for.
 	Secret(context.Context, *SecretRequest) (*TaskInfo, error)
+	// ListReplicas lists the replicas of the cluster the manager belongs to
+	// (cluster.name): every replica's heartbeat row, live or found dead and
+	// not dropped yet. FailedPrecondition on a manager that runs alone;
+	// PermissionDenied for an operator token with a scope (replicas serve
+	// every scope).
+	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
 	mustEmbedUnimplementedManagerServiceServer()
 }
 
@@ -333,6 +356,9 @@ func (UnimplementedManagerServiceServer) DeleteCredential(context.Context, *Dele
 }
 func (UnimplementedManagerServiceServer) Secret(context.Context, *SecretRequest) (*TaskInfo, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Secret not implemented")
+}
+func (UnimplementedManagerServiceServer) ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListReplicas not implemented")
 }
 func (UnimplementedManagerServiceServer) mustEmbedUnimplementedManagerServiceServer() {}
 func (UnimplementedManagerServiceServer) testEmbeddedByValue()                        {}
@@ -636,6 +662,24 @@ func _ManagerService_Secret_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ManagerService_ListReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).ListReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_ListReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).ListReplicas(ctx, req.(*ListReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ManagerService_ServiceDesc is the grpc.ServiceDesc for ManagerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -702,6 +746,10 @@ var ManagerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Secret",
 			Handler:    _ManagerService_Secret_Handler,
+		},
+		{
+			MethodName: "ListReplicas",
+			Handler:    _ManagerService_ListReplicas_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
