@@ -180,21 +180,26 @@ type Cluster interface {
 	// becomes the head).
 	ExpireQueued(ctx context.Context) ([]*Task, error)
 
-	// ConnectDelegate records d as held by d.Replica. If another record
-	// holds d.Name, it is replaced when its replica is in dead (IDs of
-	// replicas the caller found stale) or when d has the same InstanceID
-	// (not empty), TokenName and Scope (a reconnect); else nothing
-	// changes and the holder is returned with ErrExists.
+	// ConnectDelegate records d as held by d.Replica and returns the
+	// record as stored, with an EventDelegate. If another record holds
+	// d.Name, it is replaced when its replica is d.Replica (whose own
+	// registry decided already), or is in dead (IDs of replicas the
+	// caller found stale), or when d has the same InstanceID (not
+	// empty), TokenName and Scope (a reconnect); else nothing changes
+	// and the holder is returned with ErrExists.
 	ConnectDelegate(ctx context.Context, d DelegateRecord, dead []string) (*DelegateRecord, error)
 	// UpdateDelegates updates the Running, Draining and Tags of records
-	// held by replica (batched from its registry).
+	// held by replica (batched from its registry); a record whose
+	// Draining or Tags changed gets an EventDelegate.
 	UpdateDelegates(ctx context.Context, replica string, ds []DelegateRecord) error
-	// DisconnectDelegate deletes name's record if replica holds it.
+	// DisconnectDelegate deletes name's record if replica holds it (an
+	// EventDelegate follows).
 	DisconnectDelegate(ctx context.Context, replica, name string) error
 	// Delegates returns every record.
 	Delegates(ctx context.Context) ([]DelegateRecord, error)
 	// DropReplica deletes the delegate records and the row of replica
-	// (found dead) and disowns its queued tasks.
+	// (found dead) and disowns its queued tasks (an EventDelegate per
+	// record, an EventQueued).
 	DropReplica(ctx context.Context, replica string) error
 
 	// Notify sends e to every replica's Listen (the Kinds a caller

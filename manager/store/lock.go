@@ -17,6 +17,22 @@ type InstanceLocker interface {
 	LockInstance(ctx context.Context, owner string) (InstanceLock, error)
 }
 
+// ClusterLocker is implemented by a Store that replicas of a cluster can
+// share (PostgreSQL). A single manager takes its lock exclusively
+// (InstanceLocker); the replicas of one cluster take it together.
+type ClusterLocker interface {
+	// LockCluster takes the store's manager lock for owner (as
+	// LockInstance's owner) as a replica of cluster: replicas of one
+	// cluster hold it together. It is refused, after the same wait as
+	// LockInstance, with an error naming the holders as far as the
+	// store can tell, while a single manager holds the lock or replicas
+	// of another cluster do; a single manager's LockInstance is refused
+	// while any replica holds it. The lock is watched and released as
+	// LockInstance's; Run reports it stale when a single manager or
+	// another cluster held it while it was lost.
+	LockCluster(ctx context.Context, owner, cluster string) (InstanceLock, error)
+}
+
 // InstanceLock is a held manager lock (InstanceLocker). While it is lost,
 // the store it came from fails every call (a transient error: the
 // manager's retries and the API's Unavailable apply), so that a manager

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -240,51 +239,4 @@ func (db *DB) Leave(ctx context.Context, id string) error {
 	defer done()
 	_, err = db.pool.Exec(ctx, "DELETE FROM replicas WHERE id = $1", id)
 	return wrapErr("leave", err)
-}
-
-// errNotYet is returned by the store.Cluster methods not written yet.
-var errNotYet = errors.New("postgres: not implemented yet")
-
-func (db *DB) Pull(ctx context.Context, replica string, wants []store.PullWant) ([]*store.Task, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) Disown(ctx context.Context, replica string, keep []string) (int, error) {
-	return 0, errNotYet
-}
-
-func (db *DB) Adopt(ctx context.Context, replica string, leases []store.LeaseRef, d time.Duration) ([]*store.Task, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) RenewLeases(ctx context.Context, replica string, leases []store.LeaseRef, d time.Duration) ([]store.LeaseRef, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) ExpireLeases(ctx context.Context, margin, orderMargin time.Duration) ([]*store.Task, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) ExpireQueued(ctx context.Context) ([]*store.Task, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) ConnectDelegate(ctx context.Context, d store.DelegateRecord, dead []string) (*store.DelegateRecord, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) UpdateDelegates(ctx context.Context, replica string, ds []store.DelegateRecord) error {
-	return errNotYet
-}
-
-func (db *DB) DisconnectDelegate(ctx context.Context, replica, name string) error {
-	return errNotYet
-}
-
-func (db *DB) Delegates(ctx context.Context) ([]store.DelegateRecord, error) {
-	return nil, errNotYet
-}
-
-func (db *DB) DropReplica(ctx context.Context, replica string) error {
-	return errNotYet
 }

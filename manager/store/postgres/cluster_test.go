@@ -7,6 +7,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/postgres"
+	"github.com/smdelegate/smdelegate/manager/store/storetest"
 )
 
 // Notifications reach every listener of the same database and schema, in
@@ -104,4 +105,20 @@ func TestIssue11BeatReplicasLeave(t *testing.T) {
 	if err != nil || len(rs) != 1 || rs[0].ID != "r2" {
 		t.Fatalf("after leave: %+v, %v", rs, err)
 	}
+}
+
+// TestIssue11ClusterConformance runs the cluster suite: each sub-test's
+// replicas share a schema of their own.
+func TestIssue11ClusterConformance(t *testing.T) {
+	t.Parallel()
+	storetest.RunClusterConformance(t, func(t *testing.T) func(string) storetest.ClusterStore {
+		dsn, schema := newSchema(t)
+		return func(replica string) storetest.ClusterStore {
+			opts := postgres.Options{Schema: schema}
+			if replica != "" {
+				opts.Replica, opts.LeaseDuration = replica, storetest.ClusterLease
+			}
+			return mustOpen(t, dsn, opts)
+		}
+	})
 }

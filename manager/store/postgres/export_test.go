@@ -1,6 +1,11 @@
 package postgres
 
-import "context"
+import (
+	"context"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // SchemaVersion is the layout version this package writes.
 var SchemaVersion = schemaVersion
@@ -28,4 +33,23 @@ func (l *Lock) BackendPID() uint32 {
 		return 0
 	}
 	return l.conn.PgConn().PID()
+}
+
+// PullQuery is Pull's statement for one want.
+const PullQuery = pullQuery
+
+// Explain returns the plan of sql with args, one line per row.
+func (db *DB) Explain(ctx context.Context, sql string, args ...any) (string, error) {
+	rows, err := db.pool.Query(ctx, "EXPLAIN "+sql, args...)
+	if err != nil {
+		return "", err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return strings.Join(lines, "\n"), err
+}
+
+// Exec runs sql on one of the pool's sessions (the store's schema).
+func (db *DB) Exec(ctx context.Context, sql string, args ...any) error {
+	_, err := db.pool.Exec(ctx, sql, args...)
+	return err
 }

@@ -102,6 +102,11 @@ type LockOptions struct {
 	CheckInterval time.Duration
 	// Logger receives Run's lines (lost, taken again, still failing).
 	Logger zerolog.Logger
+	// Cluster, when set, takes the lock shared, as a replica of that
+	// cluster (lock_cluster.go): replicas of one cluster hold it
+	// together; a single manager, or a replica of another cluster, is
+	// refused while they do.
+	Cluster string
 }
 
 // Holder is what PostgreSQL tells of the session holding the lock. Fields
@@ -114,52 +119,83 @@ type Holder struct {
 	ClientPort      int32
 	ApplicationName string // a manager's Owner
 	BackendStart    time.Time
+	// Shared: the session holds the lock shared (a cluster's replica),
+	// not exclusively (a single manager).
+	Shared bool
 	// Owner and AcquiredAt are the lock's record: who took it last.
 	Owner      string
 	AcquiredAt time.Time
 }
 
-// LockedError is Lock's error when another session holds the lock.
+// LockedError is Lock's error when other sessions hold the lock.
 type LockedError struct {
 	Database, Schema string
 	// Holder is nil when the holder let go before it could be named.
 	Holder *Holder
+	// More are the other holders, when replicas of a cluster hold the
+	// lock together.
+	More []Holder
+	// Cluster is the cluster the lock's record names, when replicas
+	// hold it (Holder.Shared).
+	Cluster string
 }
 
 func (e *LockedError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "postgres: database %q, schema %q is in use by another manager: ", e.Database, e.Schema)
+	fmt.Fprintf(&b, "postgres: database %q, schema %q is in use by ", e.Database, e.Schema)
 	h := e.Holder
-	if h == nil {
-		b.WriteString("a session that let go of the lock before it could be named; try again")
+	switch {
+	case h == nil:
+		b.WriteString("another manager: a session that let go of the lock before it could be named; try again")
+		return b.String()
+	case h.Shared:
+		fmt.Fprintf(&b, "the replicas of cluster %q: ", e.Cluster)
+	default:
+		b.WriteString("another manager: ")
+	}
+	writeHolder(&b, h)
+	pids := []string{fmt.Sprintf("SELECT pg_terminate_backend(%d)", h.PID)}
+	for i := range e.More {
+		b.WriteString("; ")
+		writeHolder(&b, &e.More[i])
+		pids = append(pids, fmt.Sprintf("SELECT pg_terminate_backend(%d)", e.More[i].PID))
+	}
+	if h.Shared {
+		fmt.Fprintf(&b, ". Replicas of one cluster may share a database and schema; a single manager, or a replica of another cluster, "+
+			"may not: stop them, run this one as a replica of that cluster (cluster.name: %q), or give it a database or schema of its own "+
+			"(search_path in the DSN). If they are gone, the server ends their sessions once it notices; to end them now: %s",
+			e.Cluster, strings.Join(pids, "; "))
 		return b.String()
 	}
-	switch {
-	case h.ApplicationName != "":
-		fmt.Fprintf(&b, "%q", h.ApplicationName)
-	case h.Owner != "":
-		fmt.Fprintf(&b, "%q", h.Owner)
-	default:
-		b.WriteString("a session without an application_name")
-	}
-	fmt.Fprintf(&b, " (PostgreSQL backend pid %d", h.PID)
-	switch {
-	case h.ClientHostname != "":
-		fmt.Fprintf(&b, ", client %s %s:%d", h.ClientHostname, h.ClientAddr, h.ClientPort)
-	case h.ClientAddr != "":
-		fmt.Fprintf(&b, ", client %s:%d", h.ClientAddr, h.ClientPort)
-	}
-	if !h.BackendStart.IsZero() {
-		fmt.Fprintf(&b, ", connected at %s", h.BackendStart.UTC().Format(time.RFC3339))
-	}
-	b.WriteString(")")
 	if h.Owner != "" && h.Owner != h.ApplicationName {
 		fmt.Fprintf(&b, "; the manager lock was last taken by %q at %s", h.Owner, h.AcquiredAt.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(&b, ". One manager per database and schema: stop that one, or give this one a database or schema of its own "+
-		"(search_path in the DSN). If that manager is gone, the server ends its session once it notices; to end it now: "+
-		"SELECT pg_terminate_backend(%d)", h.PID)
+		"(search_path in the DSN). If that manager is gone, the server ends its session once it notices; to end it now: %s", pids[0])
 	return b.String()
+}
+
+// writeHolder describes h: its application_name, backend pid and client.
+func writeHolder(b *strings.Builder, h *Holder) {
+	switch {
+	case h.ApplicationName != "":
+		fmt.Fprintf(b, "%q", h.ApplicationName)
+	case h.Owner != "" && !h.Shared:
+		fmt.Fprintf(b, "%q", h.Owner)
+	default:
+		b.WriteString("a session without an application_name")
+	}
+	fmt.Fprintf(b, " (PostgreSQL backend pid %d", h.PID)
+	switch {
+	case h.ClientHostname != "":
+		fmt.Fprintf(b, ", client %s %s:%d", h.ClientHostname, h.ClientAddr, h.ClientPort)
+	case h.ClientAddr != "":
+		fmt.Fprintf(b, ", client %s:%d", h.ClientAddr, h.ClientPort)
+	}
+	if !h.BackendStart.IsZero() {
+		fmt.Fprintf(b, ", connected at %s", h.BackendStart.UTC().Format(time.RFC3339))
+	}
+	b.WriteString(")")
 }
 
 // Unwrap returns ErrLocked.
@@ -190,6 +226,9 @@ type Lock struct {
 	// Only Lock and then Run use them.
 	epoch int64
 	tried time.Time
+
+	// shared: the lock is taken shared, for opts.Cluster.
+	shared bool
 
 	// mu guards conn: the lock's session, nil once closed.
 	mu   sync.Mutex
@@ -227,7 +266,7 @@ func (db *DB) Lock(ctx context.Context, opts LockOptions) (*Lock, error) {
 	}
 	cfg := db.connCfg.Copy()
 	cfg.RuntimeParams["application_name"] = truncateUTF8(opts.Owner, appNameMax)
-	l := &Lock{db: db, cfg: cfg, opts: opts, log: opts.Logger}
+	l := &Lock{db: db, cfg: cfg, opts: opts, log: opts.Logger, shared: opts.Cluster != ""}
 	conn, err := l.connect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: lock %s: %w", describeConn(cfg), err)
@@ -246,16 +285,12 @@ func (db *DB) Lock(ctx context.Context, opts LockOptions) (*Lock, error) {
 
 	deadline := time.Now().Add(opts.Wait)
 	for {
-		ok, err := tryLock(ctx, conn, l.key)
+		ok, err := l.try(ctx, conn, true)
 		if err == nil && ok {
 			break
 		}
 		if err == nil && !time.Now().Before(deadline) {
-			h, herr := l.holder(ctx, conn)
-			err = &LockedError{Database: l.database, Schema: l.schema, Holder: h}
-			if herr != nil {
-				err = fmt.Errorf("%w (and naming the holder failed: %v)", err, herr)
-			}
+			err = l.refusal(ctx, conn)
 		}
 		if err == nil {
 			err = sleep(ctx, lockPoll)
@@ -265,14 +300,42 @@ func (db *DB) Lock(ctx context.Context, opts LockOptions) (*Lock, error) {
 			return nil, l.wrap(err)
 		}
 	}
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	if err := conn.QueryRow(ctx, `UPDATE manager_lock SET epoch = epoch + 1, owner = $1, acquired_at = $2 RETURNING epoch`,
-		opts.Owner, now).Scan(&l.epoch); err != nil {
-		conn.Close(context.Background())
-		return nil, l.wrap(fmt.Errorf("record the lock: %w", err))
-	}
 	l.conn = conn
 	return l, nil
+}
+
+// try makes one attempt at the lock on conn: exclusive, recorded as a
+// new acquisition; or shared, for a cluster (takeShared). first is false
+// for Run's attempts to take it again, which do not record (see
+// takeAgain). It reports false while others hold it.
+func (l *Lock) try(ctx context.Context, conn *pgx.Conn, first bool) (bool, error) {
+	if l.shared {
+		return l.takeShared(ctx, conn, first)
+	}
+	ok, err := tryLock(ctx, conn, l.key)
+	if err != nil || !ok || !first {
+		return ok, err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	if err := conn.QueryRow(ctx, `UPDATE manager_lock SET epoch = epoch + 1, owner = $1, acquired_at = $2, cluster = '' RETURNING epoch`,
+		l.opts.Owner, now).Scan(&l.epoch); err != nil {
+		return false, fmt.Errorf("record the lock: %w", err)
+	}
+	return true, nil
+}
+
+// refusal is the *LockedError naming the sessions that hold the lock
+// against this one.
+func (l *Lock) refusal(ctx context.Context, conn *pgx.Conn) error {
+	hs, cluster, err := l.holders(ctx, conn)
+	e := &LockedError{Database: l.database, Schema: l.schema, Cluster: cluster}
+	if len(hs) > 0 {
+		e.Holder, e.More = &hs[0], hs[1:]
+	}
+	if err != nil {
+		return fmt.Errorf("%w (and naming the holder failed: %v)", e, err)
+	}
+	return e
 }
 
 // wrap gives err its context, unless it is a LockedError, which has it.
@@ -303,37 +366,44 @@ func tryLock(ctx context.Context, conn *pgx.Conn, key int64) (bool, error) {
 	return ok, err
 }
 
-// holder names the session holding the lock, from pg_locks and
-// pg_stat_activity, and the lock's record; nil if none holds it. A
-// bigint advisory key shows in pg_locks as classid (high half), objid
-// (low half) and objsubid 1.
-func (l *Lock) holder(ctx context.Context, conn *pgx.Conn) (*Holder, error) {
+// holders names the sessions holding the lock but this one's, from
+// pg_locks and pg_stat_activity (a single manager's, or a cluster's
+// replicas', oldest first), and the lock's record: who took it last, and
+// for which cluster. A bigint advisory key shows in pg_locks as classid
+// (high half), objid (low half) and objsubid 1.
+func (l *Lock) holders(ctx context.Context, conn *pgx.Conn) ([]Holder, string, error) {
 	var (
+		owner, cluster string
+		at             *time.Time
+	)
+	if err := conn.QueryRow(ctx, "SELECT owner, acquired_at, cluster FROM manager_lock").Scan(&owner, &at, &cluster); err != nil &&
+		!errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", err
+	}
+	rows, err := conn.Query(ctx, `
+SELECT l.pid, l.mode = 'ShareLock', coalesce(host(a.client_addr), ''), coalesce(a.client_hostname, ''), coalesce(a.client_port, 0),
+	coalesce(a.application_name, ''), a.backend_start
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.pid <> pg_backend_pid()
+	AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND l.classid::bigint = $1 AND l.objid::bigint = $2
+ORDER BY a.backend_start, l.pid`, int64(uint64(l.key)>>32), int64(uint32(l.key)))
+	if err != nil {
+		return nil, cluster, err
+	}
+	var (
+		out   []Holder
 		h     Holder
 		pid   int64
 		start *time.Time
 	)
-	err := conn.QueryRow(ctx, `
-SELECT l.pid, coalesce(host(a.client_addr), ''), coalesce(a.client_hostname, ''), coalesce(a.client_port, 0),
-	coalesce(a.application_name, ''), a.backend_start
-FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-	AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-	AND l.classid::bigint = $1 AND l.objid::bigint = $2`,
-		int64(uint64(l.key)>>32), int64(uint32(l.key))).Scan(&pid, &h.ClientAddr, &h.ClientHostname, &h.ClientPort, &h.ApplicationName, &start)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	h.PID, h.BackendStart = uint32(pid), fromNull(start)
-	var at *time.Time
-	if err := conn.QueryRow(ctx, "SELECT owner, acquired_at FROM manager_lock").Scan(&h.Owner, &at); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return &h, err
-	}
-	h.AcquiredAt = fromNull(at)
-	return &h, nil
+	_, err = pgx.ForEachRow(rows, []any{&pid, &h.Shared, &h.ClientAddr, &h.ClientHostname, &h.ClientPort, &h.ApplicationName, &start}, func() error {
+		h.PID, h.BackendStart = uint32(pid), fromNull(start)
+		h.Owner, h.AcquiredAt = owner, fromNull(at)
+		out = append(out, h)
+		return nil
+	})
+	return out, cluster, err
 }
 
 // Close releases the lock and closes its session. Call it after Run has
@@ -347,7 +417,11 @@ func (l *Lock) Close(ctx context.Context) error {
 	// Unlock first: ending the session releases the lock too, but only
 	// once the server has read the goodbye. A session already lost holds
 	// nothing, so the unlock's error does not matter.
-	_, _ = l.conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", l.key)
+	unlock := "SELECT pg_advisory_unlock($1)"
+	if l.shared {
+		unlock = "SELECT pg_advisory_unlock_shared($1)"
+	}
+	_, _ = l.conn.Exec(ctx, unlock, l.key)
 	err := l.conn.Close(ctx)
 	l.conn = nil
 	if err != nil {

@@ -130,12 +130,11 @@ func (l *Lock) takeAgain(ctx context.Context) error {
 	if err != nil {
 		return l.wrap(err)
 	}
-	ok, err := tryLock(ctx, conn, l.key)
+	ok, err := l.try(ctx, conn, false)
 	if err == nil && !ok {
-		h, _ := l.holder(ctx, conn)
-		err = &LockedError{Database: l.database, Schema: l.schema, Holder: h}
+		err = l.refusal(ctx, conn)
 	}
-	if err == nil {
+	if err == nil && !l.shared {
 		err = l.advance(ctx, conn)
 	}
 	if err != nil && !errors.Is(err, ErrLockStale) {

@@ -17,6 +17,9 @@
 //     and id) to one task (CreateTask's store.DuplicateRequestError).
 //   - connectors (a partial unique index holds the one-default-per-scope
 //     rule), credentials, signing_keys, delegate_tags: the store.Catalog.
+//   - replicas, delegates, and the tasks' owner, lease_expiry and timer
+//     lengths: the store.Cluster of a cluster's replicas (cluster.go);
+//     manager_lock: the manager lock's record (lock.go).
 //
 // Ids, names and scopes are text in the "C" collation, so that lists come
 // out in byte order, as Go compares strings. Text columns cannot hold NUL
@@ -46,7 +49,9 @@
 // PostgreSQL keeps microseconds: times come back truncated to the
 // microsecond, in UTC. A zero time is stored as NULL and comes back zero.
 // Times the store sets itself are read from the manager's clock, like the
-// deadlines the manager computes.
+// deadlines the manager computes; the cluster's times (lease expiries,
+// heartbeats, restarted timers, the sweep's comparisons) from the
+// server's now(), so that replicas never compare their own clocks.
 package postgres
 
 import (
@@ -169,6 +174,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if opts.Schema != "" && !schemaName.MatchString(opts.Schema) {
 		return nil, fmt.Errorf("postgres: open: schema %q must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes): %w",
 			opts.Schema, errInvalid)
+	}
+	if opts.Replica != "" && opts.LeaseDuration <= 0 {
+		return nil, fmt.Errorf("postgres: open: replica %q needs a positive lease duration: %w", opts.Replica, errInvalid)
 	}
 	cfg, err := ParseDSN(dsn)
 	if err != nil {

@@ -115,12 +115,20 @@ INSERT INTO manager_lock (epoch, owner) VALUES (0, '');
 ALTER TABLE tasks ADD COLUMN order_key text COLLATE "C" NOT NULL DEFAULT '';
 `,
 	// 5: replicas of one cluster (store.Cluster, cluster.go): a task's
-	// owner and its lease's expiry, the replicas' heartbeat rows, and
-	// the delegates connected anywhere in the cluster. Tasks of version
-	// 4 are unowned, with no stored expiry.
+	// owner and its lease's expiry, the lengths of its deadlines (so
+	// that they can start again: chain.go), the replicas' heartbeat
+	// rows, the delegates connected anywhere in the cluster, and the
+	// cluster holding the manager lock (lock.go). Tasks of version 4 are
+	// unowned, with no stored expiry; their lengths are what their
+	// deadlines leave after their creation.
 	`
 ALTER TABLE tasks ADD COLUMN owner text COLLATE "C" NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN lease_expiry timestamptz;
+ALTER TABLE tasks ADD COLUMN task_timeout interval;
+ALTER TABLE tasks ADD COLUMN queue_timeout interval;
+UPDATE tasks SET task_timeout = deadline - created_at, queue_timeout = queue_deadline - created_at
+	WHERE state IN ('queued', 'leased');
+ALTER TABLE manager_lock ADD COLUMN cluster text NOT NULL DEFAULT '';
 CREATE INDEX tasks_pull_idx ON tasks (created_at, id) WHERE state = 'queued' AND owner = '';
 CREATE INDEX tasks_lease_expiry_idx ON tasks (lease_expiry) WHERE state = 'leased';
 CREATE INDEX tasks_order_idx ON tasks (order_key, created_at, id) WHERE order_key <> '' AND state IN ('queued', 'leased');

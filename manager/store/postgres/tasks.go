@@ -14,18 +14,18 @@ import (
 // taskColumns are the columns scanTask reads, in its order.
 const taskColumns = `id, kind, selectors, scope_account, scope_org, scope_project, payload,
 	request_owner, request_id, request_hash, state, attempt, max_attempts, lease_id, delegate, code, outcome,
-	created_at, updated_at, deadline, queue_deadline, order_key`
+	created_at, updated_at, deadline, queue_deadline, order_key, owner, lease_expiry`
 
 // scanTask reads one row of taskColumns.
 func scanTask(row pgx.Row) (*store.Task, error) {
 	var (
-		t                       store.Task
-		state                   string
-		deadline, queueDeadline *time.Time
+		t                                    store.Task
+		state                                string
+		deadline, queueDeadline, leaseExpiry *time.Time
 	)
 	err := row.Scan(&t.ID, &t.Kind, &t.Selectors, &t.Scope.Account, &t.Scope.Org, &t.Scope.Project,
 		&t.Payload, &t.Request.Owner, &t.Request.ID, &t.Request.Hash, &state, &t.Attempt, &t.MaxAttempts, &t.LeaseID, &t.Delegate, &t.Code, &t.Outcome,
-		&t.CreatedAt, &t.UpdatedAt, &deadline, &queueDeadline, &t.OrderKey)
+		&t.CreatedAt, &t.UpdatedAt, &deadline, &queueDeadline, &t.OrderKey, &t.Owner, &leaseExpiry)
 	if err != nil {
 		return nil, err
 	}
@@ -34,6 +34,7 @@ func scanTask(row pgx.Row) (*store.Task, error) {
 	t.UpdatedAt = t.UpdatedAt.UTC()
 	t.Deadline = fromNull(deadline)
 	t.QueueDeadline = fromNull(queueDeadline)
+	t.LeaseExpiry = fromNull(leaseExpiry)
 	return &t, nil
 }
 
@@ -45,6 +46,9 @@ func scanTask(row pgx.Row) (*store.Task, error) {
 // Request.ID exists, store.ErrClosed after Close, and ctx's error if ctx is
 // done before the call starts. When it returns nil the task has been
 // committed.
+//
+// t.Owner is stored as given. For a replica (Options.Replica), an
+// unowned task's EventQueued is sent in the insert's transaction.
 //
 // The unique indexes decide both races: of concurrent creates with one id,
 // or with one request, exactly one inserts; the others wait for it to
@@ -93,26 +97,35 @@ func (db *DB) CreateTask(ctx context.Context, t *store.Task) error {
 
 // insertTask inserts t as a queued task. A taken id is store.ErrExists;
 // a taken request is returned as the unique violation, for CreateTask.
+// For a replica, an unowned task's EventQueued is sent by the same
+// statement (so in its transaction): only when a row was inserted.
 func (db *DB) insertTask(ctx context.Context, t *store.Task, created, updated time.Time) error {
 	// ON CONFLICT on the id rather than a unique violation: a racing
 	// insert of the same id waits for the first to commit and then
 	// inserts nothing, which is ErrExists. The id, the arbiter, is
 	// checked before the request index, so a task whose id and request
 	// are both taken gets a plain ErrExists.
-	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO tasks (`+taskColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-		ON CONFLICT (id) DO NOTHING`,
+	var inserted int
+	err := db.pool.QueryRow(ctx, `
+		WITH ins AS (
+			INSERT INTO tasks (`+taskColumns+`, task_timeout, queue_timeout)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, NULL,
+				$19::timestamptz - $17::timestamptz, $20::timestamptz - $17::timestamptz)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING owner)
+		SELECT count(*) FROM ins
+			LEFT JOIN LATERAL (SELECT pg_notify($23, 'q') WHERE ins.owner = '' AND $24) n ON true`,
 		t.ID, t.Kind, orEmpty(t.Selectors), t.Scope.Account, t.Scope.Org, t.Scope.Project, orEmpty(t.Payload),
 		t.Request.Owner, t.Request.ID, orEmpty(t.Request.Hash),
 		t.Attempt, t.MaxAttempts, t.LeaseID, t.Delegate, t.Code, orEmpty(t.Outcome),
-		created, updated, nullTime(t.Deadline), nullTime(t.QueueDeadline), t.OrderKey)
+		created, updated, nullTime(t.Deadline), nullTime(t.QueueDeadline), t.OrderKey, t.Owner,
+		db.channel, db.replica != "").Scan(&inserted)
 	switch {
 	case uniqueViolation(err) == "tasks_request_idx":
 		return err
 	case err != nil:
 		return classify(fmt.Errorf("postgres: create task %s: %w", t.ID, err))
-	case tag.RowsAffected() == 0:
+	case inserted == 0:
 		return fmt.Errorf("postgres: create task %s: %w", t.ID, store.ErrExists)
 	}
 	return nil
@@ -142,6 +155,10 @@ func (db *DB) GetTask(ctx context.Context, id string) (*store.Task, error) {
 // is not queued, store.ErrClosed after Close. l.ID must not be empty: an
 // empty lease id means "no lease" to Complete.
 //
+// For a replica (Options.Replica) the task must also be owned by it
+// (else store.ErrConflict), and its LeaseExpiry becomes the store's now
+// plus Options.LeaseDuration.
+//
 // A claim racing another change of the same task waits for it to commit
 // and then decides on the task as that change left it. It does not skip a
 // locked row (FOR UPDATE SKIP LOCKED), which suits a query for "the next
@@ -153,6 +170,15 @@ func (db *DB) Claim(ctx context.Context, id string, l store.Lease) error {
 	if l.ID == "" {
 		return fmt.Errorf("postgres: claim %s: empty lease id: %w", id, errInvalid)
 	}
+	if db.replica != "" {
+		// A replica's claim: only of a task it owns, and the lease's
+		// expiry from the store's clock (ExpireLeases reads it).
+		return db.transition(ctx, "claim", id, `
+			UPDATE tasks SET state = 'leased', lease_id = $2, delegate = $3, attempt = $4, updated_at = $5,
+				lease_expiry = now() + $6 * interval '1 microsecond'
+			WHERE id = $1 AND state = 'queued' AND owner = $7`,
+			id, l.ID, l.Delegate, l.Attempt, time.Now(), db.leaseDuration.Microseconds(), db.replica)
+	}
 	return db.transition(ctx, "claim", id, `
 		UPDATE tasks SET state = 'leased', lease_id = $2, delegate = $3, attempt = $4, updated_at = $5
 		WHERE id = $1 AND state = 'queued'`,
@@ -162,8 +188,21 @@ func (db *DB) Claim(ctx context.Context, id string, l store.Lease) error {
 // Requeue moves a leased task back to StateQueued, keeping Attempt and
 // clearing LeaseID and Delegate. It returns an error wrapping
 // store.ErrConflict unless the task is leased under leaseID,
-// store.ErrNotFound for an unknown id, store.ErrClosed after Close.
+// store.ErrNotFound for an unknown id, store.ErrClosed after Close. For a
+// replica the task must also be owned by it (else store.ErrConflict); it
+// stays owned, its LeaseExpiry is cleared and its queue deadline starts
+// again (chain.go).
 func (db *DB) Requeue(ctx context.Context, id, leaseID string) error {
+	if db.replica != "" {
+		// A replica's requeue: only of a task it owns, which stays its
+		// own; the task waits in the queue again, so its queue deadline
+		// restarts with its original length (see restartQueue).
+		return db.transition(ctx, "requeue", id, `
+			UPDATE tasks SET state = 'queued', lease_id = '', delegate = '', updated_at = $3, lease_expiry = NULL,
+				`+restartQueue+`
+			WHERE id = $1 AND state = 'leased' AND lease_id = $2 AND owner = $4`,
+			id, leaseID, time.Now(), db.replica)
+	}
 	return db.transition(ctx, "requeue", id, `
 		UPDATE tasks SET state = 'queued', lease_id = '', delegate = '', updated_at = $3
 		WHERE id = $1 AND state = 'leased' AND lease_id = $2`,
@@ -177,16 +216,28 @@ func (db *DB) Requeue(ctx context.Context, id, leaseID string) error {
 // that is already final, it returns an error wrapping store.ErrConflict. It
 // returns store.ErrNotFound for an unknown id and store.ErrClosed after
 // Close. f.State must be final.
+//
+// For a replica, any replica may complete a task under its current lease
+// (the fence is the lease, whichever stream carried the result); the
+// task's EventFinal is sent, and when the task was the head of its order
+// chain the next one becomes the head, in the same transaction
+// (completeReplica).
 func (db *DB) Complete(ctx context.Context, id, leaseID string, f store.Final) error {
 	if !f.State.Final() {
 		return fmt.Errorf("postgres: complete %s: state %q is not final: %w", id, f.State, errInvalid)
 	}
-	return db.transition(ctx, "complete", id, `
-		UPDATE tasks SET state = $3, code = $4, outcome = $5, updated_at = $6, payload = $7, payload_scrubbed = true
-		WHERE id = $1 AND state IN ('queued', 'leased')
-			AND ($2 = '' OR (state = 'leased' AND lease_id = $2))`,
+	if db.replica != "" {
+		return db.completeReplica(ctx, id, leaseID, f)
+	}
+	return db.transition(ctx, "complete", id, completeUpdate,
 		id, leaseID, string(f.State), f.Code, orEmpty(f.Outcome), time.Now(), orEmpty(f.Payload))
 }
+
+// completeUpdate is Complete's conditional UPDATE, for transition.
+const completeUpdate = `
+		UPDATE tasks SET state = $3, code = $4, outcome = $5, updated_at = $6, payload = $7, payload_scrubbed = true
+		WHERE id = $1 AND state IN ('queued', 'leased')
+			AND ($2 = '' OR (state = 'leased' AND lease_id = $2))`
 
 // transition runs update, a conditional UPDATE of task id ($1), and tells
 // why it changed nothing: store.ErrNotFound if there is no such task,
@@ -203,8 +254,18 @@ func (db *DB) transition(ctx context.Context, op, id, update string, args ...any
 		return err
 	}
 	defer done()
+	return transitionOn(ctx, db.pool, op, id, update, args...)
+}
+
+// querier is what transitionOn runs on: the pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// transitionOn is transition on q, inside a call already entered.
+func transitionOn(ctx context.Context, q querier, op, id, update string, args ...any) error {
 	var changed, exists bool
-	err = db.pool.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		WITH changed AS (`+update+` RETURNING 1)
 		SELECT EXISTS (SELECT 1 FROM changed), EXISTS (SELECT 1 FROM tasks WHERE id = $1)`,
 		args...).Scan(&changed, &exists)
