@@ -219,10 +219,14 @@ func fillStored(t *task, st *store.Task, p *delegatev1.TaskPayload) {
 	// A task stored before scopes existed has none; a secret task's
 	// scope is its connector's in any case.
 	scope := taskScope(st.Scope, p)
-	t.id, t.kind, t.selectors, t.scope, t.key = st.ID, st.Kind, st.Selectors, scope, matchKey(scope, st.Selectors)
-	t.payload, t.async, t.state, t.attempt, t.maxAttempts = p, true, st.State, st.Attempt, st.MaxAttempts
-	t.leaseID, t.holder, t.deadline = st.LeaseID, st.Delegate, st.Deadline
-	t.createdAt, t.updatedAt, t.requestID, t.orderKey = st.CreatedAt, st.UpdatedAt, st.Request.ID, st.OrderKey
+	if t.id == "" {
+		// A new object. Callers read an existing one's id, kind and
+		// creation without the lock: they never change.
+		t.id, t.kind, t.async, t.createdAt, t.requestID = st.ID, st.Kind, true, st.CreatedAt, st.Request.ID
+	}
+	t.selectors, t.scope, t.key, t.orderKey = st.Selectors, scope, matchKey(scope, st.Selectors), st.OrderKey
+	t.payload, t.state, t.attempt, t.maxAttempts = p, st.State, st.Attempt, st.MaxAttempts
+	t.leaseID, t.holder, t.deadline, t.updatedAt = st.LeaseID, st.Delegate, st.Deadline, st.UpdatedAt
 	t.busy, t.storing, t.waiting, t.outcome = false, false, false, nil
 }
 
