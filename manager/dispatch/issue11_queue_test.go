@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -409,5 +410,37 @@ func TestIssue11PullNoSpinOnStoreFailure(t *testing.T) {
 	s := ping(t, r, "")
 	if info := waitDone(t, s); info.GetState() != delegatev1.TaskState_SUCCEEDED {
 		t.Errorf("task after the store came back: %v", info)
+	}
+}
+
+// okRunner runs every platform task with OK.
+type okRunner struct{}
+
+func (okRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome {
+	return &delegatev1.Outcome{Code: delegatev1.Code_OK}
+}
+
+// The platform delegate pulls only the tasks that select it: a replica
+// with no agent leaves a task without selectors in the shared queue
+// (store.PullWant.SelectedOnly), and runs a platform task. Fake queue
+// only: the PostgreSQL Pull must honour SelectedOnly first (i11store).
+func TestIssue11PlatformPullsOnlyItsTasks(t *testing.T) {
+	b := fakeBackend()
+	a := startReplica(t, b, "A")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	a.d.StartPlatform(ctx, okRunner{}, 4, &wg)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	plain := ping(t, a, "")
+	platform, err := a.d.Submit(context.Background(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag},
+		Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := waitDone(t, platform); info.GetState() != delegatev1.TaskState_SUCCEEDED {
+		t.Errorf("platform task: %v, want SUCCEEDED", info)
+	}
+	if st := stored(t, a.st, plain.ID()); st.Owner != "" || st.State != store.StateQueued {
+		t.Errorf("task without selectors: owner %q, %s; want unowned and queued (no agent anywhere)", st.Owner, st.State)
 	}
 }
