@@ -75,6 +75,10 @@ type task struct {
 	// eligible delegate in the cluster, unresolved, for a later forward
 	// (forward.go, reforwardLocked); nil otherwise.
 	fwdReq *SubmitRequest
+	// held is set while a task not in memory (awaited, cluster mode:
+	// clusterwait.go) holds the reservation its Submit made against its
+	// scope's limits.
+	held bool
 }
 
 // queue is the FIFO of queued tasks with one scope and selector set.
@@ -134,6 +138,10 @@ type Dispatcher struct {
 	// chains holds the unfinished ordered tasks by order key, oldest
 	// first (order.go).
 	chains map[string][]*task
+
+	// cl is the cluster mode (cluster.go); nil for a single manager. Set
+	// before the dispatcher runs.
+	cl *clusterState
 }
 
 // Errors of the dispatcher.
@@ -290,6 +298,13 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 			return nil, err
 		}
 		t.requestID = req.Request.ID
+		if d.cl != nil {
+			// A replica: stored unowned, pulled by whichever replica's
+			// delegates have room (pull.go).
+			// Its reservation is the awaited task's from now on, until
+			// it ends or is pulled here (clusterwait.go).
+			t.held, held = true, false
+		}
 		st := &store.Task{
 			ID: t.id, Kind: t.kind, Selectors: t.selectors, Scope: t.scope, Payload: raw,
 			State: store.StateQueued, MaxAttempts: t.maxAttempts,
@@ -297,13 +312,22 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()), Request: req.Request,
 			OrderKey: t.orderKey,
 		}
+		d.await(t) // before the store has it: a pull here finds it
 		err = d.store.CreateTask(ctx, st)
 		var dup *store.DuplicateRequestError
 		if errors.As(err, &dup) {
+			d.unawait(t)
 			return d.existing(ctx, dup.Task, req.Request)
 		}
-		if err != nil && !d.storedAnyway(ctx, t.id, err) {
+		if err != nil && !d.storedAnyway(ctx, st.ID, err) {
+			d.unawait(t)
 			return nil, fmt.Errorf("persist task: %w", err)
+		}
+		if d.cl != nil {
+			// t may be pulled here already: only st is read.
+			d.metrics.submitted.WithLabelValues(st.Kind).Inc()
+			d.wakePull()
+			return t, nil
 		}
 	}
 	d.metrics.submitted.WithLabelValues(t.kind).Inc()
@@ -508,6 +532,12 @@ func (d *Dispatcher) claimAndSend(s send) {
 			d.unlease(s)
 			d.release(s.t, "another manager claimed it")
 			return
+		case d.ownedElsewhere(st):
+			// A replica's claim is fenced by owner: the task went back
+			// to the cluster's queue, or to another replica.
+			d.unlease(s)
+			d.release(s.t, "another replica, or the cluster's queue, has it")
+			return
 		default: // still queued: the claim did not take effect
 			d.storeFailed("claim", s.t.id, err)
 			n++
@@ -615,9 +645,16 @@ func (d *Dispatcher) forgetLocked(t *task) {
 		delete(d.tasks, t.id)
 		d.limits.release(t.scope, t.size)
 	}
+	if t.held {
+		d.limits.release(t.scope, t.size)
+		t.held = false
+	}
 	// The next mutation of its secret may run (order.go).
 	d.unchainLocked(t)
 	d.notifyLocked(t)
+	if d.awaitLocked(t) {
+		return // a replica's unfinished task: it runs elsewhere (clusterwait.go)
+	}
 	select {
 	case <-t.done:
 	default:

@@ -28,6 +28,12 @@ func (d *Dispatcher) result(dg *delegate, r *delegatev1.TaskResult) {
 		d.mu.Unlock()
 		return
 	}
+	if t == nil && d.cl != nil && r.GetLeaseId() != "" {
+		// A replica: perhaps another replica's task (adopt.go).
+		d.mu.Unlock()
+		d.spawn(func() { d.adoptResult(dg, r) })
+		return
+	}
 	if t == nil || t.state != store.StateLeased || t.leaseID != r.GetLeaseId() || t.busy {
 		d.mu.Unlock()
 		d.metrics.staleResults.Inc()
@@ -140,6 +146,10 @@ func (d *Dispatcher) reconcileOpen(t *task, st *store.Task) {
 		d.release(t, "another manager claimed it")
 		return
 	}
+	if d.ownedElsewhere(st) {
+		d.release(t, "the cluster's queue has it")
+		return
+	}
 	d.mu.Lock()
 	t.storing = false
 	d.mu.Unlock()
@@ -205,6 +215,9 @@ func (d *Dispatcher) fail(t *task, code delegatev1.Code, msg string) {
 // sweep runs the timers of design §4: queue timeout, task deadline and
 // lease expiry. It runs every tick until ctx is done.
 func (d *Dispatcher) sweep(ctx context.Context, every time.Duration) {
+	if d.cl != nil {
+		defer d.runCluster(ctx)() // the replica's loops (cluster.go)
+	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -349,6 +362,9 @@ func (d *Dispatcher) requeue(t *task, leaseID, why string) {
 		case st.State.Final():
 			d.finishStored(t, st)
 			return
+		case d.ownedElsewhere(st):
+			d.release(t, "another replica, or the cluster's queue, has it")
+			return
 		case st.State == store.StateQueued:
 			// It took effect although it reported an error.
 		case st.LeaseID != leaseID:
@@ -418,6 +434,9 @@ func (d *Dispatcher) cancel(t *task, why string) {
 // task's deadline starts again now (the store keeps the one of its
 // submission, which does not count the time it waited).
 func (d *Dispatcher) recover(ctx context.Context) (int, error) {
+	if d.cl != nil {
+		return 0, nil // a replica pulls its tasks from the shared queue (pull.go)
+	}
 	ts, err := d.store.ListUnfinished(ctx)
 	if err != nil {
 		return 0, err
@@ -431,31 +450,13 @@ func (d *Dispatcher) recover(ctx context.Context) (int, error) {
 			d.log.Error().Err(err).Str("task_id", st.ID).Msg("recovered task has an unreadable payload; skipping")
 			continue
 		}
-		// A task stored before scopes existed has none; a secret task's
-		// scope is its connector's in any case.
-		scope := taskScope(st.Scope, p)
-		t := &task{
-			id: st.ID, kind: st.Kind, selectors: st.Selectors, scope: scope, key: matchKey(scope, st.Selectors),
-			payload: p, async: true, state: st.State, attempt: st.Attempt, maxAttempts: st.MaxAttempts,
-			leaseID: st.LeaseID, holder: st.Delegate, deadline: st.Deadline,
-			createdAt: st.CreatedAt, updatedAt: st.UpdatedAt, requestID: st.Request.ID,
-			orderKey: st.OrderKey,
-			changed:  make(chan struct{}), done: make(chan struct{}),
+		t := &task{changed: make(chan struct{}), done: make(chan struct{})}
+		if st.OrderKey != "" {
+			st.Deadline = now.Add(d.cfg.TaskDeadline.D())
 		}
-		if t.orderKey != "" {
-			t.deadline = now.Add(d.cfg.TaskDeadline.D())
-		}
-		d.tasks[t.id] = t
 		// Counted, never refused: the limits hold new tasks back until
 		// the scope is below them again.
-		t.size = proto.Size(p)
-		d.limits.add(scope, t.size)
-		if st.State == store.StateLeased {
-			t.leaseExpiry = now.Add(d.cfg.LeaseDuration.D())
-			d.chainLocked(t)
-			continue
-		}
-		d.admitLocked(t, now)
+		d.admitStoredLocked(t, st, p)
 	}
 	return len(ts), nil
 }
@@ -471,6 +472,7 @@ func (d *Dispatcher) close() {
 	if !d.closed {
 		close(d.stopping)
 	}
+	wasClosed := d.closed
 	d.closed = true
 	var sync []*task
 	for _, t := range d.tasks {
@@ -486,5 +488,8 @@ func (d *Dispatcher) close() {
 	d.mu.Unlock()
 	for _, t := range sync {
 		d.fail(t, delegatev1.Code_UNAVAILABLE, "manager is shutting down")
+	}
+	if d.cl != nil && !wasClosed {
+		d.closeCluster() // the queued tasks go back to the cluster's queue
 	}
 }

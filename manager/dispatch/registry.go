@@ -77,6 +77,9 @@ type delegate struct {
 	// dirSeq orders its cluster-wide record's write among the refreshes
 	// of the directory (directory.go); 0 for a single manager.
 	dirSeq uint64
+	// adopt are the leases its Hello listed that memory did not hold, for
+	// a replica to adopt (adopt.go) once the stream is registered.
+	adopt []store.LeaseRef
 }
 
 func (dg *delegate) eligible() bool { return !dg.draining && dg.credit > 0 }
@@ -203,6 +206,11 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity.Identity, out *out
 			dg.running[t.id] = t
 			continue
 		}
+		if t == nil && d.cl != nil {
+			// Another replica's, perhaps: adopted once registered.
+			dg.adopt = append(dg.adopt, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
+			continue
+		}
 		// The manager no longer holds this lease for it: stop the work.
 		out.Push(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))
 	}
@@ -215,6 +223,7 @@ func (d *Dispatcher) connect(h *delegatev1.Hello, id identity.Identity, out *out
 	d.log.Info().Str("delegate", dg.name).Strs("tags", tags).Str("scope", scopes.Text(dg.scope)).Int("capacity", dg.capacity).
 		Int("resumed", len(h.GetRunning())).Msg("delegate connected")
 	d.deliver(sends)
+	d.wakePull()
 	if len(withheld) > 0 {
 		d.log.Warn().Str("delegate", dg.name).Str("token", dg.token).Strs("operator_tags", withheld).
 			Msg("this delegate name's operator tags were confirmed for another delegate token: not applied until an operator runs smd delegate tag NAME --confirm")
@@ -323,8 +332,12 @@ func (d *Dispatcher) credit(dg *delegate, n int) {
 	dg.credit = min(dg.credit+n, dg.capacity)
 	d.touchLocked(dg)
 	sends := d.dispatchForLocked(dg)
+	spare := dg.eligible()
 	d.mu.Unlock()
 	d.deliver(sends)
+	if spare {
+		d.wakePull() // a replica: the shared queue may have work for it
+	}
 }
 
 // heartbeat renews the leases dg still holds; a task it runs under a lease
@@ -347,6 +360,7 @@ func (d *Dispatcher) heartbeat(dg *delegate, seq uint64, running []*delegatev1.R
 				t.holder = dg.name
 			}
 			dg.running[t.id] = t
+			d.noteRenewLocked(t) // a replica stores it (clustersweep.go)
 			continue
 		}
 		cancels = append(cancels, cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease is no longer valid"))

@@ -38,6 +38,9 @@ func (d *Dispatcher) existing(ctx context.Context, first *store.Task, r store.Re
 	}
 	d.mu.Lock()
 	t, closed := d.tasks[first.ID], d.closed
+	if t == nil {
+		t = d.awaitedOrNilLocked(first.ID) // a replica's, submitted here
+	}
 	d.mu.Unlock()
 	if t != nil {
 		d.metrics.deduplicated.WithLabelValues(t.kind).Inc()
@@ -62,7 +65,7 @@ func (d *Dispatcher) existing(ctx context.Context, first *store.Task, r store.Re
 	d.metrics.deduplicated.WithLabelValues(st.Kind).Inc()
 	t = storedTask(st)
 	if !st.State.Final() {
-		go d.followStored(ctx, t)
+		t = d.awaitStored(ctx, t)
 	}
 	return t, nil
 }

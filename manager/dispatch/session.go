@@ -23,6 +23,9 @@ func (d *Dispatcher) Connect(h *delegatev1.Hello, id identity.Identity, out *out
 	if err != nil {
 		return nil, err
 	}
+	if d.cl != nil {
+		d.adoptListed(dg) // the tasks another replica dispatched to it
+	}
 	return &Session{d: d, dg: dg}, nil
 }
 

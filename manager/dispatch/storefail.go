@@ -84,6 +84,12 @@ func (d *Dispatcher) join() {
 	d.joined = true
 	d.spawnMu.Unlock()
 	d.wg.Wait()
+	if d.cl != nil {
+		// Tasks requeued while the streams drained (a Task message a
+		// closed stream refused) are this replica's again: give them
+		// back too.
+		d.disownAll("join")
+	}
 }
 
 // outageLog bounds what a store outage logs, whatever the number of

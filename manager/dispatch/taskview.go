@@ -80,9 +80,7 @@ func (d *Dispatcher) GetTask(ctx context.Context, id string) (*delegatev1.TaskIn
 		if d.now().Sub(st.UpdatedAt) > time.Second {
 			wait = time.Second
 		}
-		ch := make(chan struct{})
-		time.AfterFunc(wait, func() { close(ch) })
-		return info, ch, nil
+		return info, d.storedWake(id, wait), nil
 	}
 	return info, nil, nil
 }

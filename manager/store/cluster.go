@@ -96,6 +96,10 @@ type PullWant struct {
 	Tags  []string
 	Scope Scope
 	N     int
+	// SelectedOnly takes only tasks with at least one selector: the
+	// manager's own platform delegate runs only the tasks that select it
+	// (its tag), never one without selectors.
+	SelectedOnly bool
 }
 
 // LeaseRef names a task under a lease, as a heartbeat or a Hello lists it.
