@@ -12,6 +12,7 @@ import (
 
 	"github.com/smdelegate/smdelegate/internal/ids"
 	"github.com/smdelegate/smdelegate/manager/cluster"
+	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/peer"
 	"github.com/smdelegate/smdelegate/manager/store"
 )
@@ -94,12 +95,11 @@ func (s *Server) startReplica(ctx context.Context, addr string) error {
 	if err := s.m.Registry().Register(r.mem.Metrics()); err != nil {
 		return fmt.Errorf("cluster metrics: %w", err)
 	}
-	// Wiring point (i11queue, not merged yet): the dispatcher's shared
-	// queue, before Recover, and the store's events (beside the peer
-	// link's, below):
-	//	s.disp.SetCluster(dispatch.ClusterConfig{Replica: r.id, Store: cs, Members: r.mem,
-	//		PollInterval: s.cfg.Cluster.PollInterval.D()})
-	//	r.mem.Subscribe(s.disp.OnEvent)
+	// The dispatcher's shared queue, set before Recover, and the store's
+	// events (beside the peer link's, below).
+	s.disp.SetCluster(dispatch.ClusterConfig{Replica: r.id, Store: cs, Members: r.mem,
+		PollInterval: s.cfg.Cluster.PollInterval.D()})
+	r.mem.Subscribe(s.disp.OnEvent)
 	s.api.SetCluster(s.cfg.Cluster.Name, r.mem)
 	if s.peer == nil {
 		n, err := s.newPeer(cs, r)
