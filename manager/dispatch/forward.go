@@ -31,7 +31,15 @@ import (
 // may be tried); a *TaskError when that replica refused it with an
 // outcome code; another error otherwise.
 type Forwarder interface {
-	Forward(ctx context.Context, replica string, req SubmitRequest) (*delegatev1.Outcome, error)
+	Forward(ctx context.Context, replica string, req SubmitRequest) (Forwarded, error)
+}
+
+// Forwarded is how a forwarded task ended on the replica that ran it:
+// its outcome, and the delegate that ran it ("" when none did: the
+// outcome is that replica's, NO_ELIGIBLE_DELEGATE, TIMEOUT, ...).
+type Forwarded struct {
+	Outcome  *delegatev1.Outcome
+	Delegate string
 }
 
 // ErrPeerUnreachable: a replica a task was forwarded to could not take it
@@ -55,26 +63,26 @@ func (d *Dispatcher) SetForwarder(f Forwarder) { d.fwd = f }
 // cancelled ctx cancels the task. Errors: those of Submit before the task
 // is queued (ErrShuttingDown, a *TaskError from resolving its
 // connector, a store failure), or ctx's.
-func (d *Dispatcher) RunForwarded(ctx context.Context, id string, req SubmitRequest) (*delegatev1.Outcome, error) {
+func (d *Dispatcher) RunForwarded(ctx context.Context, id string, req SubmitRequest) (Forwarded, error) {
 	if id == "" {
-		return nil, &TaskError{Code: codeInvalid, Msg: "task_id: must not be empty"}
+		return Forwarded{}, &TaskError{Code: codeInvalid, Msg: "task_id: must not be empty"}
 	}
 	req.Async, req.OrderKey, req.Request = false, "", store.Request{}
 	req.forwardedID = id
 	t, err := d.submit(ctx, req)
 	if err != nil {
-		return nil, err
+		return Forwarded{}, err
 	}
 	select {
 	case <-t.done:
 	case <-ctx.Done():
 		d.cancel(t, "the forwarding replica's caller went away")
 		<-t.done
-		return nil, ctx.Err()
+		return Forwarded{}, ctx.Err()
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return t.outcome, nil
+	return Forwarded{Outcome: t.outcome, Delegate: t.holder}, nil
 }
 
 // forwardTargetsLocked returns the replicas t may be forwarded to, best
@@ -232,8 +240,10 @@ func (d *Dispatcher) reforwardLocked() []func() {
 // with the outcome, or with why it could not run.
 func (d *Dispatcher) runForward(ctx context.Context, t *task, req SubmitRequest, targets []string) {
 	req.forwardedID = t.id
-	var o *delegatev1.Outcome
-	var err error
+	var (
+		res Forwarded
+		err error
+	)
 	for i, replica := range targets {
 		if i > 0 {
 			d.mu.Lock()
@@ -242,7 +252,7 @@ func (d *Dispatcher) runForward(ctx context.Context, t *task, req SubmitRequest,
 			d.dir.inflight[replica]++
 			d.mu.Unlock()
 		}
-		o, err = d.fwd.Forward(ctx, replica, req)
+		res, err = d.fwd.Forward(ctx, replica, req)
 		if err == nil || ctx.Err() != nil || !errors.Is(err, ErrPeerUnreachable) {
 			break
 		}
@@ -255,8 +265,14 @@ func (d *Dispatcher) runForward(ctx context.Context, t *task, req SubmitRequest,
 		delete(d.dir.inflight, t.remote)
 	}
 	d.mu.Unlock()
+	o := res.Outcome
 	if err != nil {
 		o = d.forwardFailure(ctx, t, err)
+	} else if res.Delegate != "" {
+		// The delegate that ran it, for the caller's TaskInfo.
+		d.mu.Lock()
+		t.holder = res.Delegate
+		d.mu.Unlock()
 	}
 	d.finish(t, o)
 }

@@ -90,26 +90,26 @@ func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 // runTask forwards req to a replica through c and translates the answer
 // for the dispatcher (dispatch.Forwarder's errors).
-func runTask(ctx context.Context, c delegatev1.PeerServiceClient, replica string, req dispatch.SubmitRequest) (*delegatev1.Outcome, error) {
+func runTask(ctx context.Context, c delegatev1.PeerServiceClient, replica string, req dispatch.SubmitRequest) (dispatch.Forwarded, error) {
 	resp, err := c.RunTask(ctx, &delegatev1.RunTaskRequest{
 		TaskId: req.ForwardedID(), Kind: req.Kind, Selectors: req.Selectors, Scope: scopes.Proto(req.Scope), Payload: req.Payload,
 	})
 	if err == nil {
 		if resp.GetOutcome() == nil {
-			return nil, fmt.Errorf("replica %s answered without an outcome", replica)
+			return dispatch.Forwarded{}, fmt.Errorf("replica %s answered without an outcome", replica)
 		}
-		return resp.GetOutcome(), nil
+		return dispatch.Forwarded{Outcome: resp.GetOutcome(), Delegate: resp.GetDelegate()}, nil
 	}
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.Unavailable:
-		return nil, fmt.Errorf("replica %s: %w: %s", replica, dispatch.ErrPeerUnreachable, st.Message())
+		return dispatch.Forwarded{}, fmt.Errorf("replica %s: %w: %s", replica, dispatch.ErrPeerUnreachable, st.Message())
 	case codes.Canceled:
-		return nil, fmt.Errorf("replica %s: %w", replica, context.Canceled)
+		return dispatch.Forwarded{}, fmt.Errorf("replica %s: %w", replica, context.Canceled)
 	case codes.DeadlineExceeded:
-		return nil, fmt.Errorf("replica %s: %w", replica, context.DeadlineExceeded)
+		return dispatch.Forwarded{}, fmt.Errorf("replica %s: %w", replica, context.DeadlineExceeded)
 	}
-	return nil, fmt.Errorf("replica %s: %s: %s", replica, st.Code(), st.Message())
+	return dispatch.Forwarded{}, fmt.Errorf("replica %s: %s: %s", replica, st.Code(), st.Message())
 }
 
 // ClientTLS is the TLS of calls to peers, from the manager's own TLS

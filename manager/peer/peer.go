@@ -113,7 +113,7 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Close() error { return n.pool.close() }
 
 // Forward runs req on replica's delegates (dispatch.Forwarder).
-func (n *Node) Forward(ctx context.Context, replica string, req dispatch.SubmitRequest) (*delegatev1.Outcome, error) {
+func (n *Node) Forward(ctx context.Context, replica string, req dispatch.SubmitRequest) (dispatch.Forwarded, error) {
 	addr := ""
 	for _, p := range n.cfg.Members.Peers() {
 		if p.ID == replica {
@@ -121,11 +121,11 @@ func (n *Node) Forward(ctx context.Context, replica string, req dispatch.SubmitR
 		}
 	}
 	if addr == "" {
-		return nil, fmt.Errorf("replica %s: %w (not alive, or no advertise address)", replica, dispatch.ErrPeerUnreachable)
+		return dispatch.Forwarded{}, fmt.Errorf("replica %s: %w (not alive, or no advertise address)", replica, dispatch.ErrPeerUnreachable)
 	}
 	c, err := n.pool.client(addr)
 	if err != nil {
-		return nil, fmt.Errorf("replica %s at %s: %w: %v", replica, addr, dispatch.ErrPeerUnreachable, err)
+		return dispatch.Forwarded{}, fmt.Errorf("replica %s at %s: %w: %v", replica, addr, dispatch.ErrPeerUnreachable, err)
 	}
 	return runTask(ctx, c, replica, req)
 }

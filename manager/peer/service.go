@@ -63,13 +63,13 @@ func (s *Service) RunTask(ctx context.Context, req *delegatev1.RunTaskRequest) (
 	if req.GetPayload() == nil || req.GetKind() == "" {
 		return nil, status.Error(codes.InvalidArgument, "run_task: kind and payload are required")
 	}
-	o, err := s.d.RunForwarded(ctx, req.GetTaskId(), dispatch.SubmitRequest{
+	res, err := s.d.RunForwarded(ctx, req.GetTaskId(), dispatch.SubmitRequest{
 		Kind: req.GetKind(), Selectors: req.GetSelectors(), Scope: scopes.FromProto(req.GetScope()), Payload: req.GetPayload(),
 	})
 	var te *dispatch.TaskError
 	switch {
 	case err == nil:
-		return &delegatev1.RunTaskResponse{Outcome: o}, nil
+		return &delegatev1.RunTaskResponse{Outcome: res.Outcome, Delegate: res.Delegate}, nil
 	case errors.As(err, &te):
 		return &delegatev1.RunTaskResponse{Outcome: &delegatev1.Outcome{Code: te.Code, Message: te.Msg}}, nil
 	case errors.Is(err, dispatch.ErrShuttingDown):

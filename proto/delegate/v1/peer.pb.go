@@ -109,7 +109,10 @@ type RunTaskResponse struct {
 	// outcome is how the task ended there: the delegate's outcome, or the
 	// receiving replica's (NO_ELIGIBLE_DELEGATE, TIMEOUT, a connector that
 	// could not be resolved).
-	Outcome       *Outcome `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Outcome *Outcome `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// delegate is the name of the delegate that ran the task ("" when none
+	// did).
+	Delegate      string `protobuf:"bytes,2,opt,name=delegate,proto3" json:"delegate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +154,13 @@ func (x *RunTaskResponse) GetOutcome() *Outcome {
 	return nil
 }
 
+func (x *RunTaskResponse) GetDelegate() string {
+	if x != nil {
+		return x.Delegate
+	}
+	return ""
+}
+
 var File_delegate_v1_peer_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_peer_proto_rawDesc = "" +
@@ -161,9 +171,10 @@ const file_delegate_v1_peer_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tselectors\x18\x03 \x03(\tR\tselectors\x12(\n" +
 	"\x05scope\x18\x04 \x01(\v2\x12.delegate.v1.ScopeR\x05scope\x122\n" +
-	"\apayload\x18\x05 \x01(\v2\x18.delegate.v1.TaskPayloadR\apayload\"A\n" +
+	"\apayload\x18\x05 \x01(\v2\x18.delegate.v1.TaskPayloadR\apayload\"]\n" +
 	"\x0fRunTaskResponse\x12.\n" +
-	"\aoutcome\x18\x01 \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome2S\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome\x12\x1a\n" +
+	"\bdelegate\x18\x02 \x01(\tR\bdelegate2S\n" +
 	"\vPeerService\x12D\n" +
 	"\aRunTask\x12\x1b.delegate.v1.RunTaskRequest\x1a\x1c.delegate.v1.RunTaskResponseB?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
 
