@@ -11,8 +11,12 @@ import (
 // all at once while it keeps accepting new ones: a network blip between
 // an agent and the manager, with both processes untouched.
 type tcpProxy struct {
-	ln     net.Listener
-	target string
+	ln net.Listener
+	// targets are dialed in turn, one per accepted connection, skipping
+	// those that refuse: one target is a proxy, several a TCP load
+	// balancer in front of replicas.
+	targets []string
+	next    int
 
 	mu       sync.Mutex // guards conns and accepted
 	conns    map[net.Conn]struct{}
@@ -21,12 +25,19 @@ type tcpProxy struct {
 }
 
 func startProxy(t testing.TB, target string) *tcpProxy {
+	return startBalancer(t, target)
+}
+
+// startBalancer is a proxy that spreads its connections over targets in
+// turn, as a TCP load balancer in front of replicas does; a target that
+// refuses is skipped for the next.
+func startBalancer(t testing.TB, targets ...string) *tcpProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &tcpProxy{ln: ln, targets: targets, conns: map[net.Conn]struct{}{}}
 	p.wg.Go(p.serve)
 	t.Cleanup(p.close)
 	return p
@@ -47,7 +58,7 @@ func (p *tcpProxy) serve() {
 		if err != nil {
 			return
 		}
-		out, err := net.Dial("tcp", p.target)
+		out, err := p.dial()
 		if err != nil {
 			in.Close()
 			continue
@@ -69,6 +80,20 @@ func (p *tcpProxy) serve() {
 		p.wg.Go(func() { pipe(out, in) })
 		p.wg.Go(func() { pipe(in, out) })
 	}
+}
+
+// dial connects to the next target that accepts.
+func (p *tcpProxy) dial() (net.Conn, error) {
+	var err error
+	for range p.targets {
+		target := p.targets[p.next%len(p.targets)]
+		p.next++
+		var out net.Conn
+		if out, err = net.Dial("tcp", target); err == nil {
+			return out, nil
+		}
+	}
+	return nil, err
 }
 
 // DropAll closes every open connection (both sides) and returns how many
