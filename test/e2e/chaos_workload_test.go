@@ -469,8 +469,12 @@ func (w *workload) get(ctx context.Context, c *chain) bool {
 		ti, err := w.api.Secret(cctx, chainOp{kind: opGet}.request(c.name))
 		cancel()
 		code := ti.GetOutcome().GetCode()
+		// UNAVAILABLE: in a cluster, the replica the get was forwarded
+		// to died under it (a retryable outcome, as a careful client
+		// treats it).
 		retry := status.Code(err) == codes.Unavailable ||
-			err == nil && (code == delegatev1.Code_DELEGATE_LOST || code == delegatev1.Code_TIMEOUT || code == delegatev1.Code_NO_ELIGIBLE_DELEGATE)
+			err == nil && (code == delegatev1.Code_DELEGATE_LOST || code == delegatev1.Code_TIMEOUT ||
+				code == delegatev1.Code_NO_ELIGIBLE_DELEGATE || code == delegatev1.Code_UNAVAILABLE)
 		if retry && try < 10 {
 			w.getRetries.Add(1)
 			time.Sleep(100 * time.Millisecond)
