@@ -17,7 +17,8 @@ import (
 // fakeQueue is an in-memory shared queue of a cluster (store.Cluster's
 // task side, as the PostgreSQL store behaves), for the dispatcher's unit
 // tests; replica views are fakeReplica. fail, when set, makes a call
-// fail (failure injection); calls counts them.
+// fail (failure injection); calls counts them. (Tests that fail a store
+// for every backend wrap it instead: failingPull.)
 type fakeQueue struct {
 	mu    sync.Mutex // guards everything below
 	tasks map[string]*store.Task
@@ -63,18 +64,6 @@ func (q *fakeQueue) enter(op string) error {
 		}
 	}
 	return nil
-}
-
-func (q *fakeQueue) count(op string) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.calls[op]
-}
-
-func (q *fakeQueue) setFail(f func(op string) error) {
-	q.mu.Lock()
-	q.fail = f
-	q.mu.Unlock()
 }
 
 // notifyLocked sends e to every listener, after the change (as NOTIFY

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,50 +367,66 @@ func TestIssue11UnrunnableTaskGivenBack(t *testing.T) {
 	}
 }
 
+// failingPull is a replica's store whose Pull fails (while down is set)
+// and is counted.
+type failingPull struct {
+	store.Store
+	store.Cluster
+	down  atomic.Bool
+	pulls atomic.Int64
+}
+
+func (f *failingPull) Pull(ctx context.Context, replica string, wants []store.PullWant) ([]*store.Task, error) {
+	f.pulls.Add(1)
+	if f.down.Load() {
+		return nil, store.Unavailable(errors.New("connection refused"))
+	}
+	return f.Cluster.Pull(ctx, replica, wants)
+}
+
 // A failing store is not spun on: a thousand wakeups of the puller make a
 // few Pull calls (backoff), and a few log lines; once the store is back
 // the puller pulls again.
 func TestIssue11PullNoSpinOnStoreFailure(t *testing.T) {
-	b := fakeBackend()
-	var logs harness.LogBuffer
-	st := b.open(t, "A")
-	d := New(clusterCfg(), st, zerolog.New(&logs), NewMetrics())
-	d.SetCluster(ClusterConfig{Replica: "A", Store: st.(store.Cluster), PollInterval: time.Second})
-	b.listen(t, st, d.OnEvent)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.Sweep(ctx, 50*time.Millisecond) }()
-	defer func() { d.Close(); cancel(); <-done; d.Join() }()
-	r := &replicaRig{id: "A", d: d, st: st}
-	led := newLedger()
-	newAgent(t, led, "x", 4).connect(r)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			var logs harness.LogBuffer
+			inner := b.open(t, "A")
+			st := &failingPull{Store: inner, Cluster: inner.(store.Cluster)}
+			d := New(clusterCfg(), st, zerolog.New(&logs), NewMetrics())
+			d.SetCluster(ClusterConfig{Replica: "A", Store: st, PollInterval: time.Second})
+			b.listen(t, inner, d.OnEvent)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); d.Sweep(ctx, 50*time.Millisecond) }()
+			defer func() { d.Close(); cancel(); <-done; d.Join() }()
+			r := &replicaRig{id: "A", d: d, st: st}
+			led := newLedger()
+			newAgent(t, led, "x", 4).connect(r)
 
-	down := store.Unavailable(errors.New("connection refused"))
-	b.fake.setFail(func(op string) error {
-		if op == "pull" {
-			return down
-		}
-		return nil
-	})
-	before := b.fake.count("pull")
-	start := time.Now()
-	for range 1000 {
-		d.OnEvent(store.Event{Kind: store.EventQueued})
-		time.Sleep(time.Millisecond)
-	}
-	pulls := b.fake.count("pull") - before
-	// Without backoff: about one Pull per wakeup. With it: the retries
-	// of an exponential backoff from 20 ms over the elapsed time.
-	if bound := 2 + int(time.Since(start)/(10*time.Millisecond))/10; pulls > bound {
-		t.Errorf("%d Pull calls over a failing store for 1000 wakeups in %s, want at most %d", pulls, time.Since(start), bound)
-	}
-	if n := strings.Count(logs.String(), "store call failed"); n > 2 {
-		t.Errorf("%d log lines for one outage, want at most 2:\n%s", n, logs.String())
-	}
-	b.fake.setFail(nil)
-	s := ping(t, r, "")
-	if info := waitDone(t, s); info.GetState() != delegatev1.TaskState_SUCCEEDED {
-		t.Errorf("task after the store came back: %v", info)
+			st.down.Store(true)
+			before := st.pulls.Load()
+			start := time.Now()
+			for range 1000 {
+				d.OnEvent(store.Event{Kind: store.EventQueued})
+				time.Sleep(time.Millisecond)
+			}
+			pulls := int(st.pulls.Load() - before)
+			// Without backoff: about one Pull per wakeup. With it: the
+			// retries of an exponential backoff from 20 ms over the
+			// elapsed time.
+			if bound := 2 + int(time.Since(start)/(10*time.Millisecond))/10; pulls > bound {
+				t.Errorf("%d Pull calls over a failing store for 1000 wakeups in %s, want at most %d", pulls, time.Since(start), bound)
+			}
+			if n := strings.Count(logs.String(), "store call failed"); n > 2 {
+				t.Errorf("%d log lines for one outage, want at most 2:\n%s", n, logs.String())
+			}
+			st.down.Store(false)
+			s := ping(t, r, "")
+			if info := waitDone(t, s); info.GetState() != delegatev1.TaskState_SUCCEEDED {
+				t.Errorf("task after the store came back: %v", info)
+			}
+		})
 	}
 }
 
