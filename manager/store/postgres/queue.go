@@ -28,7 +28,8 @@ const serves = `(($3 = '' AND $4 = '' AND $5 = '')
 
 // pullQuery takes up to $6 pullable tasks for replica $1 that a delegate
 // with tags $2 and scope ($3, $4, $5) may run: queued, unowned, every
-// selector among the tags, served by the scope, the head of its order
+// selector among the tags (and at least one selector when $7,
+// PullWant.SelectedOnly), served by the scope, the head of its order
 // chain; oldest first along tasks_pull_idx, whose predicate the WHERE
 // repeats. SKIP LOCKED: a task another pull (or any change) holds is
 // left to it, so concurrent pulls take different tasks; the outer
@@ -38,6 +39,7 @@ const pullQuery = `
 		SELECT t.id FROM tasks t
 		WHERE t.state = 'queued' AND t.owner = ''
 			AND t.selectors <@ $2::text[]
+			AND (NOT $7::boolean OR cardinality(t.selectors) > 0)
 			AND ` + serves + `
 			AND ` + isHead + `
 		ORDER BY t.created_at, t.id
@@ -61,7 +63,7 @@ func (db *DB) Pull(ctx context.Context, replica string, wants []store.PullWant) 
 			if w.N <= 0 {
 				continue
 			}
-			rows, err := tx.Query(ctx, pullQuery, replica, orEmpty(w.Tags), w.Scope.Account, w.Scope.Org, w.Scope.Project, w.N)
+			rows, err := tx.Query(ctx, pullQuery, replica, orEmpty(w.Tags), w.Scope.Account, w.Scope.Org, w.Scope.Project, w.N, w.SelectedOnly)
 			if err != nil {
 				return wrapErr("pull", err)
 			}

@@ -79,7 +79,7 @@ func TestIssue11PullUsesItsIndex(t *testing.T) {
 	if err := db.Exec(ctx, "ANALYZE tasks"); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := db.Explain(ctx, postgres.PullQuery, "r", []string{"prod"}, "", "", "", 10)
+	plan, err := db.Explain(ctx, postgres.PullQuery, "r", []string{"prod"}, "", "", "", 10, false)
 	if err != nil {
 		t.Fatal(err)
 	}

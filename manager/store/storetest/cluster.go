@@ -49,6 +49,7 @@ func RunClusterConformance(t *testing.T, open ClusterOpenFunc) {
 		{"SingleManager", testClusterSingleManager},
 		{"Pull", testClusterPull},
 		{"PullRace", testClusterPullRace},
+		{"PullSelectedOnly", testClusterPullSelectedOnly},
 		{"Disown", testClusterDisown},
 		{"Adopt", testClusterAdopt},
 		{"RenewLeases", testClusterRenewLeases},

@@ -65,6 +65,25 @@ func testClusterPull(t *testing.T, open func(string) ClusterStore) {
 	}
 }
 
+// A want with SelectedOnly (the platform delegate's) takes only tasks
+// with selectors, never one that selects nothing.
+func testClusterPullSelectedOnly(t *testing.T, open func(string) ClusterStore) {
+	r1 := open("r1")
+	none, selected := clusterTask("none", "", 20*time.Second), clusterTask("selected", "", 10*time.Second)
+	none.Selectors, selected.Selectors = nil, []string{"smd:platform"}
+	mustCreateAll(t, r1, none, selected)
+	got, err := r1.Pull(t.Context(), "r1", []store.PullWant{{Tags: []string{"smd:platform"}, N: 10, SelectedOnly: true}})
+	if err != nil {
+		t.Fatalf("Pull = %v", err)
+	}
+	if g := ids(got); !slices.Equal(g, []string{"selected"}) {
+		t.Errorf("Pull(SelectedOnly) = %v, want [selected]", g)
+	}
+	if got := mustGet(t, r1, "none"); got.Owner != "" {
+		t.Errorf("a task without selectors was pulled by %q", got.Owner)
+	}
+}
+
 // Replicas pulling at once take each task exactly once.
 func testClusterPullRace(t *testing.T, open func(string) ClusterStore) {
 	const pullers, tasks = 8, 200
