@@ -141,9 +141,12 @@ func newSecretCmd() *cobra.Command {
 					showChange("created")(w, r)
 					switch {
 					case gen.show && r.GetValue() == nil:
-						// A retry found the task finished: the value went
-						// to the attempt whose connection broke.
-						fmt.Fprintf(w, "the generated value was lost with the connection (smd secret get %s prints it)\n", r.GetName())
+						// The value reached no caller that waits here: a
+						// retry found the task finished (the value went to
+						// the attempt whose connection broke), or, on a
+						// cluster, it could not be brought to the replica
+						// this call waited on. The manager never stores it.
+						fmt.Fprintf(w, "the generated value was stored at AWS but cannot be shown here (smd secret get %s prints it)\n", r.GetName())
 					case gen.show:
 						fmt.Fprintln(w, r.GetValue().GetStringValue())
 					case g != nil:

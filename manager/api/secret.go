@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/resolve"
@@ -121,8 +123,11 @@ func (s *Service) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, s
 	select {
 	case <-t.Done():
 		info := t.Info()
-		if mutation && !st.GetCreate().GetReturnValue() {
+		switch {
+		case mutation && !st.GetCreate().GetReturnValue():
 			info.Outcome = dispatch.WithoutSecretValue(info.Outcome)
+		case st.GetCreate().GetReturnValue():
+			info.Outcome = valueNotShown(info.Outcome)
 		}
 		return info, nil
 	case <-ctx.Done():
@@ -132,3 +137,24 @@ func (s *Service) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, s
 		return nil, s.toStatus(ctx.Err())
 	}
 }
+
+// valueNotShown is the outcome of a create with return_value as its
+// caller sees it: the delegate's, or, when it succeeded without the
+// generated value, one saying why. The value exists only in memory, for
+// the callers holding the task there, and is never stored: a call that
+// repeats the request after the task ended, or that waits on another
+// replica than the one the value was sent to (or when sending it
+// failed), gets the stored outcome.
+func valueNotShown(o *delegatev1.Outcome) *delegatev1.Outcome {
+	if o.GetCode() != delegatev1.Code_OK || o.GetSecret() == nil || o.GetSecret().GetValue() != nil {
+		return o
+	}
+	c := proto.Clone(o).(*delegatev1.Outcome)
+	c.Message = GeneratedNotShown
+	return c
+}
+
+// GeneratedNotShown is the message of a create with return_value that
+// succeeded but whose generated value cannot be shown to this call.
+const GeneratedNotShown = "the secret was created at AWS with a generated value, but the value cannot be shown: " +
+	"managers never store it, and it did not reach this call (smd secret get prints it)"

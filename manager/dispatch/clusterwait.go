@@ -147,7 +147,8 @@ func (d *Dispatcher) readAwaited(a *awaitedTask) {
 		if st == nil || st.State.Final() {
 			delete(d.cl.awaited, t.id)
 			if st != nil {
-				setStored(t, st) // closes done
+				setStored(t, st) // closes done; Info waits for d.mu
+				t.outcome = d.generatedLocked(t, st, t.outcome)
 			}
 			d.endAwaitedLocked(t)
 		} else {

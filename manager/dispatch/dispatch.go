@@ -79,6 +79,12 @@ type task struct {
 	// clusterwait.go) holds the reservation its Submit made against its
 	// scope's limits.
 	held bool
+	// origin is the replica where the caller of an async task waits
+	// (store.Task.Origin; cluster mode), and gen a generated value
+	// another replica delivered for that caller, until the stored final
+	// state says whether it is the task's (generated.go).
+	origin string
+	gen    *generated
 }
 
 // queue is the FIFO of queued tasks with one scope and selector set.
@@ -109,6 +115,9 @@ type Dispatcher struct {
 	// a single manager.
 	fwd Forwarder
 	dir *directory
+	// courier brings a generated value to the replica where its caller
+	// waits (generated.go); nil for a single manager.
+	courier Courier
 
 	tagMu sync.Mutex // serializes the read-modify-writes of operator tags (optags.go)
 
@@ -157,6 +166,13 @@ var (
 	// ErrRequestReused: a request id came again with another request
 	// than the one it was first given with (wrapped by RequestReusedError).
 	ErrRequestReused = errors.New("request_id reused for a different request")
+	// ErrNotReplica: a call only a replica of a cluster answers, made
+	// to a single manager (AcceptGenerated).
+	ErrNotReplica = errors.New("this manager is not a replica of a cluster")
+	// ErrNotGenerated: a delivery that is not a generated value (not an
+	// OK outcome carrying a secret value, or without a task or lease
+	// id; AcceptGenerated).
+	ErrNotGenerated = errors.New("not the outcome of a create that generated its value")
 )
 
 // RequestReusedError is Submit's error for a request id its caller used
@@ -299,6 +315,8 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 		}
 		t.requestID = req.Request.ID
 		if d.cl != nil {
+			// Its caller waits here: a generated value comes here.
+			t.origin = d.cl.replica
 			// A replica: stored unowned, pulled by whichever replica's
 			// delegates have room (pull.go).
 			// Its reservation is the awaited task's from now on, until
@@ -310,7 +328,7 @@ func (d *Dispatcher) submit(ctx context.Context, req SubmitRequest) (*task, erro
 			State: store.StateQueued, MaxAttempts: t.maxAttempts,
 			CreatedAt: now, UpdatedAt: now, Deadline: t.deadline,
 			QueueDeadline: now.Add(d.cfg.QueueTimeout.D()), Request: req.Request,
-			OrderKey: t.orderKey,
+			OrderKey: t.orderKey, Origin: t.origin,
 		}
 		d.await(t) // before the store has it: a pull here finds it
 		err = d.store.CreateTask(ctx, st)

@@ -99,6 +99,9 @@ func (d *Dispatcher) persistFinal(t *task, leaseID string, o *delegatev1.Outcome
 	if f.Payload, err = d.keptPayload(t.id, t.payload); err != nil {
 		d.log.Error().Err(err).Str("task_id", t.id).Msg("seal the payload of a finished task failed; it keeps none")
 	}
+	// A generated value goes to its caller's replica before the final
+	// state exists there to be read (generated.go).
+	d.sendGenerated(t, leaseID, o)
 	for n := 0; ; {
 		err := d.store.Complete(context.Background(), t.id, leaseID, f)
 		if err == nil {

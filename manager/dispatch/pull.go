@@ -224,7 +224,7 @@ func fillStored(t *task, st *store.Task, p *delegatev1.TaskPayload) {
 		// creation without the lock: they never change.
 		t.id, t.kind, t.async, t.createdAt, t.requestID = st.ID, st.Kind, true, st.CreatedAt, st.Request.ID
 	}
-	t.selectors, t.scope, t.key, t.orderKey = st.Selectors, scope, matchKey(scope, st.Selectors), st.OrderKey
+	t.selectors, t.scope, t.key, t.orderKey, t.origin = st.Selectors, scope, matchKey(scope, st.Selectors), st.OrderKey, st.Origin
 	t.payload, t.state, t.attempt, t.maxAttempts = p, st.State, st.Attempt, st.MaxAttempts
 	t.leaseID, t.holder, t.deadline, t.updatedAt = st.LeaseID, st.Delegate, st.Deadline, st.UpdatedAt
 	t.busy, t.storing, t.waiting, t.outcome = false, false, false, nil

@@ -168,6 +168,9 @@ func (d *Dispatcher) finishStored(t *task, st *store.Task) {
 	if len(st.Outcome) == 0 || proto.Unmarshal(st.Outcome, o) != nil {
 		o = &delegatev1.Outcome{Code: delegatev1.Code(delegatev1.Code_value[st.Code]), Message: "completed elsewhere"}
 	}
+	d.mu.Lock()
+	o = d.generatedLocked(t, st, o)
+	d.mu.Unlock()
 	d.finish(t, o)
 }
 

@@ -152,3 +152,18 @@ func ClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 }
+
+// deliverGenerated sends a generated value to a replica through c. The
+// error names the replica and the status, never the value (the
+// receiving replica's messages quote none).
+func deliverGenerated(ctx context.Context, c delegatev1.PeerServiceClient, replica, taskID, leaseID string, o *delegatev1.Outcome) error {
+	_, err := c.DeliverGenerated(ctx, &delegatev1.DeliverGeneratedRequest{TaskId: taskID, LeaseId: leaseID, Outcome: o})
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(err)
+	if st.Code() == codes.Unavailable {
+		return fmt.Errorf("replica %s: %w: %s", replica, dispatch.ErrPeerUnreachable, st.Message())
+	}
+	return fmt.Errorf("replica %s: deliver a generated value: %s: %s", replica, st.Code(), st.Message())
+}

@@ -75,7 +75,10 @@ type Node struct {
 	pool *pool
 }
 
-var _ dispatch.Forwarder = (*Node)(nil)
+var (
+	_ dispatch.Forwarder = (*Node)(nil)
+	_ dispatch.Courier   = (*Node)(nil)
+)
 
 // New builds the peer link of replica cfg.Replica and wires it into d:
 // d records its delegates cluster-wide (SetDirectory) and forwards sync
@@ -93,6 +96,7 @@ func New(cfg Config, d *dispatch.Dispatcher, log zerolog.Logger) (*Node, error) 
 	n := &Node{cfg: cfg, d: d, log: log, svc: newService(cfg.Token, d, log), pool: newPool(cfg.Token, cfg.TLS)}
 	d.SetDirectory(dispatch.DirectoryConfig{Replica: cfg.Replica, Store: cfg.Store, Members: cfg.Members, Refresh: cfg.Refresh})
 	d.SetForwarder(n)
+	d.SetCourier(n)
 	return n, nil
 }
 
@@ -114,6 +118,26 @@ func (n *Node) Close() error { return n.pool.close() }
 
 // Forward runs req on replica's delegates (dispatch.Forwarder).
 func (n *Node) Forward(ctx context.Context, replica string, req dispatch.SubmitRequest) (dispatch.Forwarded, error) {
+	c, err := n.client(replica)
+	if err != nil {
+		return dispatch.Forwarded{}, err
+	}
+	return runTask(ctx, c, replica, req)
+}
+
+// DeliverGenerated hands a generated value to the replica where its
+// caller waits (dispatch.Courier).
+func (n *Node) DeliverGenerated(ctx context.Context, replica, taskID, leaseID string, o *delegatev1.Outcome) error {
+	c, err := n.client(replica)
+	if err != nil {
+		return err
+	}
+	return deliverGenerated(ctx, c, replica, taskID, leaseID, o)
+}
+
+// client returns the PeerService client of live replica id; not alive,
+// or without an address, is dispatch.ErrPeerUnreachable.
+func (n *Node) client(replica string) (delegatev1.PeerServiceClient, error) {
 	addr := ""
 	for _, p := range n.cfg.Members.Peers() {
 		if p.ID == replica {
@@ -121,11 +145,11 @@ func (n *Node) Forward(ctx context.Context, replica string, req dispatch.SubmitR
 		}
 	}
 	if addr == "" {
-		return dispatch.Forwarded{}, fmt.Errorf("replica %s: %w (not alive, or no advertise address)", replica, dispatch.ErrPeerUnreachable)
+		return nil, fmt.Errorf("replica %s: %w (not alive, or no advertise address)", replica, dispatch.ErrPeerUnreachable)
 	}
 	c, err := n.pool.client(addr)
 	if err != nil {
-		return dispatch.Forwarded{}, fmt.Errorf("replica %s at %s: %w: %v", replica, addr, dispatch.ErrPeerUnreachable, err)
+		return nil, fmt.Errorf("replica %s at %s: %w: %v", replica, addr, dispatch.ErrPeerUnreachable, err)
 	}
-	return runTask(ctx, c, replica, req)
+	return c, nil
 }

@@ -85,3 +85,23 @@ func (s *Service) RunTask(ctx context.Context, req *delegatev1.RunTaskRequest) (
 	s.log.Error().Err(err).Str("task_id", req.GetTaskId()).Msg("forwarded task failed")
 	return nil, status.Error(codes.Internal, "the replica could not run the task (see its log)")
 }
+
+// DeliverGenerated keeps a generated value another replica received for
+// the callers waiting here (dispatch.AcceptGenerated). It only delivers:
+// the answer is empty whatever became of the value, and nothing of the
+// request is logged.
+func (s *Service) DeliverGenerated(ctx context.Context, req *delegatev1.DeliverGeneratedRequest) (*delegatev1.DeliverGeneratedResponse, error) {
+	if err := s.authorize(ctx); err != nil {
+		return nil, err
+	}
+	err := s.d.AcceptGenerated(req.GetTaskId(), req.GetLeaseId(), req.GetOutcome())
+	switch {
+	case err == nil:
+		return &delegatev1.DeliverGeneratedResponse{}, nil
+	case errors.Is(err, dispatch.ErrNotGenerated):
+		return nil, status.Error(codes.InvalidArgument, "deliver_generated: "+dispatch.ErrNotGenerated.Error())
+	case errors.Is(err, dispatch.ErrNotReplica):
+		return nil, status.Error(codes.FailedPrecondition, "deliver_generated: "+dispatch.ErrNotReplica.Error())
+	}
+	return nil, status.Error(codes.Internal, "deliver_generated failed")
+}

@@ -184,6 +184,12 @@ type Task struct {
 	// LeaseExpiry is when the current lease lapses unless renewed
 	// (cluster.go: durable leases); zero when the store does not keep it.
 	LeaseExpiry time.Time
+	// Origin is the replica that took the call submitting the task, where
+	// its caller waits (cluster.go); stored as given, never changed. A
+	// replica that completes a create whose outcome carries a generated
+	// value sends the value there over the peer link (the value itself
+	// is never stored). A single manager leaves it empty.
+	Origin string
 }
 
 // Lease is a claim of a queued task by a delegate.

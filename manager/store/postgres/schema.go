@@ -160,6 +160,11 @@ CREATE TABLE delegates (
 );
 CREATE INDEX delegates_replica_idx ON delegates (replica);
 `,
+	// 6: a task's origin, the replica its caller waits on (the peer link
+	// brings it a generated value there); '' for tasks of version 5.
+	`
+ALTER TABLE tasks ADD COLUMN origin text COLLATE "C" NOT NULL DEFAULT '';
+`,
 }
 
 // schemaVersion is the layout version this package writes: Open migrates

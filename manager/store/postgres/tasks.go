@@ -14,7 +14,7 @@ import (
 // taskColumns are the columns scanTask reads, in its order.
 const taskColumns = `id, kind, selectors, scope_account, scope_org, scope_project, payload,
 	request_owner, request_id, request_hash, state, attempt, max_attempts, lease_id, delegate, code, outcome,
-	created_at, updated_at, deadline, queue_deadline, order_key, owner, lease_expiry`
+	created_at, updated_at, deadline, queue_deadline, order_key, owner, lease_expiry, origin`
 
 // scanTask reads one row of taskColumns.
 func scanTask(row pgx.Row) (*store.Task, error) {
@@ -25,7 +25,7 @@ func scanTask(row pgx.Row) (*store.Task, error) {
 	)
 	err := row.Scan(&t.ID, &t.Kind, &t.Selectors, &t.Scope.Account, &t.Scope.Org, &t.Scope.Project,
 		&t.Payload, &t.Request.Owner, &t.Request.ID, &t.Request.Hash, &state, &t.Attempt, &t.MaxAttempts, &t.LeaseID, &t.Delegate, &t.Code, &t.Outcome,
-		&t.CreatedAt, &t.UpdatedAt, &deadline, &queueDeadline, &t.OrderKey, &t.Owner, &leaseExpiry)
+		&t.CreatedAt, &t.UpdatedAt, &deadline, &queueDeadline, &t.OrderKey, &t.Owner, &leaseExpiry, &t.Origin)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func (db *DB) insertTask(ctx context.Context, t *store.Task, created, updated ti
 	err := db.pool.QueryRow(ctx, `
 		WITH ins AS (
 			INSERT INTO tasks (`+taskColumns+`, task_timeout, queue_timeout)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, NULL,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, NULL, $25,
 				$19::timestamptz - $17::timestamptz, $20::timestamptz - $17::timestamptz)
 			ON CONFLICT (id) DO NOTHING
 			RETURNING owner)
@@ -119,7 +119,7 @@ func (db *DB) insertTask(ctx context.Context, t *store.Task, created, updated ti
 		t.Request.Owner, t.Request.ID, orEmpty(t.Request.Hash),
 		t.Attempt, t.MaxAttempts, t.LeaseID, t.Delegate, t.Code, orEmpty(t.Outcome),
 		created, updated, nullTime(t.Deadline), nullTime(t.QueueDeadline), t.OrderKey, t.Owner,
-		db.channel, db.replica != "").Scan(&inserted)
+		db.channel, db.replica != "", t.Origin).Scan(&inserted)
 	switch {
 	case uniqueViolation(err) == "tasks_request_idx":
 		return err

@@ -9,20 +9,22 @@ import (
 	"github.com/smdelegate/smdelegate/manager/store"
 )
 
-// CreateTask stores Owner as given; an unowned task's EventQueued is
+// CreateTask stores Owner and Origin as given; an unowned task's EventQueued is
 // sent, an owned one's is not.
 func testClusterCreateOwner(t *testing.T, open func(string) ClusterStore) {
 	r1 := open("r1")
 	ev := listen(t, r1)
 	mustCreate(t, r1, clusterTask("owned", "r1", 0))
 	ev.expect(t, "create an owned task")
-	mustCreate(t, r1, clusterTask("unowned", "", 0))
+	unowned := clusterTask("unowned", "", 0)
+	unowned.Origin = "r1"
+	mustCreate(t, r1, unowned)
 	ev.expect(t, "create an unowned task", store.Event{Kind: store.EventQueued})
 	if got := mustGet(t, r1, "owned"); got.Owner != "r1" || !got.LeaseExpiry.IsZero() {
 		t.Errorf("owned task: Owner %q, LeaseExpiry %v, want r1 and zero", got.Owner, got.LeaseExpiry)
 	}
-	if got := mustGet(t, r1, "unowned"); got.Owner != "" {
-		t.Errorf("unowned task: Owner %q, want \"\"", got.Owner)
+	if got := mustGet(t, r1, "unowned"); got.Owner != "" || got.Origin != "r1" {
+		t.Errorf("unowned task: Owner %q, Origin %q, want \"\" and r1", got.Owner, got.Origin)
 	}
 	// A failed create (a taken id) sends nothing.
 	if err := r1.CreateTask(t.Context(), clusterTask("unowned", "", 0)); err == nil {

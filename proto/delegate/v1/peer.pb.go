@@ -21,6 +21,106 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DeliverGeneratedRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// lease_id is the lease under which the delegate ran the task.
+	LeaseId string `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// outcome is the delegate's outcome, with the generated value.
+	Outcome       *Outcome `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverGeneratedRequest) Reset() {
+	*x = DeliverGeneratedRequest{}
+	mi := &file_delegate_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverGeneratedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverGeneratedRequest) ProtoMessage() {}
+
+func (x *DeliverGeneratedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverGeneratedRequest.ProtoReflect.Descriptor instead.
+func (*DeliverGeneratedRequest) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeliverGeneratedRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *DeliverGeneratedRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *DeliverGeneratedRequest) GetOutcome() *Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+// DeliverGeneratedResponse is empty: whether the value was kept is not
+// told (it would say whether a task is waited for).
+type DeliverGeneratedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverGeneratedResponse) Reset() {
+	*x = DeliverGeneratedResponse{}
+	mi := &file_delegate_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverGeneratedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverGeneratedResponse) ProtoMessage() {}
+
+func (x *DeliverGeneratedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_delegate_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverGeneratedResponse.ProtoReflect.Descriptor instead.
+func (*DeliverGeneratedResponse) Descriptor() ([]byte, []int) {
+	return file_delegate_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
 type RunTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// task_id is the task's id on the forwarding replica; the receiving
@@ -41,7 +141,7 @@ type RunTaskRequest struct {
 
 func (x *RunTaskRequest) Reset() {
 	*x = RunTaskRequest{}
-	mi := &file_delegate_v1_peer_proto_msgTypes[0]
+	mi := &file_delegate_v1_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +153,7 @@ func (x *RunTaskRequest) String() string {
 func (*RunTaskRequest) ProtoMessage() {}
 
 func (x *RunTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_peer_proto_msgTypes[0]
+	mi := &file_delegate_v1_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +166,7 @@ func (x *RunTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTaskRequest.ProtoReflect.Descriptor instead.
 func (*RunTaskRequest) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_delegate_v1_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RunTaskRequest) GetTaskId() string {
@@ -119,7 +219,7 @@ type RunTaskResponse struct {
 
 func (x *RunTaskResponse) Reset() {
 	*x = RunTaskResponse{}
-	mi := &file_delegate_v1_peer_proto_msgTypes[1]
+	mi := &file_delegate_v1_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +231,7 @@ func (x *RunTaskResponse) String() string {
 func (*RunTaskResponse) ProtoMessage() {}
 
 func (x *RunTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_delegate_v1_peer_proto_msgTypes[1]
+	mi := &file_delegate_v1_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +244,7 @@ func (x *RunTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTaskResponse.ProtoReflect.Descriptor instead.
 func (*RunTaskResponse) Descriptor() ([]byte, []int) {
-	return file_delegate_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_delegate_v1_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RunTaskResponse) GetOutcome() *Outcome {
@@ -165,7 +265,12 @@ var File_delegate_v1_peer_proto protoreflect.FileDescriptor
 
 const file_delegate_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x16delegate/v1/peer.proto\x12\vdelegate.v1\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"\xb9\x01\n" +
+	"\x16delegate/v1/peer.proto\x12\vdelegate.v1\x1a\x18delegate/v1/common.proto\x1a\x1cdelegate/v1/connectors.proto\"}\n" +
+	"\x17DeliverGeneratedRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12.\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome\"\x1a\n" +
+	"\x18DeliverGeneratedResponse\"\xb9\x01\n" +
 	"\x0eRunTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
@@ -174,9 +279,10 @@ const file_delegate_v1_peer_proto_rawDesc = "" +
 	"\apayload\x18\x05 \x01(\v2\x18.delegate.v1.TaskPayloadR\apayload\"]\n" +
 	"\x0fRunTaskResponse\x12.\n" +
 	"\aoutcome\x18\x01 \x01(\v2\x14.delegate.v1.OutcomeR\aoutcome\x12\x1a\n" +
-	"\bdelegate\x18\x02 \x01(\tR\bdelegate2S\n" +
+	"\bdelegate\x18\x02 \x01(\tR\bdelegate2\xb4\x01\n" +
 	"\vPeerService\x12D\n" +
-	"\aRunTask\x12\x1b.delegate.v1.RunTaskRequest\x1a\x1c.delegate.v1.RunTaskResponseB?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
+	"\aRunTask\x12\x1b.delegate.v1.RunTaskRequest\x1a\x1c.delegate.v1.RunTaskResponse\x12_\n" +
+	"\x10DeliverGenerated\x12$.delegate.v1.DeliverGeneratedRequest\x1a%.delegate.v1.DeliverGeneratedResponseB?Z=github.com/smdelegate/smdelegate/proto/delegate/v1;delegatev1b\x06proto3"
 
 var (
 	file_delegate_v1_peer_proto_rawDescOnce sync.Once
@@ -190,25 +296,30 @@ func file_delegate_v1_peer_proto_rawDescGZIP() []byte {
 	return file_delegate_v1_peer_proto_rawDescData
 }
 
-var file_delegate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_delegate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_delegate_v1_peer_proto_goTypes = []any{
-	(*RunTaskRequest)(nil),  // 0: delegate.v1.RunTaskRequest
-	(*RunTaskResponse)(nil), // 1: delegate.v1.RunTaskResponse
-	(*Scope)(nil),           // 2: delegate.v1.Scope
-	(*TaskPayload)(nil),     // 3: delegate.v1.TaskPayload
-	(*Outcome)(nil),         // 4: delegate.v1.Outcome
+	(*DeliverGeneratedRequest)(nil),  // 0: delegate.v1.DeliverGeneratedRequest
+	(*DeliverGeneratedResponse)(nil), // 1: delegate.v1.DeliverGeneratedResponse
+	(*RunTaskRequest)(nil),           // 2: delegate.v1.RunTaskRequest
+	(*RunTaskResponse)(nil),          // 3: delegate.v1.RunTaskResponse
+	(*Outcome)(nil),                  // 4: delegate.v1.Outcome
+	(*Scope)(nil),                    // 5: delegate.v1.Scope
+	(*TaskPayload)(nil),              // 6: delegate.v1.TaskPayload
 }
 var file_delegate_v1_peer_proto_depIdxs = []int32{
-	2, // 0: delegate.v1.RunTaskRequest.scope:type_name -> delegate.v1.Scope
-	3, // 1: delegate.v1.RunTaskRequest.payload:type_name -> delegate.v1.TaskPayload
-	4, // 2: delegate.v1.RunTaskResponse.outcome:type_name -> delegate.v1.Outcome
-	0, // 3: delegate.v1.PeerService.RunTask:input_type -> delegate.v1.RunTaskRequest
-	1, // 4: delegate.v1.PeerService.RunTask:output_type -> delegate.v1.RunTaskResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 0: delegate.v1.DeliverGeneratedRequest.outcome:type_name -> delegate.v1.Outcome
+	5, // 1: delegate.v1.RunTaskRequest.scope:type_name -> delegate.v1.Scope
+	6, // 2: delegate.v1.RunTaskRequest.payload:type_name -> delegate.v1.TaskPayload
+	4, // 3: delegate.v1.RunTaskResponse.outcome:type_name -> delegate.v1.Outcome
+	2, // 4: delegate.v1.PeerService.RunTask:input_type -> delegate.v1.RunTaskRequest
+	0, // 5: delegate.v1.PeerService.DeliverGenerated:input_type -> delegate.v1.DeliverGeneratedRequest
+	3, // 6: delegate.v1.PeerService.RunTask:output_type -> delegate.v1.RunTaskResponse
+	1, // 7: delegate.v1.PeerService.DeliverGenerated:output_type -> delegate.v1.DeliverGeneratedResponse
+	6, // [6:8] is the sub-list for method output_type
+	4, // [4:6] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_delegate_v1_peer_proto_init() }
@@ -224,7 +335,7 @@ func file_delegate_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_delegate_v1_peer_proto_rawDesc), len(file_delegate_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

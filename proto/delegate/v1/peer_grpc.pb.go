@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeerService_RunTask_FullMethodName = "/delegate.v1.PeerService/RunTask"
+	PeerService_RunTask_FullMethodName          = "/delegate.v1.PeerService/RunTask"
+	PeerService_DeliverGenerated_FullMethodName = "/delegate.v1.PeerService/DeliverGenerated"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -39,6 +40,16 @@ type PeerServiceClient interface {
 	// The receiving replica never forwards it further (one hop). The
 	// caller's deadline bounds it; a cancelled call cancels the task.
 	RunTask(ctx context.Context, in *RunTaskRequest, opts ...grpc.CallOption) (*RunTaskResponse, error)
+	// DeliverGenerated hands the outcome of a create that generated its
+	// value for a caller that waits (CreateSecretOp.return_value) to the
+	// replica where that caller waits (the task's origin), before the
+	// sending replica stores the task's final state (the value is never
+	// stored). The receiving replica keeps it in memory only for a task
+	// its callers wait for and that asked for the value, and hands it to
+	// them only when the stored final state is OK, under the same lease,
+	// with the same outcome but the value; otherwise it is dropped. It
+	// only delivers: the answer carries nothing, no call reads a value.
+	DeliverGenerated(ctx context.Context, in *DeliverGeneratedRequest, opts ...grpc.CallOption) (*DeliverGeneratedResponse, error)
 }
 
 type peerServiceClient struct {
@@ -53,6 +64,16 @@ func (c *peerServiceClient) RunTask(ctx context.Context, in *RunTaskRequest, opt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RunTaskResponse)
 	err := c.cc.Invoke(ctx, PeerService_RunTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerServiceClient) DeliverGenerated(ctx context.Context, in *DeliverGeneratedRequest, opts ...grpc.CallOption) (*DeliverGeneratedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeliverGeneratedResponse)
+	err := c.cc.Invoke(ctx, PeerService_DeliverGenerated_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +97,16 @@ type PeerServiceServer interface {
 	// The receiving replica never forwards it further (one hop). The
 	// caller's deadline bounds it; a cancelled call cancels the task.
 	RunTask(context.Context, *RunTaskRequest) (*RunTaskResponse, error)
+	// DeliverGenerated hands the outcome of a create that generated its
+	// value for a caller that waits (CreateSecretOp.return_value) to the
+	// replica where that caller waits (the task's origin), before the
+	// sending replica stores the task's final state (the value is never
+	// stored). The receiving replica keeps it in memory only for a task
+	// its callers wait for and that asked for the value, and hands it to
+	// them only when the stored final state is OK, under the same lease,
+	// with the same outcome but the value; otherwise it is dropped. It
+	// only delivers: the answer carries nothing, no call reads a value.
+	DeliverGenerated(context.Context, *DeliverGeneratedRequest) (*DeliverGeneratedResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -88,6 +119,9 @@ type UnimplementedPeerServiceServer struct{}
 
 func (UnimplementedPeerServiceServer) RunTask(context.Context, *RunTaskRequest) (*RunTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RunTask not implemented")
+}
+func (UnimplementedPeerServiceServer) DeliverGenerated(context.Context, *DeliverGeneratedRequest) (*DeliverGeneratedResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeliverGenerated not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -128,6 +162,24 @@ func _PeerService_RunTask_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_DeliverGenerated_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeliverGeneratedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).DeliverGenerated(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_DeliverGenerated_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).DeliverGenerated(ctx, req.(*DeliverGeneratedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -138,6 +190,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunTask",
 			Handler:    _PeerService_RunTask_Handler,
+		},
+		{
+			MethodName: "DeliverGenerated",
+			Handler:    _PeerService_DeliverGenerated_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
