@@ -3,7 +3,8 @@
 // replica serves on its own gRPC listener, the pool of clients it calls
 // the other replicas with, and the wiring of both into the dispatcher
 // (sync tasks forwarded to the replica holding an eligible delegate; the
-// cluster-wide registry of delegates). A single manager has none of it.
+// cluster-wide registry of delegates; generated values brought to the
+// replica where their caller waits). A single manager has none of it.
 //
 // Replicas authenticate each other with a shared peer token
 // (cluster.peer_token_file): the caller sends it as a bearer token, the
