@@ -256,7 +256,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		// Text that is not UTF-8 is refused first, naming its field
 		// (codec.go); then the token is checked, then the limits.
 		grpc.ForceServerCodecV2(newWireCodec()),
-		grpc.ChainUnaryInterceptor(textUnary, auth.unary, s.limits.Unary),
+		grpc.ChainUnaryInterceptor(textUnary, auth.unary, api.RateLimit(s.limits)),
 		grpc.ChainStreamInterceptor(textStream, auth.stream),
 		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
 		// allow that, and probe idle agents ourselves.

@@ -73,7 +73,7 @@ type delegate struct {
 	// delegate misbehaved (liveness.go); evictErr, set just before, is
 	// the status the stream ends with.
 	evicted  chan struct{}
-	evictErr error
+	evictErr *StreamClosedError
 	// dirSeq orders its cluster-wide record's write among the refreshes
 	// of the directory (directory.go); 0 for a single manager.
 	dirSeq uint64
