@@ -37,7 +37,6 @@ import (
 // every task ends by dispatch.task_deadline, so at most about
 // submit_rate × task_deadline + submit_burst.
 
-
 // ListTasks page sizes.
 const (
 	defaultListPage = 100

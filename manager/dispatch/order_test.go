@@ -241,7 +241,6 @@ func TestIssue10OrderFencedRedispatch(t *testing.T) {
 	}
 }
 
-
 // TestIssue10OrderRecovered: after a manager restart the chains are
 // rebuilt from the store in creation order: the leased head keeps its
 // lease (the agent resumes it), the others wait, and they run one by one
