@@ -30,7 +30,6 @@ import (
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/peer"
-	"github.com/smdelegate/smdelegate/manager/platform"
 	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
@@ -48,6 +47,8 @@ type Server struct {
 	store store.Store
 	disp  *dispatch.Dispatcher
 	m     *dispatch.Metrics
+	// platform runs the tasks the manager runs itself (SetPlatform).
+	platform dispatch.TaskRunner
 
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
@@ -114,6 +115,14 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	}
 	return s, nil
 }
+
+// SetPlatform gives the manager the runner of the tasks it runs itself
+// (platform.New from platform.endpoints.allow: oidc connectors with
+// oidc_connectivity: platform), before Start. cmd/smd builds it, beside
+// the agent's task handler: the one place that wires AWS clients to task
+// code; the Server only runs what it is given. Without one, such tasks
+// find no delegate (NO_ELIGIBLE_DELEGATE).
+func (s *Server) SetPlatform(r dispatch.TaskRunner) { s.platform = r }
 
 // storeOpenTimeout bounds connecting to and migrating a PostgreSQL store
 // at startup.
@@ -272,16 +281,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
-	runner, err := platform.New(s.cfg.Platform.Endpoints.Allow, s.base)
-	if err != nil {
-		return fmt.Errorf("platform: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.disp.Sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
-	s.disp.StartPlatform(runCtx, runner, s.cfg.Platform.Concurrency, &s.wg)
+	if s.platform != nil {
+		s.disp.StartPlatform(runCtx, s.platform, s.cfg.Platform.Concurrency, &s.wg)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
