@@ -462,10 +462,13 @@ func (s *Server) Close(ctx context.Context) error {
 		// Every stream has ended: their senders and receivers return.
 		s.dsvc.Wait()
 	}
+	var errs []error
 	for _, h := range []*http.Server{s.http, s.oidcHTTP} {
 		if h != nil {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			h.Shutdown(sctx)
+			if err := h.Shutdown(sctx); err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
 			cancel()
 		}
 	}
@@ -478,8 +481,8 @@ func (s *Server) Close(ctx context.Context) error {
 	s.disp.Join()
 	// A replica leaves its cluster once its dispatcher gave its queued
 	// tasks back, and before the store closes.
-	err := errors.Join(s.stopReplica(ctx), s.store.Close())
-	return errors.Join(err, s.releaseLock(ctx))
+	errs = append(errs, s.stopReplica(ctx), s.store.Close())
+	return errors.Join(append(errs, s.releaseLock(ctx))...)
 }
 
 // StaleResults counts results discarded because their lease was not current.
