@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smdelegate/smdelegate/manager/platform"
+
 	"github.com/rs/zerolog"
 
 	"github.com/smdelegate/smdelegate/agent"
@@ -91,6 +93,11 @@ func mustManagerAt(t testing.TB, dir string, log zerolog.Logger, tweak func(*man
 	if err != nil {
 		t.Fatalf("manager.New: %v", err)
 	}
+	runner, err := platform.New(cfg.Platform.Endpoints.Allow, log)
+	if err != nil {
+		t.Fatalf("platform.New: %v", err)
+	}
+	srv.SetPlatform(runner)
 	if err := srv.Start(t.Context()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}

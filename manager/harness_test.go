@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smdelegate/smdelegate/manager/platform"
+
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -77,6 +79,12 @@ func mustManagerWith(t testing.TB, tweak func(*manager.Config), log zerolog.Logg
 	if err != nil {
 		t.Fatalf("manager.New: %v", err)
 	}
+	// The tasks the manager runs itself, as cmd/smd wires them.
+	runner, err := platform.New(cfg.Platform.Endpoints.Allow, log)
+	if err != nil {
+		t.Fatalf("platform.New: %v", err)
+	}
+	srv.SetPlatform(runner)
 	if err := srv.Start(t.Context()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}

@@ -30,7 +30,6 @@ import (
 	"github.com/smdelegate/smdelegate/manager/dispatch"
 	"github.com/smdelegate/smdelegate/manager/oidc"
 	"github.com/smdelegate/smdelegate/manager/peer"
-	"github.com/smdelegate/smdelegate/manager/platform"
 	"github.com/smdelegate/smdelegate/manager/resolve"
 	"github.com/smdelegate/smdelegate/manager/store"
 	"github.com/smdelegate/smdelegate/manager/store/bolt"
@@ -48,6 +47,8 @@ type Server struct {
 	store store.Store
 	disp  *dispatch.Dispatcher
 	m     *dispatch.Metrics
+	// platform runs the tasks the manager runs itself (SetPlatform).
+	platform dispatch.TaskRunner
 
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
@@ -114,6 +115,14 @@ func New(cfg Config, log zerolog.Logger, st store.Store) (*Server, error) {
 	}
 	return s, nil
 }
+
+// SetPlatform gives the manager the runner of the tasks it runs itself
+// (platform.New from platform.endpoints.allow: oidc connectors with
+// oidc_connectivity: platform), before Start. cmd/smd builds it, beside
+// the agent's task handler: the one place that wires AWS clients to task
+// code; the Server only runs what it is given. Without one, such tasks
+// find no delegate (NO_ELIGIBLE_DELEGATE).
+func (s *Server) SetPlatform(r dispatch.TaskRunner) { s.platform = r }
 
 // storeOpenTimeout bounds connecting to and migrating a PostgreSQL store
 // at startup.
@@ -256,7 +265,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		// Text that is not UTF-8 is refused first, naming its field
 		// (codec.go); then the token is checked, then the limits.
 		grpc.ForceServerCodecV2(newWireCodec()),
-		grpc.ChainUnaryInterceptor(textUnary, auth.unary, s.limits.Unary),
+		grpc.ChainUnaryInterceptor(textUnary, auth.unary, api.RateLimit(s.limits)),
 		grpc.ChainStreamInterceptor(textStream, auth.stream),
 		// Agents ping every 30 s (below typical 60 s LB idle timeouts);
 		// allow that, and probe idle agents ourselves.
@@ -272,16 +281,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
-	runner, err := platform.New(s.cfg.Platform.Endpoints.Allow, s.base)
-	if err != nil {
-		return fmt.Errorf("platform: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.disp.Sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
-	s.disp.StartPlatform(runCtx, runner, s.cfg.Platform.Concurrency, &s.wg)
+	if s.platform != nil {
+		s.disp.StartPlatform(runCtx, s.platform, s.cfg.Platform.Concurrency, &s.wg)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -455,10 +462,13 @@ func (s *Server) Close(ctx context.Context) error {
 		// Every stream has ended: their senders and receivers return.
 		s.dsvc.Wait()
 	}
+	var errs []error
 	for _, h := range []*http.Server{s.http, s.oidcHTTP} {
 		if h != nil {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			h.Shutdown(sctx)
+			if err := h.Shutdown(sctx); err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
 			cancel()
 		}
 	}
@@ -471,8 +481,8 @@ func (s *Server) Close(ctx context.Context) error {
 	s.disp.Join()
 	// A replica leaves its cluster once its dispatcher gave its queued
 	// tasks back, and before the store closes.
-	err := errors.Join(s.stopReplica(ctx), s.store.Close())
-	return errors.Join(err, s.releaseLock(ctx))
+	errs = append(errs, s.stopReplica(ctx), s.store.Close())
+	return errors.Join(append(errs, s.releaseLock(ctx))...)
 }
 
 // StaleResults counts results discarded because their lease was not current.

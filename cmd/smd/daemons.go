@@ -54,7 +54,7 @@ func newManagerCmd() *cobra.Command {
 			if err != nil {
 				return usageErr(err)
 			}
-			srv, err := manager.New(cfg, log, nil)
+			srv, err := newManager(cfg, log)
 			if err != nil {
 				return err
 			}

@@ -107,7 +107,7 @@ func runDev(parent context.Context, stdout io.Writer, o devOptions) error {
 	mcfg.ShutdownTimeout = config.Duration(2 * time.Second)
 	// Platform (oidc) connectors of smd dev call the emulator too.
 	mcfg.Platform.Endpoints.Allow = []string{awsURL}
-	srv, err := manager.New(mcfg, log, nil)
+	srv, err := newManager(mcfg, log)
 	if err != nil {
 		return err
 	}

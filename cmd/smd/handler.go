@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/rs/zerolog"
 
 	"github.com/smdelegate/smdelegate/agent"
+	"github.com/smdelegate/smdelegate/manager"
+	"github.com/smdelegate/smdelegate/manager/platform"
 	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 	"github.com/smdelegate/smdelegate/tasks"
 	"github.com/smdelegate/smdelegate/tasks/awsauth"
@@ -54,4 +57,21 @@ type secretRunner struct{ r *tasks.Runner }
 
 func (s secretRunner) Run(ctx context.Context, t *delegatev1.Task, st *delegatev1.SecretTask) *delegatev1.Outcome {
 	return s.r.Run(tasks.WithAttempt(ctx, t.GetAttempt()), t.GetId(), st)
+}
+
+// newManager builds the manager of cfg with its platform runner: the tasks
+// the manager runs itself (oidc connectors with oidc_connectivity:
+// platform) run the delegate's task code, confined to AWS's endpoints and
+// platform.endpoints.allow.
+func newManager(cfg manager.Config, log zerolog.Logger) (*manager.Server, error) {
+	runner, err := platform.New(cfg.Platform.Endpoints.Allow, log)
+	if err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
+	srv, err := manager.New(cfg, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	srv.SetPlatform(runner)
+	return srv, nil
 }

@@ -31,11 +31,14 @@ import (
 func (s *Service) toStatus(err error) error {
 	var te *dispatch.TaskError
 	var reused *dispatch.RequestReusedError
+	var le *dispatch.LimitError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &te):
 		return status.Error(GRPCCode(te.Code), te.Msg)
+	case errors.As(err, &le):
+		return limitStatus(le)
 	case errors.Is(err, dispatch.ErrTaskNotFound):
 		return status.Error(codes.NotFound, "task not found")
 	case errors.Is(err, dispatch.ErrShuttingDown):

@@ -8,17 +8,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/protoadapt"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/smdelegate/smdelegate/internal/config"
 	"github.com/smdelegate/smdelegate/manager/identity"
 	"github.com/smdelegate/smdelegate/manager/store"
-	delegatev1 "github.com/smdelegate/smdelegate/proto/delegate/v1"
 )
 
 // Limits on what operators submit (LimitsConfig, README "Limits"). Every
@@ -26,7 +19,7 @@ import (
 // smd_limit_refusals_total{limit, token}:
 //
 //   - submit_rate: a token bucket per operator token over the calls that
-//     make tasks (submitMethods), checked by the limiter's interceptor
+//     make tasks, checked by the API's interceptor (api.RateLimit)
 //     before the handler runs. Refused: ResourceExhausted with RetryInfo
 //     (when the bucket has a token again) and QuotaFailure.
 //   - scope_unfinished_tasks, scope_payload_bytes: the queued and running
@@ -44,14 +37,6 @@ import (
 // every task ends by dispatch.task_deadline, so at most about
 // submit_rate × task_deadline + submit_burst.
 
-// submitMethods are the calls that make a task, the ones submit_rate
-// counts.
-var submitMethods = map[string]bool{
-	delegatev1.ManagerService_Ping_FullMethodName:          true,
-	delegatev1.ManagerService_Secret_FullMethodName:        true,
-	delegatev1.ManagerService_TestConnector_FullMethodName: true,
-}
-
 // ListTasks page sizes.
 const (
 	defaultListPage = 100
@@ -65,8 +50,8 @@ const (
 	limitPayloadBytes    = "scope_payload_bytes"
 )
 
-// LimitError is a refusal by a limit: ResourceExhausted (GRPCStatus),
-// with RetryInfo when waiting RetryAfter cures it.
+// LimitError is a refusal by a limit (the API answers ResourceExhausted,
+// with RetryInfo when waiting RetryAfter cures it).
 type LimitError struct {
 	// Limit is the key under limits: that refused ("submit_rate", ...).
 	Limit string
@@ -80,22 +65,6 @@ type LimitError struct {
 }
 
 func (e *LimitError) Error() string { return e.Msg }
-
-// GRPCStatus is the refusal for the API: the one translation of a limit
-// error to gRPC.
-func (e *LimitError) GRPCStatus() *status.Status {
-	st := status.New(codes.ResourceExhausted, e.Msg)
-	details := []protoadapt.MessageV1{&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-		Subject: e.Subject, Description: "limits." + e.Limit,
-	}}}}
-	if e.RetryAfter > 0 {
-		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
-	}
-	if ds, err := st.WithDetails(details...); err == nil {
-		st = ds
-	}
-	return st
-}
 
 // usage is what a scope's unfinished tasks hold.
 type usage struct {
@@ -123,19 +92,10 @@ func NewLimiter(cfg LimitsConfig, m *Metrics) *Limiter {
 // (an old and a new token during a rotation) share one bucket.
 func tokenKey(id identity.Identity) string { return id.Scope.String() + ":" + id.Name }
 
-// unary is the interceptor of submit_rate, chained after authentication.
-func (l *Limiter) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if submitMethods[info.FullMethod] {
-		if err := l.allow(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return h(ctx, req)
-}
-
-// allow takes one token from the caller's bucket, or refuses with the
-// time until there is one.
-func (l *Limiter) allow(ctx context.Context) error {
+// Allow takes one token from the bucket of the operator token in ctx
+// (submit_rate), or refuses with a *LimitError saying when there is one.
+// The API's interceptor calls it for the calls that make tasks.
+func (l *Limiter) Allow(ctx context.Context) error {
 	id := identity.From(ctx)
 	key := tokenKey(id)
 	l.mu.Lock()

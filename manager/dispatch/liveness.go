@@ -1,10 +1,8 @@
 package dispatch
 
 import (
+	"fmt"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/smdelegate/smdelegate/manager/store"
 )
@@ -22,6 +20,17 @@ const (
 	// longer than the capacity, a credit out of range, a second Hello).
 	CloseInvalidMessage = "invalid_message"
 )
+
+// StreamClosedError is why the manager closed a delegate's stream: the
+// Close* reason, and a message for the agent and the log. The stream
+// handler (manager/stream) turns it into the gRPC status the stream ends
+// with.
+type StreamClosedError struct {
+	Reason string
+	Msg    string
+}
+
+func (e *StreamClosedError) Error() string { return e.Msg }
 
 // OutboxLimit is how many messages may wait to be sent on the stream of a
 // delegate of this capacity; when one more is pushed the manager closes
@@ -43,20 +52,19 @@ func OutboxLimit(capacity int) int { return 4*capacity + 64 }
 // metric after the lock.
 type eviction struct {
 	dg       *delegate
-	reason   string
-	err      error
+	err      *StreamClosedError
 	returned int // tasks taken back from it
 }
 
-// evict closes dg's stream because it misbehaved (reason, one of the
-// close* constants) with err, and returns the tasks it held to the queue
-// at once (on their last attempt, DELEGATE_LOST), as lease expiry would
+// evict closes dg's stream because it misbehaved (err.Reason, one of
+// the Close* constants), and returns the tasks it held to the queue at
+// once (on their last attempt, DELEGATE_LOST), as lease expiry would
 // later. It returns the error the stream ends with: err, or an earlier
 // eviction's.
-func (d *Dispatcher) evict(dg *delegate, reason string, err error) error {
+func (d *Dispatcher) evict(dg *delegate, err *StreamClosedError) *StreamClosedError {
 	var acts []action
 	d.mu.Lock()
-	ev, done := d.evictLocked(dg, reason, err, &acts)
+	ev, done := d.evictLocked(dg, err, &acts)
 	d.mu.Unlock()
 	if !done {
 		return dg.evictErr // set before evicted was closed, never after
@@ -68,14 +76,14 @@ func (d *Dispatcher) evict(dg *delegate, reason string, err error) error {
 
 // evictLocked is evict under the lock; it adds the fate of dg's tasks to
 // acts. It reports false if dg was evicted already.
-func (d *Dispatcher) evictLocked(dg *delegate, reason string, err error, acts *[]action) (eviction, bool) {
+func (d *Dispatcher) evictLocked(dg *delegate, err *StreamClosedError, acts *[]action) (eviction, bool) {
 	if dg.evictErr != nil {
 		return eviction{}, false
 	}
 	dg.evictErr = err
 	close(dg.evicted)
 	dg.out.Close()
-	ev := eviction{dg: dg, reason: reason, err: err}
+	ev := eviction{dg: dg, err: err}
 	if d.delegates[dg.name] == dg {
 		// Still the registered stream: its tasks are its own. (A stream
 		// already replaced by a reconnect leaves them to the new one.)
@@ -95,7 +103,7 @@ func (d *Dispatcher) evictLocked(dg *delegate, reason string, err error, acts *[
 				// fence margin have passed (sweepOnce, order.go).
 				continue
 			}
-			*acts = append(*acts, d.lostLocked(t, "delegate stream closed ("+reason+")", "was disconnected ("+reason+")"))
+			*acts = append(*acts, d.lostLocked(t, "delegate stream closed ("+err.Reason+")", "was disconnected ("+err.Reason+")"))
 			delete(dg.running, id)
 			ev.returned++
 		}
@@ -107,9 +115,9 @@ func (d *Dispatcher) evictLocked(dg *delegate, reason string, err error, acts *[
 // afterEvict counts and logs evictions, one warn line each.
 func (d *Dispatcher) afterEvict(evs []eviction) {
 	for _, ev := range evs {
-		d.metrics.streamsClosed.WithLabelValues(ev.reason).Inc()
-		d.log.Warn().Str("delegate", ev.dg.name).Str("reason", ev.reason).Int("tasks_returned", ev.returned).
-			Msg("closing delegate stream: " + status.Convert(ev.err).Message())
+		d.metrics.streamsClosed.WithLabelValues(ev.err.Reason).Inc()
+		d.log.Warn().Str("delegate", ev.dg.name).Str("reason", ev.err.Reason).Int("tasks_returned", ev.returned).
+			Msg("closing delegate stream: " + ev.err.Msg)
 	}
 }
 
@@ -128,11 +136,11 @@ func (d *Dispatcher) sweepSilentLocked(now time.Time, acts *[]action) []eviction
 		if silence <= 0 || now.Sub(dg.lastHeard) <= silence {
 			continue
 		}
-		err := status.Errorf(codes.Unavailable,
+		err := &StreamClosedError{Reason: CloseMissedHeartbeats, Msg: fmt.Sprintf(
 			"no heartbeat for %s (dispatch.missed_heartbeats %d × dispatch.heartbeat_interval %s): "+
 				"the manager closed this stream and returned its tasks to the queue",
-			now.Sub(dg.lastHeard).Round(time.Millisecond), d.cfg.MissedHeartbeats, d.cfg.HeartbeatInterval)
-		if ev, ok := d.evictLocked(dg, CloseMissedHeartbeats, err, acts); ok {
+			now.Sub(dg.lastHeard).Round(time.Millisecond), d.cfg.MissedHeartbeats, d.cfg.HeartbeatInterval)}
+		if ev, ok := d.evictLocked(dg, err, acts); ok {
 			evs = append(evs, ev)
 		}
 	}

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -224,7 +223,7 @@ func TestIssue10OrderFencedRedispatch(t *testing.T) {
 	r.sent(first)
 	// The manager closes the stream (as for missed heartbeats): the task
 	// keeps its lease, the agent may still be running it.
-	r.d.evict(r.dg, CloseMissedHeartbeats, errTestEvicted)
+	r.d.evict(r.dg, &StreamClosedError{Reason: CloseMissedHeartbeats, Msg: "evicted by the test"})
 	r.connect(nil) // another stream of the agent, without the task
 	r.advance(r.cfg.LeaseDuration.D() + time.Second)
 	r.d.sweepOnce()
@@ -241,8 +240,6 @@ func TestIssue10OrderFencedRedispatch(t *testing.T) {
 		t.Fatal("second update dispatched while the first is re-dispatched")
 	}
 }
-
-var errTestEvicted = errors.New("evicted by the test")
 
 // TestIssue10OrderRecovered: after a manager restart the chains are
 // rebuilt from the store in creation order: the leased head keeps its

@@ -53,15 +53,18 @@ func (s *Session) Drain() { s.d.drain(s.dg) }
 func (s *Session) Disconnect() { s.d.disconnect(s.dg) }
 
 // Evict closes the stream because the delegate misbehaved (reason is a
-// Close* value) and returns the error to end it with.
-func (s *Session) Evict(reason string, err error) error { return s.d.evict(s.dg, reason, err) }
+// Close* value, msg says why) and returns why the stream ends: this
+// eviction, or an earlier one.
+func (s *Session) Evict(reason, msg string) *StreamClosedError {
+	return s.d.evict(s.dg, &StreamClosedError{Reason: reason, Msg: msg})
+}
 
 // Evicted is closed when the manager closed the stream; EvictErr is then
 // the error to end it with.
 func (s *Session) Evicted() <-chan struct{} { return s.dg.evicted }
 
 // EvictErr is the error of an eviction, set before Evicted is closed.
-func (s *Session) EvictErr() error { return s.dg.evictErr }
+func (s *Session) EvictErr() *StreamClosedError { return s.dg.evictErr }
 
 // Replaced is closed when a newer stream of the same agent process took
 // this one's place.

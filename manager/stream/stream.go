@@ -116,15 +116,15 @@ func (s *Service) Connect(stream delegatev1.DelegateService_ConnectServer) error
 	case err := <-recvErr:
 		var pe *protocolError
 		if errors.As(err, &pe) {
-			return sess.Evict(dispatch.CloseInvalidMessage, status.Error(codes.InvalidArgument, pe.Error()))
+			return closedStatus(sess.Evict(dispatch.CloseInvalidMessage, pe.Error()))
 		}
 		return err
 	case <-out.Overflow():
-		return sess.Evict(dispatch.CloseOutboxFull, status.Errorf(codes.ResourceExhausted,
+		return closedStatus(sess.Evict(dispatch.CloseOutboxFull, fmt.Sprintf(
 			"the delegate did not read its stream: %d messages were waiting, the limit for capacity %d; "+
-				"the manager closed the stream and returned its tasks to the queue", out.Limit(), sess.Capacity()))
+				"the manager closed the stream and returned its tasks to the queue", out.Limit(), sess.Capacity())))
 	case <-sess.Evicted():
-		return sess.EvictErr() // set before evicted was closed
+		return closedStatus(sess.EvictErr()) // set before evicted was closed
 	case <-sess.Replaced():
 		log.Warn().Msg("the delegate reconnected on a newer stream; closing this one")
 		return status.Errorf(codes.AlreadyExists, "delegate %q reconnected on a newer stream; this one is closed", sess.Name())
@@ -178,4 +178,19 @@ func (e *protocolError) Error() string { return e.msg }
 
 func protocolErrorf(format string, args ...any) error {
 	return &protocolError{fmt.Sprintf(format, args...)}
+}
+
+// closedStatus is the status a stream the manager closed ends with, by
+// the reason it was closed: a protocol error is InvalidArgument, an
+// overflowing outbox ResourceExhausted, a silent delegate Unavailable (it
+// may reconnect at once).
+func closedStatus(e *dispatch.StreamClosedError) error {
+	code := codes.Unavailable
+	switch e.Reason {
+	case dispatch.CloseInvalidMessage:
+		code = codes.InvalidArgument
+	case dispatch.CloseOutboxFull:
+		code = codes.ResourceExhausted
+	}
+	return status.Error(code, e.Msg)
 }

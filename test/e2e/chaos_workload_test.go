@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -493,35 +490,4 @@ func (w *workload) get(ctx context.Context, c *chain) bool {
 		return true
 	}
 	return false
-}
-
-// heldAWS serves the emulator, holding each reply for hold after the
-// request was served: a delegate killed meanwhile leaves a change made at
-// AWS whose result never reached the manager, the case where a re-run must
-// not make a second version. The emulator's own latency (SetLatency)
-// delays requests before they are served, so a kill then leaves nothing
-// behind.
-func heldAWS(t testing.TB, emu *awsemu.Server, hold time.Duration) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := httptest.NewRecorder()
-		emu.ServeHTTP(rec, r)
-		select {
-		case <-time.After(hold):
-		case <-r.Context().Done():
-			return
-		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
-	})}
-	go srv.Serve(ln) //nolint:errcheck // Serve returns ErrServerClosed after Close.
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
 }
