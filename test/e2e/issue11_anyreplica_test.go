@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,9 +17,10 @@ import (
 // replicas: an async create (the shared queue), a sync get of the value
 // it wrote (forwarded over the peer link) and a connection test (sync,
 // forwarded) all run on that agent and succeed, so a connector whose
-// only delegate sits on replica C works through A and B.
-//
-// Needs the shared queue (branch i11queue) and the peer link (i11peer).
+// only delegate sits on replica C works through A and B; and a create
+// with a generated value shown to its caller (async in the shared queue,
+// the value carried over the peer link to the replica where the caller
+// waits) shows the value AWS holds, which no replica logs.
 func TestIssue11AnyReplicaReachesAnyDelegate(t *testing.T) {
 	emu := awsemu.New(awsemu.Options{})
 	aws := httptest.NewServer(emu)
@@ -45,6 +47,7 @@ func TestIssue11AnyReplicaReachesAnyDelegate(t *testing.T) {
 		}
 	}
 
+	var generated []string
 	for i := range rs {
 		conn := &delegatev1.ConnectorRef{Identifier: "conn_" + fmt.Sprint(i)}
 		agent := fmt.Sprintf("agent-on-r%d", i)
@@ -76,6 +79,31 @@ func TestIssue11AnyReplicaReachesAnyDelegate(t *testing.T) {
 			test, err := via.API().TestConnector(ctx, &delegatev1.TestConnectorRequest{Ref: conn})
 			if err != nil || test.GetState() != delegatev1.TaskState_SUCCEEDED || test.GetDelegate() != agent {
 				t.Errorf("connection test, %s = %v on %q, %v; want SUCCEEDED on %s", what, test.GetState(), test.GetDelegate(), err, agent)
+			}
+
+			// A generated value shown to the caller that waits on this
+			// replica, from a delegate on the other one; never stored.
+			gname := fmt.Sprintf("g-%d-via-%d", i, j)
+			gen, err := via.API().Secret(ctx, &delegatev1.SecretRequest{Connector: conn,
+				Op: &delegatev1.SecretRequest_Create{Create: &delegatev1.CreateSecretOp{Name: gname,
+					Generate: &delegatev1.GeneratePassword{}, ReturnValue: true}}})
+			shown := gen.GetOutcome().GetSecret().GetValue().GetStringValue()
+			st, ok := emu.Secret("any/" + gname)
+			if err != nil || gen.GetState() != delegatev1.TaskState_SUCCEEDED || gen.GetDelegate() != agent ||
+				!ok || len(st.Versions) != 1 || shown == "" || shown != st.Versions[0].SecretString {
+				t.Errorf("create --generate --show, %s = %v on %q, %v: shown %d characters; want SUCCEEDED on %s showing the value AWS holds",
+					what, gen.GetState(), gen.GetDelegate(), err, len(shown), agent)
+			}
+			if shown != "" {
+				generated = append(generated, shown)
+			}
+		}
+	}
+	// No replica logged a generated value.
+	for _, r := range rs {
+		for _, v := range generated {
+			if strings.Contains(r.proc.log(), v) {
+				t.Errorf("a replica's log holds a generated value")
 			}
 		}
 	}
