@@ -25,6 +25,8 @@ apt_install() {
 }
 
 command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
+# The README's "Running several managers" reads /metrics with curl (test/e2e).
+command -v curl >/dev/null 2>&1 || apt_install curl
 
 # Debian keeps initdb and pg_ctl off PATH, in /usr/lib/postgresql/<ver>/bin.
 pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
