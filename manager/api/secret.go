@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/protobuf/proto"
 
@@ -120,22 +121,37 @@ func (s *Service) runSecret(ctx context.Context, ref *delegatev1.ConnectorRef, s
 	if mutation && async {
 		return t.Info(), nil
 	}
+	// A stored mutation outlives the manager (the next start, or another
+	// replica, runs it): its caller is released when the manager begins
+	// to close, not held until shutdown_timeout. A read is failed by the
+	// close itself.
+	var stopping <-chan struct{}
+	if mutation {
+		stopping = s.d.Stopping()
+	}
 	select {
 	case <-t.Done():
-		info := t.Info()
-		switch {
-		case mutation && !st.GetCreate().GetReturnValue():
-			info.Outcome = dispatch.WithoutSecretValue(info.Outcome)
-		case st.GetCreate().GetReturnValue():
-			info.Outcome = valueNotShown(info.Outcome)
+	case <-stopping:
+		select {
+		case <-t.Done(): // finished meanwhile: answer it
+		default:
+			return nil, s.toStatus(fmt.Errorf("%w; task %s is stored and runs once a manager is back (smd task watch %s)",
+				dispatch.ErrShuttingDown, t.ID(), t.ID()))
 		}
-		return info, nil
 	case <-ctx.Done():
 		if !mutation {
 			t.Cancel("the caller went away")
 		}
 		return nil, s.toStatus(ctx.Err())
 	}
+	info := t.Info()
+	switch {
+	case mutation && !st.GetCreate().GetReturnValue():
+		info.Outcome = dispatch.WithoutSecretValue(info.Outcome)
+	case st.GetCreate().GetReturnValue():
+		info.Outcome = valueNotShown(info.Outcome)
+	}
+	return info, nil
 }
 
 // valueNotShown is the outcome of a create with return_value as its

@@ -233,7 +233,7 @@ func (d *Dispatcher) storedWake(id string, wait time.Duration) <-chan struct{} {
 // already.
 func (d *Dispatcher) awaitStored(ctx context.Context, t *task) *task {
 	if d.cl == nil {
-		go d.followStored(ctx, t)
+		d.followStored(ctx, t)
 		return t
 	}
 	d.mu.Lock()

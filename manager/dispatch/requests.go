@@ -101,13 +101,23 @@ func setStored(t *task, st *store.Task) {
 const followInterval = 100 * time.Millisecond
 
 // followStored keeps t, a stored task this dispatcher does not run, up to
-// date from the store until it is final or ctx (the caller's) ends.
+// date from the store until it is final, ctx (the caller's) ends or the
+// dispatcher closes (its callers watch Stopping). It returns at once: the
+// reads run in a goroutine the dispatcher owns (spawn), which Join waits
+// for, so none outlives the manager or reads a closed store.
 func (d *Dispatcher) followStored(ctx context.Context, t *task) {
+	d.spawn(func() { d.follow(ctx, t) })
+}
+
+// follow is followStored's loop.
+func (d *Dispatcher) follow(ctx context.Context, t *task) {
 	tick := time.NewTicker(followInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-d.stopping:
 			return
 		case <-tick.C:
 		}
