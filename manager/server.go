@@ -47,8 +47,10 @@ type Server struct {
 	store store.Store
 	disp  *dispatch.Dispatcher
 	m     *dispatch.Metrics
-	// platform runs the tasks the manager runs itself (SetPlatform).
-	platform dispatch.TaskRunner
+	// platform runs the tasks the manager runs itself (SetPlatform);
+	// platformWait joins the goroutines of its in-process delegate.
+	platform     dispatch.TaskRunner
+	platformWait func()
 
 	sealer *seal.Sealer
 	issuer *oidc.Issuer
@@ -287,7 +289,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	go func() { defer s.wg.Done(); s.disp.Sweep(runCtx, s.sweepEvery()) }()
 	go func() { defer s.wg.Done(); s.issuer.Run(runCtx) }()
 	if s.platform != nil {
-		s.disp.StartPlatform(runCtx, s.platform, s.cfg.Platform.Concurrency, &s.wg)
+		s.platformWait = s.disp.StartPlatform(runCtx, s.platform, s.cfg.Platform.Concurrency)
 	}
 	s.wg.Add(1)
 	go func() {
@@ -476,6 +478,9 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.platformWait != nil {
+		s.platformWait() // the run context ended: its tasks were cut short
+	}
 	// The dispatcher's store writes stop retrying on close; wait for
 	// them, so that none runs on a closed store.
 	s.disp.Join()

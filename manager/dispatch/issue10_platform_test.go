@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -47,8 +46,7 @@ func TestIssue10PlatformTaskSurvivesShutdown(t *testing.T) {
 	})
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	var wg sync.WaitGroup
-	d.startPlatform(runCtx, run, 1, &wg)
+	wait := d.startPlatform(runCtx, run, 1)
 	tk, err := d.submit(t.Context(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag}, Payload: pingPayload()})
 	if err != nil {
 		t.Fatalf("Submit(platform task) error: %v", err)
@@ -59,7 +57,7 @@ func TestIssue10PlatformTaskSurvivesShutdown(t *testing.T) {
 	// ends, its goroutines are joined, then the store closes.
 	d.close()
 	stop()
-	wg.Wait()
+	wait()
 	select {
 	case st := <-completed:
 		t.Fatalf("the platform task cut short by the shutdown was stored %v, want it left unfinished", st)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -445,9 +444,8 @@ func TestIssue11PlatformPullsOnlyItsTasks(t *testing.T) {
 	b := fakeBackend()
 	a := startReplica(t, b, "A")
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	a.d.StartPlatform(ctx, okRunner{}, 4, &wg)
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	wait := a.d.StartPlatform(ctx, okRunner{}, 4)
+	t.Cleanup(func() { cancel(); wait() })
 	plain := ping(t, a, "")
 	platform, err := a.d.Submit(context.Background(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag},
 		Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})

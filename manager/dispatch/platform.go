@@ -23,14 +23,16 @@ type TaskRunner interface {
 
 // startPlatform connects an in-process delegate tagged PlatformTag, so
 // platform tasks get the same queueing, leases, deadlines and persistence
-// as any other. It runs until ctx is done; its goroutines are counted in
-// wg, for the caller to join before it closes the store.
+// as any other. It runs until ctx is done. It owns its goroutines (the
+// lease renewal, the consumer of its outbox, one per running task): the
+// returned wait joins them all once ctx is done, for the caller to call
+// before it closes the store.
 //
 // ctx ending is the manager stopping: a task it cuts short reports no
 // result (a task's own deadline or a Cancel ends only its own context).
 // It stays unfinished in the store, like an agent's task, and the next
 // start recovers it: the manager's shutdown is not the task's failure.
-func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity int, wg *sync.WaitGroup) {
+func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity int) (wait func()) {
 	// Unbounded: its consumer below never blocks (it starts each task).
 	out := outbox.New[*delegatev1.ManagerMessage](0)
 	now := d.now()
@@ -46,6 +48,10 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 
 	var mu sync.Mutex // guards cancels
 	cancels := map[string]context.CancelFunc{}
+	// wg counts the goroutines below. The consumer adds each task's
+	// goroutine while it is counted itself, so no Add follows a Wait that
+	// could have returned.
+	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -107,4 +113,5 @@ func (d *Dispatcher) startPlatform(ctx context.Context, r TaskRunner, capacity i
 			}
 		}
 	}()
+	return wg.Wait
 }

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,10 +47,11 @@ func (d *Dispatcher) Recover(ctx context.Context) (int, error) { return d.recove
 // delegates) every every until ctx is done.
 func (d *Dispatcher) Sweep(ctx context.Context, every time.Duration) { d.sweep(ctx, every) }
 
-// StartPlatform connects the in-process delegate of platform tasks; its
-// goroutines are counted in wg (platform.go).
-func (d *Dispatcher) StartPlatform(ctx context.Context, r TaskRunner, capacity int, wg *sync.WaitGroup) {
-	d.startPlatform(ctx, r, capacity, wg)
+// StartPlatform connects the in-process delegate of platform tasks, run by
+// r with capacity slots, until ctx is done; wait joins its goroutines
+// after that (platform.go).
+func (d *Dispatcher) StartPlatform(ctx context.Context, r TaskRunner, capacity int) (wait func()) {
+	return d.startPlatform(ctx, r, capacity)
 }
 
 // Close stops dispatching: Stopping is closed, waiting callers released.
