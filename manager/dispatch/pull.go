@@ -28,14 +28,16 @@ import (
 // per backoff step.
 func (d *Dispatcher) pullLoop(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	watched := make(chan struct{})
 	go func() {
+		defer close(watched)
 		select {
 		case <-d.stopping:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
+	defer func() { cancel(); <-watched }() // the watcher is joined too
 	poll := time.NewTicker(d.cl.poll)
 	defer poll.Stop()
 	fails := 0
