@@ -154,7 +154,7 @@ func (c *Config) validateCluster(add func(error)) {
 	if len(cl.PeerToken) < minPeerToken {
 		// Never the token, nor its length: only the rule.
 		add(config.Errf("cluster.peer_token_file", "a peer token of at least %d bytes is required with cluster.name, the same on every replica "+
-			"(cluster.peer_token_file or %s; e.g. openssl rand -base64 48)", minPeerToken, peerTokenEnv))
+			"(cluster.peer_token_file or %s; e.g. head -c 48 /dev/urandom | base64 -w0)", minPeerToken, peerTokenEnv))
 	}
 }
 

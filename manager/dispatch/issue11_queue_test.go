@@ -438,24 +438,26 @@ func (okRunner) Run(ctx context.Context, t *delegatev1.Task) *delegatev1.Outcome
 
 // The platform delegate pulls only the tasks that select it: a replica
 // with no agent leaves a task without selectors in the shared queue
-// (store.PullWant.SelectedOnly), and runs a platform task. Fake queue
-// only: the PostgreSQL Pull must honour SelectedOnly first (i11store).
+// (store.PullWant.SelectedOnly), and runs a platform task.
 func TestIssue11PlatformPullsOnlyItsTasks(t *testing.T) {
-	b := fakeBackend()
-	a := startReplica(t, b, "A")
-	ctx, cancel := context.WithCancel(context.Background())
-	wait := a.d.StartPlatform(ctx, okRunner{}, 4)
-	t.Cleanup(func() { cancel(); wait() })
-	plain := ping(t, a, "")
-	platform, err := a.d.Submit(context.Background(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag},
-		Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info := waitDone(t, platform); info.GetState() != delegatev1.TaskState_SUCCEEDED {
-		t.Errorf("platform task: %v, want SUCCEEDED", info)
-	}
-	if st := stored(t, a.st, plain.ID()); st.Owner != "" || st.State != store.StateQueued {
-		t.Errorf("task without selectors: owner %q, %s; want unowned and queued (no agent anywhere)", st.Owner, st.State)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := startReplica(t, b, "A")
+			ctx, cancel := context.WithCancel(context.Background())
+			wait := a.d.StartPlatform(ctx, okRunner{}, 4)
+			t.Cleanup(func() { cancel(); wait() })
+			plain := ping(t, a, "")
+			platform, err := a.d.Submit(context.Background(), SubmitRequest{Kind: "ping", Async: true, Selectors: []string{PlatformTag},
+				Payload: &delegatev1.TaskPayload{Op: &delegatev1.TaskPayload_Ping{Ping: &delegatev1.PingTask{}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info := waitDone(t, platform); info.GetState() != delegatev1.TaskState_SUCCEEDED {
+				t.Errorf("platform task: %v, want SUCCEEDED", info)
+			}
+			if st := stored(t, a.st, plain.ID()); st.Owner != "" || st.State != store.StateQueued {
+				t.Errorf("task without selectors: owner %q, %s; want unowned and queued (no agent anywhere)", st.Owner, st.State)
+			}
+		})
 	}
 }
